@@ -1,0 +1,70 @@
+# Two commands do all the set-up on a fresh machine: `make test` and `make demo`.
+# Node 24 and pnpm come from the npm registry into .toolchain/ (ignored by git); a second run skips what is done.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+NODE_VERSION := 24.21.0
+PNPM_VERSION := 12.21.0
+ARCH := $(shell uname -m | sed -e 's/x86_64/x64/' -e 's/aarch64/arm64/')
+TOOLCHAIN := $(CURDIR)/.toolchain
+NODE_DIR := $(TOOLCHAIN)/node/node_modules/node-linux-$(ARCH)/bin
+PNPM_DIR := $(TOOLCHAIN)/pnpm/node_modules/.bin
+export PATH := $(NODE_DIR):$(PNPM_DIR):$(PATH)
+export TURBO_TELEMETRY_DISABLED := 1
+export DO_NOT_TRACK := 1
+
+NODE_STAMP := $(TOOLCHAIN)/.node-$(NODE_VERSION)
+PNPM_STAMP := $(TOOLCHAIN)/.pnpm-$(PNPM_VERSION)
+DEPS_STAMP := node_modules/.vyr-installed
+
+.PHONY: help toolchain install build lint test demo bench generate fixtures clean
+
+help:
+	@echo "make test   - set up (Node 24, pnpm, dependencies), build, lint, check, run all tests"
+	@echo "make demo   - set up, build, run the end-to-end demo"
+	@echo "make bench  - run the benchmarks (numbers land in bench/results/)"
+
+$(NODE_STAMP):
+	@mkdir -p $(TOOLCHAIN)
+	@echo "installing Node $(NODE_VERSION) into .toolchain/node"
+	npm install --no-audit --no-fund --loglevel=error --prefix $(TOOLCHAIN)/node node-linux-$(ARCH)@$(NODE_VERSION)
+	@touch $@
+
+$(PNPM_STAMP): $(NODE_STAMP)
+	@echo "installing pnpm $(PNPM_VERSION) into .toolchain/pnpm"
+	npm install --no-audit --no-fund --loglevel=error --prefix $(TOOLCHAIN)/pnpm pnpm@$(PNPM_VERSION)
+	@touch $@
+
+toolchain: $(NODE_STAMP) $(PNPM_STAMP)
+
+$(DEPS_STAMP): $(NODE_STAMP) $(PNPM_STAMP) pnpm-lock.yaml package.json
+	pnpm install --frozen-lockfile
+	@touch $@
+
+install: $(DEPS_STAMP)
+
+build: install
+	pnpm run build
+
+lint: install
+	pnpm exec biome check .
+	node scripts/check-layers.mjs
+	node scripts/check-generated.mjs
+
+test: build lint
+	pnpm exec vitest run
+
+demo: build
+	bash scripts/demo.sh
+
+bench: build
+	pnpm -F @vyr/bench run bench
+
+generate: install
+	pnpm -F @vyr/proto run generate
+
+fixtures: install
+	bash packages/testing/fixtures/build.sh
+
+clean:
+	rm -rf node_modules packages/*/node_modules apps/*/node_modules packages/*/dist apps/*/dist proto/dist .turbo

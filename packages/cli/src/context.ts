@@ -1,0 +1,31 @@
+import type { Writable } from 'node:stream';
+
+/**
+ * What a command needs from the process it runs in. The CLI library never touches `process` itself: the app
+ * passes these in, and tests pass their own.
+ */
+export interface CliContext {
+  /** Where human or JSON output goes. */
+  stdout: Writable;
+  /** Where diagnostics and progress go. */
+  stderr: Writable;
+  /** Standard input, for `--stdin -`. */
+  stdin: NodeJS.ReadableStream;
+  /** The environment, read only when a command documents a variable (e.g. `VYR_NODE`, `VYR_TOKEN`). */
+  env: Readonly<Record<string, string | undefined>>;
+  /** Working directory relative paths resolve against. */
+  cwd: string;
+  /** Set the exit code the process ends with once the command returns. */
+  setExitCode(code: number): void;
+}
+
+/** Global output mode chosen with `--json`. */
+export interface OutputOptions {
+  json: boolean;
+}
+
+/** Writes a result: `value` as one JSON line with `--json`, otherwise the human text. */
+export function emit(ctx: CliContext, output: OutputOptions, value: unknown, human: string): void {
+  if (output.json) ctx.stdout.write(`${JSON.stringify(value)}\n`);
+  else if (human.length > 0) ctx.stdout.write(human.endsWith('\n') ? human : `${human}\n`);
+}
