@@ -1,1 +1,47 @@
-export {};
+// Public API of @vyr/artifact: end-user symbols first, named re-exports only.
+export { ArtifactError, type ArtifactErrorCode, isArtifactError, VERIFICATION_CODES } from './errors.js';
+export {
+  generateKeyPair,
+  type KeyPairPem,
+  keyIdOf,
+  PRIVATE_KEY_FILE,
+  PUBLIC_KEY_FILE,
+  parsePrivateKeyPem,
+  parsePublicKeyPem,
+  readPrivateKey,
+  readPublicKey,
+  type WriteKeyPairOptions,
+  type WrittenKeyPair,
+  writeKeyPair,
+} from './keys.js';
+export {
+  createTrustPolicy,
+  loadTrustPolicy,
+  type TrustedKey,
+  type TrustedKeyInput,
+  type TrustPolicy,
+  type TrustPolicyOptions,
+} from './trust.js';
+export {
+  type ArtifactStore,
+  type AttachedBundle,
+  type ComponentInfo,
+  type Descriptor,
+  type Digest,
+  type GcResult,
+  type ImportOptions,
+  type InterfaceName,
+  type Limits,
+  type LoadedArtifact,
+  MediaType,
+  type OciIndex,
+  type OciManifest,
+  type SignatureInfo,
+  type StateAccess,
+  type StateSlotDeclaration,
+  type StoredArtifact,
+  type VerificationResult,
+  type VyrManifest,
+  type WasmConfig,
+  type WasmSourceKind,
+} from './types.js';

@@ -1,0 +1,199 @@
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { constants } from 'node:fs';
+import { access, mkdir, open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ArtifactError } from './errors.js';
+
+/** File name of the private key written by {@link writeKeyPair}. */
+export const PRIVATE_KEY_FILE = 'vyr.key';
+/** File name of the public key written by {@link writeKeyPair}. */
+export const PUBLIC_KEY_FILE = 'vyr.pub';
+
+/** An ECDSA P-256 key pair as PEM text plus its key id. */
+export interface KeyPairPem {
+  /** PKCS#8 PEM private key. */
+  privateKeyPem: string;
+  /** SPKI PEM public key. */
+  publicKeyPem: string;
+  /** Hex SHA-256 of the SPKI DER encoding of the public key. */
+  keyId: string;
+}
+
+/** Generates a fresh ECDSA P-256 key pair. */
+export function generateKeyPair(): KeyPairPem {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  return {
+    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    publicKeyPem,
+    keyId: keyIdOf(publicKey),
+  };
+}
+
+/** The key id of a public key: lowercase hex SHA-256 of its SPKI DER encoding. */
+export function keyIdOf(publicKey: KeyObject): string {
+  const der = publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(der).digest('hex');
+}
+
+const PUBLIC_PEM = /^-----BEGIN PUBLIC KEY-----\r?\n(?:[A-Za-z0-9+/=]{1,76}\r?\n)+-----END PUBLIC KEY-----\r?\n?$/;
+const PRIVATE_PEM = /^-----BEGIN PRIVATE KEY-----\r?\n(?:[A-Za-z0-9+/=]{1,76}\r?\n)+-----END PRIVATE KEY-----\r?\n?$/;
+
+function assertP256(key: KeyObject, what: string, source: string): void {
+  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
+    throw new ArtifactError(
+      'MALFORMED_KEY',
+      `${source}: ${what} is ${key.asymmetricKeyType ?? 'unknown'}${key.asymmetricKeyDetails?.namedCurve ? ` (${key.asymmetricKeyDetails.namedCurve})` : ''}, expected ECDSA P-256; create one with \`vyr key generate\``,
+    );
+  }
+}
+
+/**
+ * Parses an SPKI PEM ECDSA P-256 public key. The PEM must be exactly one `PUBLIC KEY` block and its DER must
+ * re-encode to the same bytes (so a single altered byte never yields a different, still-accepted key silently).
+ *
+ * @param source - names the key in error messages (e.g. its path).
+ * @throws ArtifactError `MALFORMED_KEY`.
+ */
+export function parsePublicKeyPem(pem: string, source = 'public key'): KeyObject {
+  if (!PUBLIC_PEM.test(pem)) {
+    throw new ArtifactError(
+      'MALFORMED_KEY',
+      `${source}: not an SPKI PEM public key (expected one "-----BEGIN PUBLIC KEY-----" block)`,
+    );
+  }
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: pem, format: 'pem' });
+  } catch (cause) {
+    throw new ArtifactError('MALFORMED_KEY', `${source}: the PEM does not decode to a public key`, { cause });
+  }
+  assertP256(key, 'the public key', source);
+  assertCanonicalPem(pem, key.export({ type: 'spki', format: 'der' }), source);
+  return key;
+}
+
+/**
+ * Parses a PKCS#8 PEM ECDSA P-256 private key.
+ *
+ * @throws ArtifactError `MALFORMED_KEY`.
+ */
+export function parsePrivateKeyPem(pem: string, source = 'private key'): KeyObject {
+  if (!PRIVATE_PEM.test(pem)) {
+    throw new ArtifactError(
+      'MALFORMED_KEY',
+      `${source}: not a PKCS#8 PEM private key (expected one "-----BEGIN PRIVATE KEY-----" block)`,
+    );
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: pem, format: 'pem' });
+  } catch (cause) {
+    throw new ArtifactError('MALFORMED_KEY', `${source}: the PEM does not decode to a private key`, { cause });
+  }
+  assertP256(key, 'the private key', source);
+  return key;
+}
+
+/** Base64 body of a PEM must be the canonical encoding of the key's DER: no ignored bits, no junk. */
+function assertCanonicalPem(pem: string, der: Buffer, source: string): void {
+  const body = pem
+    .split(/\r?\n/)
+    .filter((line) => line.length > 0 && !line.startsWith('-----'))
+    .join('');
+  if (body !== der.toString('base64')) {
+    throw new ArtifactError('MALFORMED_KEY', `${source}: the PEM body is not the canonical encoding of its key`);
+  }
+}
+
+async function readKeyFile(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code === 'ENOENT' ? 'NOT_FOUND' : 'IO_ERROR';
+    throw new ArtifactError(code, `cannot read key file ${path}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Reads and parses a public key file (SPKI PEM). @throws ArtifactError `NOT_FOUND`, `MALFORMED_KEY`. */
+export async function readPublicKey(path: string): Promise<KeyObject> {
+  return parsePublicKeyPem(await readKeyFile(path), path);
+}
+
+/** Reads and parses a private key file (PKCS#8 PEM). @throws ArtifactError `NOT_FOUND`, `MALFORMED_KEY`. */
+export async function readPrivateKey(path: string): Promise<KeyObject> {
+  return parsePrivateKeyPem(await readKeyFile(path), path);
+}
+
+/** Options of {@link writeKeyPair}. */
+export interface WriteKeyPairOptions {
+  /** Overwrite existing `vyr.key` / `vyr.pub`. Default: `false` (refuse with `ALREADY_EXISTS`). */
+  force?: boolean;
+}
+
+/** Paths and key id of a key pair written by {@link writeKeyPair}. */
+export interface WrittenKeyPair {
+  privateKeyPath: string;
+  publicKeyPath: string;
+  keyId: string;
+}
+
+/**
+ * Generates a key pair into `dir` as `vyr.key` (PKCS#8 PEM, mode 0600) and `vyr.pub` (SPKI PEM, mode 0644).
+ * Creates `dir` if needed.
+ *
+ * @throws ArtifactError `ALREADY_EXISTS` when a file exists and `force` is not set; `IO_ERROR`.
+ */
+export async function writeKeyPair(dir: string, options: WriteKeyPairOptions = {}): Promise<WrittenKeyPair> {
+  const force = options.force ?? false;
+  const pair = generateKeyPair();
+  const privateKeyPath = join(dir, PRIVATE_KEY_FILE);
+  const publicKeyPath = join(dir, PUBLIC_KEY_FILE);
+  try {
+    await mkdir(dir, { recursive: true });
+    if (force) {
+      await rm(privateKeyPath, { force: true });
+      await rm(publicKeyPath, { force: true });
+    } else {
+      // Check both first so a half-existing pair is refused without writing anything.
+      for (const path of [privateKeyPath, publicKeyPath]) {
+        if (await exists(path)) throw Object.assign(new Error(`${path} exists`), { code: 'EEXIST', path });
+      }
+    }
+    // O_EXCL: never clobber a key by accident, and create the private key with 0600 from the first byte.
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+    const priv = await open(privateKeyPath, flags, 0o600);
+    try {
+      await priv.writeFile(pair.privateKeyPem);
+      await priv.sync();
+    } finally {
+      await priv.close();
+    }
+    const pub = await open(publicKeyPath, flags, 0o644);
+    try {
+      await pub.writeFile(pair.publicKeyPem);
+      await pub.sync();
+    } finally {
+      await pub.close();
+    }
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new ArtifactError(
+        'ALREADY_EXISTS',
+        `a key already exists in ${dir} (${(cause as NodeJS.ErrnoException).path}); pass --force to replace it`,
+        { cause },
+      );
+    }
+    throw new ArtifactError('IO_ERROR', `cannot write key pair to ${dir}: ${(cause as Error).message}`, { cause });
+  }
+  return { privateKeyPath, publicKeyPath, keyId: pair.keyId };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
