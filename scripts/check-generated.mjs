@@ -17,6 +17,7 @@ try {
     env: { ...process.env, PATH: `${join(protoDir, 'node_modules', '.bin')}:${process.env.PATH}` },
   });
   execFileSync(buf, ['lint'], { cwd: scratch, stdio: ['ignore', 'inherit', 'inherit'] });
+  execFileSync(process.execPath, [join(protoDir, 'scripts', 'gen-index.mjs'), scratch], { stdio: 'inherit' });
   const list = (dir) => {
     const out = [];
     const walk = (d) => {
@@ -30,12 +31,12 @@ try {
     walk(dir);
     return out.sort();
   };
-  const committed = list(join(protoDir, 'src', 'gen'));
-  const fresh = list(join(scratch, 'src', 'gen'));
+  const committed = list(join(protoDir, 'src'));
+  const fresh = list(join(scratch, 'src'));
   const drift = [];
   for (const f of new Set([...committed, ...fresh])) {
-    const a = join(protoDir, 'src', 'gen', f);
-    const b = join(scratch, 'src', 'gen', f);
+    const a = join(protoDir, 'src', f);
+    const b = join(scratch, 'src', f);
     if (!existsSync(a) || !existsSync(b) || !readFileSync(a).equals(readFileSync(b))) drift.push(f);
   }
   if (drift.length > 0) {
