@@ -1,0 +1,188 @@
+/**
+ * Seeding a new instance from a directory or a tar. Everything is materialised in a staging directory, then checked
+ * again and normalised there, so the instance directory only ever holds a tree that passed every check. Refused
+ * (UNSAFE_SEED_ENTRY): `..` components, absolute paths, devices, FIFOs, sockets, symlinks that lead outside the
+ * tree, hard links outside it. Refused (QUOTA_EXCEEDED): more bytes or entries than the quota, found before copying.
+ */
+import { constants, createWriteStream } from 'node:fs';
+import { chmod, lstat, mkdir, open, readdir, readlink, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar';
+import { StateError } from './errors.js';
+import { symlinkStaysInside, type TreeEntry, walkTree } from './tree.js';
+
+/** Limits a seed must fit in. */
+export interface SeedLimits {
+  quotaBytes: number;
+  quotaEntries: number;
+}
+
+function checkQuota(bytes: number, entries: number, limits: SeedLimits, source: string): void {
+  if (bytes > limits.quotaBytes) {
+    throw new StateError(
+      'QUOTA_EXCEEDED',
+      `seed ${source} holds ${bytes} bytes, over the quota of ${limits.quotaBytes}; raise quotaBytes or shrink the seed`,
+    );
+  }
+  if (entries > limits.quotaEntries) {
+    throw new StateError(
+      'QUOTA_EXCEEDED',
+      `seed ${source} holds ${entries} entries, over the quota of ${limits.quotaEntries}; raise quotaEntries or shrink the seed`,
+    );
+  }
+}
+
+function unsafe(source: string, path: string, why: string): StateError {
+  return new StateError('UNSAFE_SEED_ENTRY', `seed ${source}: entry '${path}' ${why}; remove it from the seed`);
+}
+
+/**
+ * Checks a materialised tree (types, symlink containment, quota) and normalises modes to the canonical ones
+ * (files 0644/0755, directories 0755), so that what is on disk matches what the digest records.
+ */
+export async function verifyAndNormalize(root: string, limits: SeedLimits, source: string): Promise<void> {
+  const { entries, others } = await walkTree(root);
+  if (others.length > 0) throw unsafe(source, others[0]!, 'is a device, FIFO or socket');
+  let bytes = 0;
+  for (const entry of entries) {
+    if (entry.type === 'l' && !(await symlinkStaysInside(root, entry.path))) {
+      throw unsafe(source, entry.path, `is a symlink to '${entry.linkTarget}', which leads outside the state`);
+    }
+    if (entry.type === 'f') bytes += entry.size;
+  }
+  checkQuota(bytes, entries.length, limits, source);
+  for (const entry of entries) {
+    if (entry.type !== 'l') await chmod(join(root, entry.path), entry.mode);
+  }
+}
+
+/** Copies a regular file without following a symlink swapped in at its last component (O_NOFOLLOW + fstat). */
+async function copyRegularFile(from: string, to: string, mode: number): Promise<void> {
+  const handle = await open(from, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) throw new StateError('UNSAFE_SEED_ENTRY', `seed entry ${from} changed type while copying`);
+    await pipeline(handle.createReadStream({ autoClose: false }), createWriteStream(to, { flags: 'wx', mode }));
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Seeds `dest` (an empty staging directory) from the directory `src`. */
+export async function seedFromDir(src: string, dest: string, limits: SeedLimits): Promise<void> {
+  const source = `directory '${src}'`;
+  let rootStat: Awaited<ReturnType<typeof lstat>>;
+  try {
+    rootStat = await lstat(src);
+  } catch (err) {
+    throw new StateError('INVALID_ARGUMENT', `${source} cannot be read; pass an existing directory`, { cause: err });
+  }
+  if (!rootStat.isDirectory()) throw new StateError('INVALID_ARGUMENT', `${source} is not a directory`);
+  // Pre-pass over the source: refuse early, before copying anything.
+  const { entries, others } = await walkTree(src);
+  if (others.length > 0) throw unsafe(source, others[0]!, 'is a device, FIFO or socket');
+  let bytes = 0;
+  for (const entry of entries) {
+    if (entry.type === 'f') bytes += entry.size;
+    if (entry.type === 'l' && !(await symlinkStaysInside(src, entry.path))) {
+      throw unsafe(source, entry.path, `is a symlink to '${entry.linkTarget}', which leads outside the seed`);
+    }
+  }
+  checkQuota(bytes, entries.length, limits, source);
+  // Parents sort before their children in bytewise path order ('/' never starts a name), so one pass suffices.
+  for (const entry of entries) await copyEntry(src, dest, entry);
+  await verifyAndNormalize(dest, limits, source);
+}
+
+async function copyEntry(src: string, dest: string, entry: TreeEntry): Promise<void> {
+  const to = join(dest, entry.path);
+  if (entry.type === 'd') await mkdir(to, { mode: 0o755 });
+  else if (entry.type === 'l') await symlink(await readlink(join(src, entry.path)), to);
+  else await copyRegularFile(join(src, entry.path), to, entry.mode);
+}
+
+/** Tar entry types a seed may hold. */
+const ALLOWED_TAR_TYPES = new Set(['File', 'OldFile', 'ContiguousFile', 'Directory', 'SymbolicLink', 'Link']);
+
+/** Normalises a tar entry path, refusing absolute paths and `..` components. Returns '' for the root entry. */
+function checkTarPath(source: string, raw: string, what: string): string {
+  if (raw.includes('\0')) throw unsafe(source, raw, `has a NUL byte in its ${what}`);
+  if (raw.startsWith('/') || raw.startsWith('\\') || /^[A-Za-z]:/.test(raw)) {
+    throw unsafe(source, raw, `has an absolute ${what}`);
+  }
+  const parts = raw.split(/[/\\]/).filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) throw unsafe(source, raw, `has a '..' component in its ${what}`);
+  return parts.join('/');
+}
+
+/** Seeds `dest` (an empty staging directory) from the tar file `file` (plain or gzip). */
+export async function seedFromTar(file: string, dest: string, limits: SeedLimits): Promise<void> {
+  const source = `tar '${file}'`;
+  try {
+    const st = await lstat(file);
+    if (!st.isFile()) throw new Error('not a regular file');
+  } catch (err) {
+    throw new StateError('INVALID_ARGUMENT', `${source} cannot be read; pass an existing .tar file`, { cause: err });
+  }
+  // Pass 1: list and refuse, without writing anything.
+  let bytes = 0;
+  let entries = 0;
+  let refusal: StateError | undefined;
+  try {
+    await tar.t({
+      file,
+      strict: true,
+      onReadEntry: (entry) => {
+        if (refusal) return;
+        try {
+          const path = checkTarPath(source, entry.path, 'path');
+          if (!ALLOWED_TAR_TYPES.has(entry.type)) {
+            throw unsafe(source, entry.path, `has type ${entry.type}, which a state seed cannot hold`);
+          }
+          if (entry.type === 'SymbolicLink') {
+            const target = entry.linkpath ?? '';
+            if (target.startsWith('/'))
+              throw unsafe(source, entry.path, `is a symlink to the absolute path '${target}'`);
+            // Lexical pre-check; the tree-aware check runs after extraction.
+            const depth = path.split('/').length - 1;
+            let level = depth;
+            for (const part of target.split('/')) {
+              if (part === '..') level--;
+              else if (part !== '' && part !== '.') level++;
+              if (level < 0)
+                throw unsafe(source, entry.path, `is a symlink to '${target}', which leads outside the state`);
+            }
+          }
+          if (entry.type === 'Link') checkTarPath(source, entry.linkpath ?? '', 'hard-link target');
+          if (path !== '') entries++;
+          if (entry.type === 'File' || entry.type === 'OldFile' || entry.type === 'ContiguousFile') {
+            bytes += entry.size ?? 0;
+          }
+          checkQuota(bytes, entries, limits, source);
+        } catch (err) {
+          refusal = err as StateError;
+        }
+      },
+    });
+  } catch (err) {
+    throw new StateError('INVALID_ARGUMENT', `${source} is not a readable tar archive: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (refusal) throw refusal;
+  // Pass 2: extract into staging. node-tar also refuses to write through symlinks; ownership is never restored.
+  try {
+    await tar.x({ file, cwd: dest, strict: true, preserveOwner: false, noMtime: true });
+  } catch (err) {
+    throw new StateError('UNSAFE_SEED_ENTRY', `${source} could not be extracted safely: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  await verifyAndNormalize(dest, limits, source);
+}
+
+/** Lists the entries directly inside `dir` (used to check that an export destination is empty). */
+export async function isEmptyDir(dir: string): Promise<boolean> {
+  return (await readdir(dir)).length === 0;
+}
