@@ -1,0 +1,174 @@
+import { execFileSync } from 'node:child_process';
+import { lstat, mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as tar from 'tar';
+import { describe, expect, it } from 'vitest';
+import { digestTree, StateError } from '../src/index.js';
+import { craftTar, openKernel, type RawTarEntry, tempDir, writeTree } from './helpers.js';
+
+async function expectCode(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected StateError ${code}`).toBeInstanceOf(StateError);
+  expect((err as StateError).code).toBe(code);
+  if (message) expect((err as StateError).message).toMatch(message);
+}
+
+/** The kernel leaves nothing behind after a refused seed: no instance, no staging directory. */
+async function expectNothingLeft(kernel: Awaited<ReturnType<typeof openKernel>>): Promise<void> {
+  expect(kernel.list()).toEqual([]);
+  expect(await readdir(join(kernel.dataDir, 'instances'))).toEqual([]);
+  expect(await readdir(join(kernel.dataDir, 'tmp'))).toEqual([]);
+}
+
+describe('seeding from a directory', () => {
+  it('copies files, directories and inside symlinks, with canonical modes and the same digest as the source', async () => {
+    const kernel = await openKernel();
+    const src = await tempDir();
+    await writeTree(src, { 'conf/app.toml': 'port = 8080\n', 'bin/tool': '#!/bin/sh\n', 'deep/a/b/c.txt': 'c' });
+    execFileSync('chmod', ['0775', join(src, 'bin/tool')]);
+    await symlink('../conf/app.toml', join(src, 'bin/config-link'));
+    const info = await kernel.create({ scope: 'named', seed: { dir: src } });
+    const root = info.hostPath;
+    expect(await readFile(join(root, 'conf/app.toml'), 'utf8')).toBe('port = 8080\n');
+    expect(await readlink(join(root, 'bin/config-link'))).toBe('../conf/app.toml');
+    expect((await stat(join(root, 'bin/tool'))).mode & 0o777).toBe(0o755);
+    expect((await stat(join(root, 'conf/app.toml'))).mode & 0o777).toBe(0o644);
+    expect(info.digest).toBe((await digestTree(src)).digest);
+    expect(info).toMatchObject({ bytes: 'port = 8080\n'.length + '#!/bin/sh\n'.length + 1, entries: 9 });
+  });
+
+  it.each([
+    ['a symlink to an absolute path', (src: string) => symlink('/etc/passwd', join(src, 'pw'))],
+    ['a symlink climbing out with ..', (src: string) => symlink('../../../etc/passwd', join(src, 'pw'))],
+    [
+      'a symlink that escapes through another symlink (d -> ., x -> d/../outside)',
+      async (src: string) => {
+        await symlink('.', join(src, 'd'));
+        await symlink('d/../outside', join(src, 'x'));
+      },
+    ],
+    ['a FIFO', (src: string) => execFileSync('mkfifo', [join(src, 'pipe')])],
+    ['a character device', (src: string) => execFileSync('mknod', [join(src, 'null'), 'c', '1', '3'])],
+  ])('refuses %s with UNSAFE_SEED_ENTRY', async (_what, plant) => {
+    const kernel = await openKernel();
+    const src = await tempDir();
+    await writeTree(src, { 'ok.txt': 'fine' });
+    await plant(src);
+    await expectCode(kernel.create({ scope: 'named', seed: { dir: src } }), 'UNSAFE_SEED_ENTRY');
+    await expectNothingLeft(kernel);
+  });
+
+  it('refuses seeds over the byte or the entry quota before copying', async () => {
+    const kernel = await openKernel();
+    const src = await tempDir();
+    await writeTree(src, { a: 'x'.repeat(600), b: 'y'.repeat(600) });
+    await expectCode(
+      kernel.create({ scope: 'named', quotaBytes: 1000, seed: { dir: src } }),
+      'QUOTA_EXCEEDED',
+      /1200 bytes/,
+    );
+    await expectCode(
+      kernel.create({ scope: 'named', quotaEntries: 1, seed: { dir: src } }),
+      'QUOTA_EXCEEDED',
+      /2 entries/,
+    );
+    await expectNothingLeft(kernel);
+    // Exactly at the quota is fine.
+    const ok = await kernel.create({ scope: 'named', quotaBytes: 1200, quotaEntries: 2, seed: { dir: src } });
+    expect(ok).toMatchObject({ bytes: 1200, entries: 2 });
+  });
+
+  it('refuses a seed directory that does not exist, or is a file', async () => {
+    const kernel = await openKernel();
+    const dir = await tempDir();
+    await writeFile(join(dir, 'file'), 'x');
+    await expectCode(kernel.create({ scope: 'named', seed: { dir: join(dir, 'missing') } }), 'INVALID_ARGUMENT');
+    await expectCode(kernel.create({ scope: 'named', seed: { dir: join(dir, 'file') } }), 'INVALID_ARGUMENT');
+  });
+});
+
+describe('seeding from a tar', () => {
+  it('extracts a tar made by the tar tool, with the same digest as the directory it came from', async () => {
+    const kernel = await openKernel();
+    const src = await tempDir();
+    await writeTree(src, { 'models/weights.bin': Buffer.alloc(70_000, 7), README: 'hi' });
+    await symlink('models/weights.bin', join(src, 'latest'));
+    const file = join(await tempDir(), 'seed.tar.gz');
+    await tar.c({ file, cwd: src, gzip: true }, ['.']);
+    const info = await kernel.create({ scope: 'named', seed: { tar: file } });
+    expect(info.digest).toBe((await digestTree(src)).digest);
+    expect((await lstat(join(info.hostPath, 'latest'))).isSymbolicLink()).toBe(true);
+  });
+
+  const unsafeTars: Array<[string, RawTarEntry[]]> = [
+    ['an entry with ..', [{ path: '../escape.txt', type: 'File', body: 'x' }]],
+    ['an entry with .. in the middle', [{ path: 'a/../../escape.txt', type: 'File', body: 'x' }]],
+    ['an absolute entry', [{ path: '/etc/cron.d/evil', type: 'File', body: 'x' }]],
+    ['a character device', [{ path: 'dev-null', type: 'CharacterDevice' }]],
+    ['a block device', [{ path: 'sda', type: 'BlockDevice' }]],
+    ['a FIFO', [{ path: 'fifo', type: 'FIFO' }]],
+    ['a symlink to an absolute path', [{ path: 'pw', type: 'SymbolicLink', linkpath: '/etc/passwd' }]],
+    ['a symlink climbing out', [{ path: 'sub/pw', type: 'SymbolicLink', linkpath: '../../etc/passwd' }]],
+    [
+      'a symlink escaping through another symlink',
+      [
+        { path: 'd', type: 'SymbolicLink', linkpath: '.' },
+        { path: 'x', type: 'SymbolicLink', linkpath: 'd/../outside' },
+      ],
+    ],
+    [
+      'a file written through a symlinked directory',
+      [
+        { path: 'out', type: 'SymbolicLink', linkpath: '/tmp' },
+        { path: 'out/evil.txt', type: 'File', body: 'x' },
+      ],
+    ],
+    ['a hard link to a path outside', [{ path: 'h', type: 'Link', linkpath: '../../etc/passwd' }]],
+    ['a hard link to an absolute path', [{ path: 'h', type: 'Link', linkpath: '/etc/passwd' }]],
+  ];
+
+  it.each(unsafeTars)('refuses a crafted tar with %s (UNSAFE_SEED_ENTRY), writing nothing', async (_what, entries) => {
+    const kernel = await openKernel();
+    const file = join(await tempDir(), 'evil.tar');
+    await craftTar(file, [{ path: 'fine.txt', type: 'File', body: 'ok' }, ...entries]);
+    await expectCode(kernel.create({ scope: 'named', seed: { tar: file } }), 'UNSAFE_SEED_ENTRY');
+    await expectNothingLeft(kernel);
+  });
+
+  it('refuses a tar over the quota from its headers, before extracting', async () => {
+    const kernel = await openKernel();
+    const file = join(await tempDir(), 'big.tar');
+    await craftTar(file, [
+      { path: 'a', type: 'File', body: 'x'.repeat(800) },
+      { path: 'b', type: 'File', body: 'y'.repeat(800) },
+    ]);
+    await expectCode(kernel.create({ scope: 'named', quotaBytes: 1000, seed: { tar: file } }), 'QUOTA_EXCEEDED');
+    await expectCode(kernel.create({ scope: 'named', quotaEntries: 1, seed: { tar: file } }), 'QUOTA_EXCEEDED');
+    await expectNothingLeft(kernel);
+  });
+
+  it('refuses a file that is not a tar, and a missing file, with INVALID_ARGUMENT', async () => {
+    const kernel = await openKernel();
+    const dir = await tempDir();
+    await writeFile(join(dir, 'not.tar'), 'this is not a tar archive at all'.repeat(40));
+    await expectCode(kernel.create({ scope: 'named', seed: { tar: join(dir, 'not.tar') } }), 'INVALID_ARGUMENT');
+    await expectCode(kernel.create({ scope: 'named', seed: { tar: join(dir, 'missing.tar') } }), 'INVALID_ARGUMENT');
+    await mkdir(join(dir, 'sub'));
+    await expectCode(kernel.create({ scope: 'named', seed: { tar: join(dir, 'sub') } }), 'INVALID_ARGUMENT');
+    await expectNothingLeft(kernel);
+  });
+
+  it('accepts a hard link to an earlier entry inside the archive', async () => {
+    const kernel = await openKernel();
+    const file = join(await tempDir(), 'links.tar');
+    await craftTar(file, [
+      { path: 'a.txt', type: 'File', body: 'shared' },
+      { path: 'b.txt', type: 'Link', linkpath: 'a.txt' },
+    ]);
+    const info = await kernel.create({ scope: 'named', seed: { tar: file } });
+    expect(await readFile(join(info.hostPath, 'b.txt'), 'utf8')).toBe('shared');
+  });
+});
