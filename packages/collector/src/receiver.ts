@@ -1,0 +1,185 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { gunzip } from 'node:zlib';
+import { CollectorError } from './errors.js';
+import type { ResolvedOptions } from './options.js';
+import { encodingOf, ingest, MalformedRequest, RpcCode, SIGNAL_PATHS, statusBody, successBody } from './otlp.js';
+import type { Encoding, Signal } from './spool/record.js';
+import type { Spool } from './spool/spool.js';
+import type { CollectorTelemetry, RequestOutcome } from './telemetry.js';
+
+const ROUTES = new Map<string, Signal>(
+  (Object.entries(SIGNAL_PATHS) as [Signal, string][]).map(([signal, path]) => [path, signal]),
+);
+
+/** What the receiver needs from the collector it belongs to. */
+export interface ReceiverDeps {
+  opts: ResolvedOptions;
+  spool: Spool;
+  telemetry: CollectorTelemetry;
+  /** JSON document served on `GET /status`. */
+  status(): unknown;
+  /** True once the collector is stopping: new exports get 503. */
+  stopping(): boolean;
+}
+
+/**
+ * The OTLP/HTTP receiver (OTLP specification, "OTLP/HTTP"): `POST /v1/{traces,metrics,logs}` with
+ * `application/x-protobuf` or `application/json` bodies, optionally gzip-compressed. A 200 is sent only after the
+ * request is durable in the spool. Failures carry a `google.rpc.Status` body in the request's encoding.
+ */
+export function createHandler(deps: ReceiverDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    handle(deps, req, res).catch((err: unknown) => {
+      deps.opts.logger.error('receiver: unexpected failure', { error: String(err) });
+      if (!res.headersSent) reply(res, 500, 'protobuf', statusBody('protobuf', RpcCode.INTERNAL, 'internal error'));
+      else res.destroy();
+    });
+  };
+}
+
+async function handle(deps: ReceiverDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { opts, telemetry } = deps;
+  const path = (req.url ?? '/').split('?')[0] as string;
+  if (path === '/status' && (req.method === 'GET' || req.method === 'HEAD')) {
+    const body = Buffer.from(`${JSON.stringify(deps.status())}\n`);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return;
+  }
+  const signal = ROUTES.get(path);
+  const encoding = encodingOf(req.headers['content-type']);
+  const replyEnc: Encoding = encoding ?? 'protobuf';
+  const fail = (status: number, outcome: RequestOutcome, code: number, message: string, extra?: object): void => {
+    telemetry.addRequest(outcome, signal);
+    reply(res, status, replyEnc, statusBody(replyEnc, code, message), extra);
+  };
+  if (!signal) {
+    req.resume();
+    return fail(
+      404,
+      'not_found',
+      RpcCode.NOT_FOUND,
+      `no OTLP endpoint at ${path}; use /v1/traces, /v1/metrics or /v1/logs`,
+    );
+  }
+  if (req.method !== 'POST') {
+    req.resume();
+    return fail(405, 'not_found', RpcCode.UNIMPLEMENTED, `${req.method} is not supported on ${path}; use POST`, {
+      allow: 'POST',
+    });
+  }
+  if (!encoding) {
+    req.resume();
+    return fail(
+      415,
+      'unsupported_media_type',
+      RpcCode.INVALID_ARGUMENT,
+      `unsupported Content-Type ${JSON.stringify(req.headers['content-type'] ?? '')}; send application/x-protobuf or application/json`,
+    );
+  }
+  const contentEncoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+  if (contentEncoding !== 'identity' && contentEncoding !== 'gzip') {
+    req.resume();
+    return fail(
+      415,
+      'unsupported_media_type',
+      RpcCode.INVALID_ARGUMENT,
+      `unsupported Content-Encoding ${JSON.stringify(contentEncoding)}; send gzip or no encoding`,
+    );
+  }
+  if (deps.stopping()) {
+    req.resume();
+    return fail(503, 'unavailable', RpcCode.UNAVAILABLE, 'the collector is shutting down; retry', {
+      'retry-after': String(opts.retryAfterSeconds),
+    });
+  }
+  const tooLarge = (size: string): void => {
+    // Stop reading: answer at once and close the connection instead of draining a huge body.
+    fail(
+      413,
+      'too_large',
+      RpcCode.INVALID_ARGUMENT,
+      `request body of ${size} exceeds the limit of ${opts.maxRequestBytes} bytes (maxRequestBytes); send smaller batches`,
+      { connection: 'close' },
+    );
+  };
+  const declared = Number(req.headers['content-length'] ?? Number.NaN);
+  if (declared > opts.maxRequestBytes) return tooLarge(`${declared} bytes`);
+
+  let body: Buffer | undefined = await readBody(req, opts.maxRequestBytes);
+  if (!body) return tooLarge(`more than ${opts.maxRequestBytes} bytes`);
+  if (contentEncoding === 'gzip') {
+    try {
+      body = await gunzipAsync(body, opts.maxRequestBytes);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+        return tooLarge(`more than ${opts.maxRequestBytes} bytes after gzip decoding`);
+      }
+      return fail(400, 'malformed', RpcCode.INVALID_ARGUMENT, `body is not valid gzip: ${(err as Error).message}`);
+    }
+  }
+  let result: ReturnType<typeof ingest>;
+  try {
+    result = ingest(signal, encoding, body);
+  } catch (err) {
+    if (err instanceof MalformedRequest) return fail(400, 'malformed', RpcCode.INVALID_ARGUMENT, err.message);
+    throw err;
+  }
+  if (result.rejected > 0) telemetry.addDropped(signal, 'invalid', result.rejected);
+  if (result.accepted > 0) {
+    try {
+      await deps.spool.append(signal, result.payload, result.accepted, encoding);
+    } catch (err) {
+      const code = err instanceof CollectorError ? err.code : 'SPOOL_IO';
+      opts.logger.warn('receiver: request not stored', { signal, code, error: String(err) });
+      // Spool full (refuse policy) and spool I/O errors are both transient from the client's side: 503 + Retry-After
+      // lets an OTLP exporter retry (OTLP spec, "OTLP/HTTP Throttling").
+      return fail(
+        503,
+        code === 'SPOOL_FULL' ? 'spool_full' : 'unavailable',
+        code === 'SPOOL_FULL' ? RpcCode.RESOURCE_EXHAUSTED : RpcCode.UNAVAILABLE,
+        err instanceof Error ? err.message : String(err),
+        { 'retry-after': String(opts.retryAfterSeconds) },
+      );
+    }
+    telemetry.addReceived(signal, result.accepted);
+  }
+  telemetry.addRequest('accepted', signal);
+  reply(res, 200, encoding, successBody(signal, encoding, result.rejected, result.rejectReason));
+}
+
+function reply(res: ServerResponse, status: number, encoding: Encoding, body: Uint8Array, extra?: object): void {
+  res.writeHead(status, {
+    'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf',
+    'content-length': body.length,
+    ...extra,
+  });
+  res.end(body);
+}
+
+/** Reads the whole body; `undefined` (and the socket closed after the reply) if it grows beyond `limit`. */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise<Buffer | undefined>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const onData = (c: Buffer): void => {
+      n += c.length;
+      if (n > limit) {
+        req.off('data', onData);
+        req.pause();
+        resolve(undefined);
+        return;
+      }
+      chunks.push(c);
+    };
+    req.on('data', onData);
+    req.on('end', () => resolve(Buffer.concat(chunks, n)));
+    req.on('error', reject);
+  });
+}
+
+function gunzipAsync(buf: Buffer, maxOutputLength: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    gunzip(buf, { maxOutputLength }, (err, out) => (err ? reject(err) : resolve(out)));
+  });
+}
