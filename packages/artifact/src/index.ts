@@ -1,5 +1,15 @@
 // Public API of @vyr/artifact: end-user symbols first, named re-exports only.
+export {
+  detachedBundlePath,
+  type PackOptions,
+  type PackResult,
+  packArtifact,
+  type ReadArtifactOptions,
+  readArtifact,
+} from './artifact.js';
+export { isDigest, parseDigest, sha256Digest } from './digest.js';
 export { ArtifactError, type ArtifactErrorCode, isArtifactError, VERIFICATION_CODES } from './errors.js';
+export { type ArtifactInspection, inspectArtifact } from './inspect.js';
 export {
   generateKeyPair,
   type KeyPairPem,
@@ -14,6 +24,9 @@ export {
   type WrittenKeyPair,
   writeKeyPair,
 } from './keys.js';
+export { defaultVyrManifest, parseVyrManifest, validateVyrManifest } from './manifest.js';
+export { createBundle, LocalKeySigner, type SignResult, signArtifact } from './sign.js';
+export { createStore, type StoreOptions } from './store.js';
 export {
   createTrustPolicy,
   loadTrustPolicy,
@@ -45,3 +58,5 @@ export {
   type WasmConfig,
   type WasmSourceKind,
 } from './types.js';
+export { type ParsedBundle, parseBundle, type VerifyOptions, verifyArtifact, verifyLoaded } from './verify.js';
+export { componentInfo, type PreparedComponent, prepareComponent } from './wasm.js';

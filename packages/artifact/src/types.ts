@@ -74,10 +74,10 @@ export type WasmSourceKind = 'wasip2' | 'wasip1-adapted';
 /** One interface a component imports or exports, e.g. `wasi:cli/environment@0.2.3`. */
 export type InterfaceName = string;
 
-/** The component's world as recorded in the config blob. */
+/** The component's world as recorded in the config blob (field names from the Wasm OCI artifact spec). */
 export interface ComponentInfo {
-  /** The world the component targets; VYR accepts only `wasi:cli/command`. */
-  world: string;
+  /** The world the component targets, e.g. `wasi:cli/command@0.2.12`; VYR accepts only `wasi:cli/command`. */
+  target: string;
   /** Imported interfaces, sorted. */
   imports: InterfaceName[];
   /** Exported interfaces, sorted. */
@@ -96,8 +96,6 @@ export interface WasmConfig {
   component: ComponentInfo;
   /** Creation time (RFC 3339), present only when `SOURCE_DATE_EPOCH` was set at pack time. */
   created?: string;
-  /** VYR extension: how the component was produced. */
-  'dev.vyr.source': WasmSourceKind;
 }
 
 /** An OCI content descriptor. */
@@ -157,6 +155,8 @@ export interface LoadedArtifact {
   ociManifest: OciManifest;
   /** The exact OCI manifest bytes (what signatures cover). */
   manifestBytes: Uint8Array;
+  /** How the component was produced (manifest annotation `dev.vyr.source`). */
+  source: WasmSourceKind;
   /** Sigstore bundles attached to the artifact (JSON text each), in a stable order. */
   bundles: AttachedBundle[];
 }

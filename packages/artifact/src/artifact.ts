@@ -1,0 +1,599 @@
+import { readdir, rm, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { isDigest, sha256Digest } from './digest.js';
+import { ArtifactError } from './errors.js';
+import {
+  checkDescriptor,
+  containerImageError,
+  encodeIndex,
+  type LayoutReader,
+  openLayout,
+  parseJson,
+  readBlobChecked,
+  readFileOrThrow,
+  writeLayout,
+} from './layout.js';
+import { defaultVyrManifest, parseVyrManifest, validateVyrManifest } from './manifest.js';
+import {
+  type AttachedBundle,
+  type ComponentInfo,
+  type Descriptor,
+  type Digest,
+  type LoadedArtifact,
+  MediaType,
+  type OciManifest,
+  type VyrManifest,
+  type WasmConfig,
+  type WasmSourceKind,
+} from './types.js';
+import { prepareComponent, wasmKind } from './wasm.js';
+
+/** Manifest annotation recording how the component was produced. */
+export const SOURCE_ANNOTATION = 'dev.vyr.source';
+/** Index annotation on a signature referrer: the digest of the manifest it signs (saves reading every referrer). */
+export const SUBJECT_ANNOTATION = 'dev.vyr.subject';
+/** Index annotation on a signature referrer: the key id of the signer. */
+export const KEY_ID_ANNOTATION = 'dev.vyr.key-id';
+const REF_NAME = 'org.opencontainers.image.ref.name';
+
+/** Options of {@link packArtifact}. */
+export interface PackOptions {
+  /** VYR declarations: a path to `vyr.json`, or the object. Default: name from the input file name, version `0.0.0`. */
+  manifest?: string | VyrManifest;
+  /**
+   * Seconds since the epoch to record as the creation time (`created` in the config,
+   * `org.opencontainers.image.created` on the manifest, tar mtimes). Pass `SOURCE_DATE_EPOCH` here. Default: no
+   * timestamp at all, so packing is reproducible.
+   */
+  sourceDateEpoch?: number;
+}
+
+/** What {@link packArtifact} produced. */
+export interface PackResult {
+  /** `sha256:<hex>` of the OCI manifest. */
+  digest: Digest;
+  /** Where the layout was written. */
+  path: string;
+  /** The normalised declarations. */
+  manifest: VyrManifest;
+  /** Native component or adapted preview1 module. */
+  source: WasmSourceKind;
+  /** The component's world. */
+  component: ComponentInfo;
+  /** Size of the component layer in bytes. */
+  componentBytes: number;
+}
+
+/**
+ * Packs a WASI P2 command component or a WASI P1 core module into a VYR artifact (OCI image layout) at `out`:
+ * a directory, or a `.tar` file when `out` ends in `.tar`. Same inputs, same digest.
+ *
+ * A stale detached signature (`out.sigstore.json`) is removed, since it signs a previous manifest.
+ *
+ * @throws ArtifactError `NOT_FOUND`, `CONTAINER_IMAGE`, `NOT_WASM`, `INVALID_WASM`, `UNSUPPORTED_IMPORTS`,
+ * `UNSUPPORTED_WORLD`, `INVALID_MANIFEST`, `ALREADY_EXISTS` (out is a non-empty directory that is not a layout),
+ * `IO_ERROR`.
+ */
+export async function packArtifact(input: string, out: string, options: PackOptions = {}): Promise<PackResult> {
+  const bytes = await readInput(input);
+  await refuseContainerImage(input, bytes);
+  const manifest = await resolveManifest(options.manifest, input);
+  const prepared = await prepareComponent(bytes, input);
+  const content = buildLayout(prepared.component, prepared.source, prepared.info, manifest, options.sourceDateEpoch);
+  await assertWritableTarget(out);
+  await writeLayout(out, { index: content.index, blobs: content.blobs }, options.sourceDateEpoch ?? 0);
+  await rm(detachedBundlePath(out), { force: true });
+  return {
+    digest: content.digest,
+    path: out,
+    manifest,
+    source: prepared.source,
+    component: prepared.info,
+    componentBytes: prepared.component.byteLength,
+  };
+}
+
+/** Path of the detached bundle of an artifact: `ARTIFACT.sigstore.json` beside it. */
+export function detachedBundlePath(artifactPath: string): string {
+  return `${artifactPath.replace(/\/+$/, '')}.sigstore.json`;
+}
+
+async function readInput(input: string): Promise<Uint8Array> {
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(input);
+  } catch (cause) {
+    // `nginx:1.27` or `ghcr.io/org/app@sha256:…` given where a file was expected.
+    if (/^[a-z0-9][a-z0-9._/-]*(?::[\w.-]+|@sha256:[0-9a-f]{64})$/i.test(input) && !input.endsWith('.wasm')) {
+      throw new ArtifactError(
+        'CONTAINER_IMAGE',
+        `${input} looks like a container image reference: container images are not an execution path in VYR MVO; pack a WASI command .wasm file instead`,
+        { cause },
+      );
+    }
+    throw new ArtifactError('NOT_FOUND', `input ${input} does not exist`, { cause });
+  }
+  if (info.isDirectory()) {
+    let names: string[] = [];
+    try {
+      names = await readdir(input);
+    } catch {
+      // fall through to the generic message
+    }
+    if (names.includes('oci-layout') || names.includes('manifest.json')) {
+      const reader = await openLayout(input).catch(() => undefined);
+      if (reader !== undefined && (await isVyrLayout(reader))) {
+        throw new ArtifactError('INVALID_ARGUMENT', `${input} is already a VYR artifact; sign or verify it instead`);
+      }
+      throw containerImageError(input);
+    }
+    throw new ArtifactError('NOT_WASM', `${input} is a directory; pack takes a .wasm file`);
+  }
+  return readFileOrThrow(input, 'input');
+}
+
+async function isVyrLayout(reader: LayoutReader): Promise<boolean> {
+  return reader.index.manifests.some((d) => d.artifactType === MediaType.wasmConfig);
+}
+
+/** Recognises container images given as a file: a tar of an OCI layout or `docker save`, or an image manifest. */
+async function refuseContainerImage(input: string, bytes: Uint8Array): Promise<void> {
+  if (wasmKind(bytes) !== undefined) return;
+  const isTar = bytes.length >= 262 && Buffer.from(bytes.subarray(257, 262)).toString('latin1') === 'ustar';
+  if (isTar) {
+    const reader = await openLayout(bytes).catch((err: unknown) => {
+      if (err instanceof ArtifactError && err.code === 'CONTAINER_IMAGE') throw containerImageError(input);
+      return undefined;
+    });
+    if (reader !== undefined) {
+      if (await isVyrLayout(reader)) {
+        throw new ArtifactError('INVALID_ARGUMENT', `${input} is already a VYR artifact; sign or verify it instead`);
+      }
+      throw containerImageError(input);
+    }
+    return;
+  }
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    throw new ArtifactError(
+      'CONTAINER_IMAGE',
+      `${input} is gzip-compressed (a container image tarball?): container images are not an execution path in VYR MVO; pack a WASI command .wasm file`,
+    );
+  }
+  if (bytes[0] === 0x7b) {
+    try {
+      const doc = JSON.parse(Buffer.from(bytes).toString('utf8')) as {
+        mediaType?: unknown;
+        config?: { mediaType?: unknown };
+      };
+      const types = [doc.mediaType, doc.config?.mediaType];
+      if (
+        types.some(
+          (t) =>
+            t === MediaType.ociImageConfig ||
+            t === MediaType.dockerManifest ||
+            t === MediaType.dockerManifestList ||
+            t === 'application/vnd.docker.container.image.v1+json' ||
+            t === MediaType.ociIndex ||
+            t === MediaType.ociManifest,
+        )
+      ) {
+        throw containerImageError(input);
+      }
+    } catch (err) {
+      if (err instanceof ArtifactError) throw err;
+    }
+  }
+}
+
+async function resolveManifest(manifest: PackOptions['manifest'], input: string): Promise<VyrManifest> {
+  if (manifest === undefined) return defaultVyrManifest(basename(input));
+  if (typeof manifest === 'string') {
+    const text = Buffer.from(await readFileOrThrow(manifest, 'manifest')).toString('utf8');
+    return parseVyrManifest(text, manifest);
+  }
+  return validateVyrManifest(manifest, 'manifest');
+}
+
+async function assertWritableTarget(out: string): Promise<void> {
+  let names: string[];
+  try {
+    const info = await stat(out);
+    if (!info.isDirectory()) return; // a file (e.g. an old .tar) is replaced atomically
+    names = await readdir(out);
+  } catch {
+    return;
+  }
+  if (names.length > 0 && !names.includes('oci-layout')) {
+    throw new ArtifactError(
+      'ALREADY_EXISTS',
+      `${out} is a non-empty directory that is not an OCI layout; choose another --out or empty it`,
+    );
+  }
+}
+
+const encoder = new TextEncoder();
+
+function descriptor(mediaType: string, bytes: Uint8Array): Descriptor {
+  return { mediaType, digest: sha256Digest(bytes), size: bytes.byteLength };
+}
+
+/** Builds every blob and the index of a fresh artifact layout. Pure: same inputs, same bytes. */
+export function buildLayout(
+  component: Uint8Array,
+  source: WasmSourceKind,
+  info: ComponentInfo,
+  manifest: VyrManifest,
+  sourceDateEpoch?: number,
+): { digest: Digest; index: Uint8Array; blobs: Map<Digest, Uint8Array>; manifestBytes: Uint8Array } {
+  const created =
+    sourceDateEpoch === undefined ? undefined : new Date(sourceDateEpoch * 1000).toISOString().replace(/\.000Z$/, 'Z');
+  const vyrBytes = encoder.encode(JSON.stringify(manifest));
+  const wasmDesc = descriptor(MediaType.wasm, component);
+  const vyrDesc = descriptor(MediaType.vyrManifest, vyrBytes);
+  const config: WasmConfig = {
+    ...(created === undefined ? {} : { created }),
+    architecture: 'wasm',
+    os: 'wasip2',
+    layerDigests: [wasmDesc.digest, vyrDesc.digest],
+    component: { target: info.target, imports: info.imports, exports: info.exports },
+  };
+  const configBytes = encoder.encode(JSON.stringify(config));
+  const annotations: Record<string, string> = {
+    ...(created === undefined ? {} : { 'org.opencontainers.image.created': created }),
+    'org.opencontainers.image.title': manifest.name,
+    'org.opencontainers.image.version': manifest.version,
+    [SOURCE_ANNOTATION]: source,
+  };
+  const oci: OciManifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    artifactType: MediaType.wasmConfig,
+    config: descriptor(MediaType.wasmConfig, configBytes),
+    layers: [wasmDesc, vyrDesc],
+    annotations,
+  };
+  const manifestBytes = encoder.encode(JSON.stringify(oci));
+  const manifestDesc: Descriptor = {
+    ...descriptor(MediaType.ociManifest, manifestBytes),
+    artifactType: MediaType.wasmConfig,
+    annotations: { [REF_NAME]: `${manifest.name}:${manifest.version}` },
+  };
+  const blobs = new Map<Digest, Uint8Array>([
+    [wasmDesc.digest, component],
+    [vyrDesc.digest, vyrBytes],
+    [oci.config.digest, configBytes],
+    [manifestDesc.digest, manifestBytes],
+  ]);
+  return { digest: manifestDesc.digest, index: encodeIndex([manifestDesc]), blobs, manifestBytes };
+}
+
+/** Options of {@link readArtifact}. */
+export interface ReadArtifactOptions {
+  /**
+   * Detached bundle files to attach. Default: `ARTIFACT.sigstore.json` beside the artifact when it exists and
+   * differs from every bundle already inside the layout.
+   */
+  bundlePaths?: readonly string[];
+}
+
+/**
+ * Reads the one artifact of a layout (directory, `.tar`, or tar bytes), re-hashing every blob, and collects its
+ * signatures (referrers in the layout plus the detached bundle). Checks integrity, not trust: see
+ * `verifyArtifact`.
+ *
+ * @throws ArtifactError `NOT_FOUND`, `MALFORMED_LAYOUT`, `UNSUPPORTED_MEDIA_TYPE`, `CONTAINER_IMAGE`,
+ * `BLOB_MISSING`, `MANIFEST_TAMPERED`, `CONFIG_TAMPERED`, `BLOB_DIGEST_MISMATCH`, `INVALID_MANIFEST`.
+ */
+export async function readArtifact(
+  source: string | Uint8Array,
+  options: ReadArtifactOptions = {},
+): Promise<LoadedArtifact> {
+  const reader = await openLayout(source);
+  const descriptor = findArtifactDescriptor(reader);
+  const artifact = await loadArtifact(reader, descriptor);
+  const detached =
+    options.bundlePaths ?? (typeof source === 'string' ? await existing(detachedBundlePath(source)) : []);
+  for (const path of detached) {
+    const json = Buffer.from(await readFileOrThrow(path, 'signature bundle')).toString('utf8');
+    if (artifact.bundles.some((b) => b.json === json)) continue;
+    artifact.bundles.push({ json, location: 'detached' });
+  }
+  return artifact;
+}
+
+async function existing(path: string): Promise<string[]> {
+  try {
+    await stat(path);
+    return [path];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The descriptor of the single VYR artifact in a layout.
+ * @throws ArtifactError `CONTAINER_IMAGE`, `UNSUPPORTED_MEDIA_TYPE`, `MALFORMED_LAYOUT`.
+ */
+export function findArtifactDescriptor(reader: LayoutReader): Descriptor {
+  const candidates = artifactDescriptors(reader);
+  if (candidates.length !== 1) {
+    throw new ArtifactError(
+      'MALFORMED_LAYOUT',
+      `${reader.path} holds ${candidates.length} artifacts; an artifact layout holds exactly one (a store holds many: use the store API)`,
+    );
+  }
+  return candidates[0]!;
+}
+
+/** Artifact (non-signature) manifests listed by a layout's index, after refusing foreign media types. */
+export function artifactDescriptors(reader: LayoutReader): Descriptor[] {
+  const out: Descriptor[] = [];
+  for (const d of reader.index.manifests) {
+    if (d.mediaType === MediaType.dockerManifest || d.mediaType === MediaType.dockerManifestList) {
+      throw containerImageError(reader.path);
+    }
+    if (d.mediaType === MediaType.ociIndex) {
+      throw new ArtifactError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `${reader.path}: nested image indexes (multi-platform images) are not supported; a VYR artifact is one Wasm manifest`,
+      );
+    }
+    if (d.mediaType !== MediaType.ociManifest) {
+      throw new ArtifactError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `${reader.path}: index lists unsupported media type ${JSON.stringify(d.mediaType)}`,
+      );
+    }
+    if (d.artifactType === MediaType.sigstoreBundle) continue;
+    if (d.artifactType !== undefined && d.artifactType !== MediaType.wasmConfig) {
+      throw new ArtifactError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `${reader.path}: artifactType ${JSON.stringify(d.artifactType)} is not a Wasm artifact (${MediaType.wasmConfig})`,
+      );
+    }
+    out.push(d);
+  }
+  return out;
+}
+
+function requireObject(value: unknown, what: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ArtifactError('MALFORMED_LAYOUT', `${what} is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/**
+ * Loads one artifact of a layout by its index descriptor: manifest, config, layers and attached signature
+ * referrers, every blob re-hashed.
+ */
+export async function loadArtifact(reader: LayoutReader, desc: Descriptor): Promise<LoadedArtifact> {
+  const manifestBytes = await readBlobChecked(reader, desc, 'manifest', 'manifest');
+  const oci = parseOciManifest(manifestBytes, `manifest ${desc.digest}`, reader.path);
+  const configBytes = await readBlobChecked(reader, oci.config, 'config', 'config');
+  const config = parseConfig(configBytes, oci);
+  const wasmLayer = oci.layers.find((l) => l.mediaType === MediaType.wasm)!;
+  const vyrLayer = oci.layers.find((l) => l.mediaType === MediaType.vyrManifest)!;
+  const component = await readBlobChecked(reader, wasmLayer, 'layer', 'component layer');
+  if (wasmKind(component) !== 'component') {
+    throw new ArtifactError('INVALID_WASM', `component layer ${wasmLayer.digest} is not a Wasm component`);
+  }
+  const vyrBytes = await readBlobChecked(reader, vyrLayer, 'layer', 'VYR manifest layer');
+  const manifest = parseVyrManifest(Buffer.from(vyrBytes).toString('utf8'), `VYR manifest layer ${vyrLayer.digest}`);
+  const source = oci.annotations?.[SOURCE_ANNOTATION] === 'wasip1-adapted' ? 'wasip1-adapted' : 'wasip2';
+  const bundles = await loadReferrerBundles(reader, desc.digest);
+  return { digest: desc.digest, manifest, component, config, ociManifest: oci, manifestBytes, source, bundles };
+}
+
+/** Reads the signature referrers of `subject` listed in the layout's index (each blob re-hashed). */
+export async function loadReferrerBundles(reader: LayoutReader, subject: Digest): Promise<AttachedBundle[]> {
+  const bundles: AttachedBundle[] = [];
+  for (const d of reader.index.manifests) {
+    if (d.artifactType !== MediaType.sigstoreBundle) continue;
+    const hinted = d.annotations?.[SUBJECT_ANNOTATION];
+    if (hinted !== undefined && hinted !== subject) continue;
+    const { bundleDesc, subjectDigest } = await readReferrer(reader, d);
+    if (subjectDigest !== subject) continue;
+    const bytes = await readBlobChecked(reader, bundleDesc, 'signature', 'signature bundle');
+    bundles.push({ json: Buffer.from(bytes).toString('utf8'), location: 'layout', bundleDigest: bundleDesc.digest });
+  }
+  return bundles.sort((a, b) => ((a.bundleDigest ?? '') < (b.bundleDigest ?? '') ? -1 : 1));
+}
+
+/** Reads and checks a signature referrer manifest. */
+export async function readReferrer(
+  reader: LayoutReader,
+  d: Descriptor,
+): Promise<{
+  manifest: OciManifest;
+  manifestBytes: Uint8Array;
+  configDesc: Descriptor;
+  bundleDesc: Descriptor;
+  subjectDigest: Digest;
+}> {
+  const manifestBytes = await readBlobChecked(reader, d, 'signature', 'signature manifest');
+  const m = requireObject(parseJson(manifestBytes, `signature manifest ${d.digest}`), `signature manifest ${d.digest}`);
+  if (m.mediaType !== MediaType.ociManifest || m.artifactType !== MediaType.sigstoreBundle) {
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `signature manifest ${d.digest}: expected ${MediaType.ociManifest} with artifactType ${MediaType.sigstoreBundle}`,
+    );
+  }
+  const layers = Array.isArray(m.layers) ? m.layers : [];
+  if (layers.length !== 1) {
+    throw new ArtifactError(
+      'MALFORMED_LAYOUT',
+      `signature manifest ${d.digest} must have exactly one layer (the bundle)`,
+    );
+  }
+  const bundleDesc = checkDescriptor(layers[0], `signature manifest ${d.digest}: layers[0]`);
+  if (bundleDesc.mediaType !== MediaType.sigstoreBundle) {
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `signature manifest ${d.digest}: layer media type ${bundleDesc.mediaType} is not ${MediaType.sigstoreBundle}`,
+    );
+  }
+  const subject = checkDescriptor(m.subject, `signature manifest ${d.digest}: subject`);
+  const configDesc = checkDescriptor(m.config, `signature manifest ${d.digest}: config`);
+  return {
+    manifest: m as unknown as OciManifest,
+    manifestBytes,
+    configDesc,
+    bundleDesc,
+    subjectDigest: subject.digest,
+  };
+}
+
+/** Parses and checks a VYR OCI manifest. @throws ArtifactError `MALFORMED_LAYOUT`, `UNSUPPORTED_MEDIA_TYPE`, `CONTAINER_IMAGE`. */
+export function parseOciManifest(bytes: Uint8Array, what: string, label: string): OciManifest {
+  const m = requireObject(parseJson(bytes, what), what);
+  if (m.schemaVersion !== 2) throw new ArtifactError('MALFORMED_LAYOUT', `${what}: schemaVersion must be 2`);
+  if (m.mediaType !== MediaType.ociManifest) {
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${what}: mediaType ${JSON.stringify(m.mediaType)} is not ${MediaType.ociManifest}`,
+    );
+  }
+  const config = checkDescriptor(m.config, `${what}: config`);
+  if (
+    config.mediaType === MediaType.ociImageConfig ||
+    config.mediaType === 'application/vnd.docker.container.image.v1+json'
+  ) {
+    throw containerImageError(label);
+  }
+  if (config.mediaType !== MediaType.wasmConfig) {
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${what}: config media type ${JSON.stringify(config.mediaType)} is not ${MediaType.wasmConfig}`,
+    );
+  }
+  if (m.artifactType !== undefined && m.artifactType !== MediaType.wasmConfig) {
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${what}: artifactType ${JSON.stringify(m.artifactType)} is not ${MediaType.wasmConfig}`,
+    );
+  }
+  if (!Array.isArray(m.layers)) throw new ArtifactError('MALFORMED_LAYOUT', `${what}: layers must be an array`);
+  const layers = m.layers.map((l, i) => checkDescriptor(l, `${what}: layers[${i}]`));
+  for (const l of layers) {
+    if (
+      l.mediaType.startsWith('application/vnd.oci.image.layer.') ||
+      l.mediaType.startsWith('application/vnd.docker.image.rootfs.')
+    ) {
+      throw containerImageError(label);
+    }
+    if (l.mediaType !== MediaType.wasm && l.mediaType !== MediaType.vyrManifest) {
+      throw new ArtifactError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `${what}: layer media type ${JSON.stringify(l.mediaType)} is not supported (expected ${MediaType.wasm} and ${MediaType.vyrManifest})`,
+      );
+    }
+  }
+  const count = (t: string): number => layers.filter((l) => l.mediaType === t).length;
+  if (count(MediaType.wasm) !== 1 || count(MediaType.vyrManifest) !== 1) {
+    throw new ArtifactError(
+      'MALFORMED_LAYOUT',
+      `${what}: expected exactly one ${MediaType.wasm} layer and one ${MediaType.vyrManifest} layer`,
+    );
+  }
+  if (m.annotations !== undefined) {
+    const a = requireObject(m.annotations, `${what}: annotations`);
+    if (Object.values(a).some((v) => typeof v !== 'string')) {
+      throw new ArtifactError('MALFORMED_LAYOUT', `${what}: annotation values must be strings`);
+    }
+  }
+  return { ...(m as unknown as OciManifest), config, layers };
+}
+
+function parseConfig(bytes: Uint8Array, oci: OciManifest): WasmConfig {
+  const what = `config ${oci.config.digest}`;
+  const c = requireObject(parseJson(bytes, what), what);
+  if (c.architecture !== 'wasm')
+    throw new ArtifactError(
+      'MALFORMED_LAYOUT',
+      `${what}: architecture must be "wasm", got ${JSON.stringify(c.architecture)}`,
+    );
+  if (c.os !== 'wasip2') {
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${what}: os ${JSON.stringify(c.os)} is not supported (VYR executes wasip2 components)`,
+    );
+  }
+  const layerDigests = c.layerDigests;
+  if (
+    !Array.isArray(layerDigests) ||
+    !layerDigests.every(isDigest) ||
+    layerDigests.length !== oci.layers.length ||
+    layerDigests.some((d, i) => d !== oci.layers[i]!.digest)
+  ) {
+    throw new ArtifactError('MALFORMED_LAYOUT', `${what}: layerDigests does not list the manifest's layers in order`);
+  }
+  const comp = requireObject(c.component, `${what}: component`);
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
+  if (typeof comp.target !== 'string' || !strings(comp.imports) || !strings(comp.exports)) {
+    throw new ArtifactError('MALFORMED_LAYOUT', `${what}: component must have target, imports and exports`);
+  }
+  return c as unknown as WasmConfig;
+}
+
+/** Every blob (digest → bytes) the layout's index references, checked. Used to rewrite a layout. */
+export async function collectLayoutBlobs(reader: LayoutReader): Promise<Map<Digest, Uint8Array>> {
+  const blobs = new Map<Digest, Uint8Array>();
+  for (const d of reader.index.manifests) {
+    if (d.artifactType === MediaType.sigstoreBundle) {
+      const ref = await readReferrer(reader, d);
+      blobs.set(d.digest, ref.manifestBytes);
+      blobs.set(ref.configDesc.digest, await readBlobChecked(reader, ref.configDesc, 'signature', 'signature config'));
+      blobs.set(ref.bundleDesc.digest, await readBlobChecked(reader, ref.bundleDesc, 'signature', 'signature bundle'));
+      continue;
+    }
+    const a = await loadArtifact(reader, d);
+    blobs.set(d.digest, a.manifestBytes);
+    blobs.set(a.ociManifest.config.digest, await readBlobChecked(reader, a.ociManifest.config, 'config', 'config'));
+    for (const l of a.ociManifest.layers) blobs.set(l.digest, await readBlobChecked(reader, l, 'layer', 'layer'));
+  }
+  return blobs;
+}
+
+/** The OCI empty JSON blob `{}` (image-spec `manifest.md`, "Guidance for an Empty Descriptor"). */
+export const EMPTY_JSON_BLOB = new TextEncoder().encode('{}');
+
+/**
+ * Builds the OCI referrer that attaches a Sigstore bundle to a manifest (the layout used by cosign and
+ * sigstore-js for bundles in OCI 1.1 registries): `artifactType` = bundle media type, empty config, the bundle as
+ * the single layer, `subject` = the signed manifest.
+ */
+export function buildReferrer(
+  subject: Descriptor,
+  bundleBytes: Uint8Array,
+  keyId: string,
+): { bundleDesc: Descriptor; referrer: OciManifest; referrerBytes: Uint8Array; referrerDesc: Descriptor } {
+  const bundleDesc: Descriptor = {
+    mediaType: MediaType.sigstoreBundle,
+    digest: sha256Digest(bundleBytes),
+    size: bundleBytes.byteLength,
+  };
+  const referrer: OciManifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    artifactType: MediaType.sigstoreBundle,
+    config: {
+      mediaType: MediaType.ociEmpty,
+      digest: sha256Digest(EMPTY_JSON_BLOB),
+      size: EMPTY_JSON_BLOB.byteLength,
+      data: 'e30=',
+    },
+    layers: [bundleDesc],
+    subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.size },
+    annotations: { 'dev.sigstore.bundle.content': 'message-signature', [KEY_ID_ANNOTATION]: keyId },
+  };
+  const referrerBytes = encoder.encode(JSON.stringify(referrer));
+  const referrerDesc: Descriptor = {
+    mediaType: MediaType.ociManifest,
+    artifactType: MediaType.sigstoreBundle,
+    digest: sha256Digest(referrerBytes),
+    size: referrerBytes.byteLength,
+    annotations: { [SUBJECT_ANNOTATION]: subject.digest, [KEY_ID_ANNOTATION]: keyId },
+  };
+  return { bundleDesc, referrer, referrerBytes, referrerDesc };
+}

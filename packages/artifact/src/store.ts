@@ -1,0 +1,361 @@
+import { constants } from 'node:fs';
+import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import {
+  artifactDescriptors,
+  buildReferrer,
+  EMPTY_JSON_BLOB,
+  loadArtifact,
+  readArtifact,
+  readReferrer,
+  SUBJECT_ANNOTATION,
+} from './artifact.js';
+import { digestHex, parseDigest, sha256Digest } from './digest.js';
+import { ArtifactError } from './errors.js';
+import { encodeIndex, type LayoutReader, OCI_LAYOUT_FILE, openLayout, parseJson, writeFileAtomic } from './layout.js';
+import type {
+  ArtifactStore,
+  Descriptor,
+  Digest,
+  GcResult,
+  ImportOptions,
+  LoadedArtifact,
+  OciManifest,
+  StoredArtifact,
+} from './types.js';
+import { MediaType } from './types.js';
+import { parseBundle } from './verify.js';
+
+/** Options of {@link createStore}. */
+export interface StoreOptions {
+  /** Root directory of the store (created if absent); itself an OCI image layout. Required. */
+  dir: string;
+  /** How long to wait for the store lock held by another process before failing, in ms. Default: 30000. */
+  lockTimeoutMs?: number;
+}
+
+const LOCK_FILE = '.vyr-store.lock';
+const TEMP_PREFIX = '.tmp-';
+
+/** In-process serialisation per store directory (the file lock covers other processes). */
+const localQueues = new Map<string, Promise<unknown>>();
+
+/**
+ * Opens (creating on first write) a local content-addressed artifact store under `options.dir`. The directory is
+ * an OCI image layout: `oci-layout`, `index.json` listing every stored artifact and its signature referrers, and
+ * `blobs/sha256/`. Writes are atomic (temp file, fsync, rename) and serialised by a lock file, so imports from
+ * several processes are safe; reads re-hash every blob.
+ */
+export function createStore(options: StoreOptions): ArtifactStore {
+  const dir = resolve(options.dir);
+  const lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
+  const blobDir = join(dir, 'blobs', 'sha256');
+
+  async function ensureLayout(): Promise<void> {
+    try {
+      await mkdir(blobDir, { recursive: true });
+      if (!(await exists(join(dir, 'oci-layout')))) {
+        await writeFileAtomic(join(dir, 'oci-layout'), new TextEncoder().encode(OCI_LAYOUT_FILE));
+      }
+      if (!(await exists(join(dir, 'index.json')))) await writeFileAtomic(join(dir, 'index.json'), encodeIndex([]));
+    } catch (cause) {
+      throw new ArtifactError('IO_ERROR', `cannot initialise artifact store ${dir}: ${(cause as Error).message}`, {
+        cause,
+      });
+    }
+  }
+
+  async function reader(): Promise<LayoutReader> {
+    if (!(await exists(join(dir, 'index.json')))) await withLock(ensureLayout);
+    return openLayout(dir);
+  }
+
+  /** Runs `fn` holding both the in-process queue and the cross-process lock file. */
+  async function withLock<T>(fn: () => Promise<T>): Promise<T> {
+    const previous = localQueues.get(dir) ?? Promise.resolve();
+    let release!: () => void;
+    const current = new Promise<void>((r) => (release = r));
+    const chained = previous.then(() => current);
+    localQueues.set(dir, chained);
+    await previous.catch(() => undefined);
+    try {
+      await mkdir(dir, { recursive: true });
+      const unlock = await acquireFileLock(join(dir, LOCK_FILE), lockTimeoutMs);
+      try {
+        return await fn();
+      } finally {
+        await unlock();
+      }
+    } finally {
+      release();
+      if (localQueues.get(dir) === chained) localQueues.delete(dir);
+    }
+  }
+
+  async function putBlob(digest: Digest, bytes: Uint8Array): Promise<void> {
+    const target = join(blobDir, digestHex(digest));
+    // Content-addressed: an intact existing blob is the same bytes. A damaged one is replaced.
+    try {
+      const existing = await readFile(target);
+      if (existing.byteLength === bytes.byteLength && sha256Digest(existing) === digest) return;
+    } catch {
+      // absent: write it
+    }
+    await writeFileAtomic(target, bytes);
+  }
+
+  async function readIndexDescriptors(): Promise<Descriptor[]> {
+    return [...(await openLayout(dir)).index.manifests];
+  }
+
+  async function writeIndex(manifests: Descriptor[]): Promise<void> {
+    const artifacts = manifests.filter((d) => d.artifactType !== MediaType.sigstoreBundle);
+    const signatures = manifests.filter((d) => d.artifactType === MediaType.sigstoreBundle);
+    const byDigest = (a: Descriptor, b: Descriptor): number => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0);
+    await writeFileAtomic(
+      join(dir, 'index.json'),
+      encodeIndex([...artifacts.sort(byDigest), ...signatures.sort(byDigest)]),
+    );
+  }
+
+  async function importArtifact(
+    source: string | Uint8Array,
+    importOptions: ImportOptions = {},
+  ): Promise<StoredArtifact> {
+    // Read and re-hash everything before taking the lock: a bad input never touches the store.
+    const artifact = await readArtifact(
+      source,
+      importOptions.bundlePaths === undefined ? {} : { bundlePaths: importOptions.bundlePaths },
+    );
+    const sourceReader = await openLayout(source);
+    const newBlobs = new Map<Digest, Uint8Array>();
+    const newDescriptors: Descriptor[] = [];
+    newBlobs.set(artifact.digest, artifact.manifestBytes);
+    newBlobs.set(artifact.ociManifest.config.digest, await blobOf(sourceReader, artifact.ociManifest.config));
+    for (const layer of artifact.ociManifest.layers) newBlobs.set(layer.digest, await blobOf(sourceReader, layer));
+    const subjectDesc: Descriptor = {
+      mediaType: MediaType.ociManifest,
+      artifactType: MediaType.wasmConfig,
+      digest: artifact.digest,
+      size: artifact.manifestBytes.byteLength,
+      annotations: { 'org.opencontainers.image.ref.name': `${artifact.manifest.name}:${artifact.manifest.version}` },
+    };
+    newDescriptors.push(subjectDesc);
+    const manifestDigest = Buffer.from(digestHex(artifact.digest), 'hex');
+    for (const attached of artifact.bundles) {
+      const where =
+        attached.location === 'layout' ? `signature bundle ${attached.bundleDigest}` : 'detached signature bundle';
+      const parsed = parseBundle(attached.json, where);
+      if (!parsed.messageDigest.equals(manifestDigest)) {
+        throw new ArtifactError('MESSAGE_DIGEST_MISMATCH', `${where} does not sign ${artifact.digest}; not imported`);
+      }
+      const bundleBytes = new TextEncoder().encode(attached.json);
+      const ref = buildReferrer(subjectDesc, bundleBytes, parsed.keyId);
+      newBlobs.set(ref.bundleDesc.digest, bundleBytes);
+      newBlobs.set(ref.referrer.config.digest, EMPTY_JSON_BLOB);
+      newBlobs.set(ref.referrerDesc.digest, ref.referrerBytes);
+      newDescriptors.push(ref.referrerDesc);
+    }
+    return withLock(async () => {
+      await ensureLayout();
+      try {
+        for (const [digest, bytes] of newBlobs) await putBlob(digest, bytes);
+      } catch (cause) {
+        throw new ArtifactError('IO_ERROR', `cannot write blobs to store ${dir}: ${(cause as Error).message}`, {
+          cause,
+        });
+      }
+      const manifests = await readIndexDescriptors();
+      let changed = false;
+      for (const d of newDescriptors) {
+        if (!manifests.some((m) => m.digest === d.digest)) {
+          manifests.push(d);
+          changed = true;
+        }
+      }
+      if (changed) await writeIndex(manifests);
+      return summarize(artifact, manifests);
+    });
+  }
+
+  async function get(digestInput: string): Promise<LoadedArtifact> {
+    const digest = parseDigest(digestInput);
+    const r = await reader();
+    const desc = artifactDescriptors(r).find((d) => d.digest === digest);
+    if (desc === undefined) {
+      throw new ArtifactError('NOT_FOUND', `artifact ${digest} is not in the store ${dir}; import it first`);
+    }
+    return loadArtifact(r, desc);
+  }
+
+  async function list(): Promise<StoredArtifact[]> {
+    const r = await reader();
+    const out: StoredArtifact[] = [];
+    for (const desc of artifactDescriptors(r)) {
+      const artifact = await loadArtifact(r, desc);
+      out.push(summarize(artifact, r.index.manifests));
+    }
+    return out.sort((a, b) =>
+      a.name !== b.name
+        ? a.name < b.name
+          ? -1
+          : 1
+        : a.version !== b.version
+          ? a.version < b.version
+            ? -1
+            : 1
+          : a.digest < b.digest
+            ? -1
+            : 1,
+    );
+  }
+
+  async function remove(digestInput: string): Promise<boolean> {
+    const digest = parseDigest(digestInput);
+    return withLock(async () => {
+      await ensureLayout();
+      const manifests = await readIndexDescriptors();
+      const r = await openLayout(dir);
+      const keep: Descriptor[] = [];
+      let found = false;
+      for (const d of manifests) {
+        if (d.digest === digest && d.artifactType !== MediaType.sigstoreBundle) {
+          found = true;
+          continue;
+        }
+        if (d.artifactType === MediaType.sigstoreBundle && (await referrerSubject(r, d)) === digest) continue;
+        keep.push(d);
+      }
+      if (found) await writeIndex(keep);
+      return found;
+    });
+  }
+
+  async function gc(): Promise<GcResult> {
+    return withLock(async () => {
+      await ensureLayout();
+      const r = await openLayout(dir);
+      const live = new Set<string>();
+      for (const d of r.index.manifests) {
+        live.add(digestHex(d.digest));
+        const bytes = await r.readBlob(d.digest);
+        if (bytes === undefined) continue;
+        const m = parseJson(bytes, `manifest ${d.digest}`) as Partial<OciManifest>;
+        if (m.config?.digest) live.add(digestHex(m.config.digest));
+        for (const l of m.layers ?? []) if (l?.digest) live.add(digestHex(l.digest));
+      }
+      let removedBlobs = 0;
+      let freedBytes = 0;
+      for (const name of await readdir(blobDir)) {
+        if (live.has(name)) continue;
+        const path = join(blobDir, name);
+        const size = (await stat(path).catch(() => undefined))?.size ?? 0;
+        await rm(path, { force: true });
+        if (!name.startsWith(TEMP_PREFIX)) removedBlobs++;
+        freedBytes += size;
+      }
+      for (const name of await readdir(dir)) {
+        if (name.startsWith(TEMP_PREFIX)) await rm(join(dir, name), { force: true });
+      }
+      return { removedBlobs, freedBytes };
+    });
+  }
+
+  return {
+    dir,
+    import: importArtifact,
+    get,
+    has: async (digest) => {
+      const d = parseDigest(digest);
+      return artifactDescriptors(await reader()).some((m) => m.digest === d);
+    },
+    list,
+    remove,
+    gc,
+  };
+}
+
+async function referrerSubject(r: LayoutReader, d: Descriptor): Promise<Digest | undefined> {
+  const hinted = d.annotations?.[SUBJECT_ANNOTATION];
+  if (hinted !== undefined) return hinted as Digest;
+  try {
+    return (await readReferrer(r, d)).subjectDigest;
+  } catch {
+    return undefined;
+  }
+}
+
+async function blobOf(r: LayoutReader, d: Descriptor): Promise<Uint8Array> {
+  const bytes = await r.readBlob(d.digest);
+  if (bytes === undefined || sha256Digest(bytes) !== d.digest) {
+    throw new ArtifactError('BLOB_DIGEST_MISMATCH', `blob ${d.digest} changed while it was being imported`);
+  }
+  return bytes;
+}
+
+function summarize(artifact: LoadedArtifact, manifests: readonly Descriptor[]): StoredArtifact {
+  const o = artifact.ociManifest;
+  return {
+    digest: artifact.digest,
+    name: artifact.manifest.name,
+    version: artifact.manifest.version,
+    sizeBytes: artifact.manifestBytes.byteLength + o.config.size + o.layers.reduce((n, l) => n + l.size, 0),
+    signatures: manifests.filter(
+      (d) => d.artifactType === MediaType.sigstoreBundle && d.annotations?.[SUBJECT_ANNOTATION] === artifact.digest,
+    ).length,
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A lock file created with O_EXCL holding the owner's pid. A lock whose owner process is gone is stale and taken
+ * over; otherwise wait with backoff up to `timeoutMs`.
+ */
+async function acquireFileLock(path: string, timeoutMs: number): Promise<() => Promise<void>> {
+  const deadline = Date.now() + timeoutMs;
+  let delay = 5;
+  for (;;) {
+    try {
+      const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
+      await handle.writeFile(String(process.pid));
+      await handle.close();
+      return async () => {
+        await rm(path, { force: true });
+      };
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new ArtifactError('IO_ERROR', `cannot create store lock ${path}: ${(cause as Error).message}`, { cause });
+      }
+    }
+    const owner = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+    if (Number.isSafeInteger(owner) && owner > 0 && owner !== process.pid && !processAlive(owner)) {
+      await rm(path, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new ArtifactError(
+        'IO_ERROR',
+        `the artifact store is locked by process ${Number.isNaN(owner) ? 'unknown' : owner} (${path}); retry, or remove the lock file if that process is gone`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 100);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
