@@ -35,7 +35,7 @@ export interface CollectorOptions {
   fullPolicy?: FullPolicy;
   /** Largest accepted request body, in bytes, both as sent and after gzip decoding. Default min(16 MiB, maxSpoolBytes / 4). */
   maxRequestBytes?: number;
-  /** Segment file size at which a new segment is started, in bytes. Default maxSpoolBytes / 16, within 64 KiB…64 MiB. */
+  /** Segment file size at which a new segment is started, in bytes. Default maxSpoolBytes / 16, within 4 KiB…64 MiB. */
   segmentBytes?: number;
   /** `Retry-After` sent with 503 responses (spool full, stopping), in seconds. Default 5. */
   retryAfterSeconds?: number;
@@ -94,7 +94,7 @@ export function resolveOptions(o: CollectorOptions): ResolvedOptions {
   if (!Number.isSafeInteger(maxRequestBytes) || maxRequestBytes < 1 || maxRequestBytes > maxSpoolBytes / 2) {
     invalid(`maxRequestBytes ${maxRequestBytes} must be between 1 and half of maxSpoolBytes (${maxSpoolBytes / 2})`);
   }
-  const segmentBytes = o.segmentBytes ?? Math.min(64 * MiB, Math.max(64 * KiB, Math.floor(maxSpoolBytes / 16)));
+  const segmentBytes = o.segmentBytes ?? Math.min(64 * MiB, Math.max(4 * KiB, Math.floor(maxSpoolBytes / 16)));
   if (!Number.isSafeInteger(segmentBytes) || segmentBytes < 1 || segmentBytes > maxSpoolBytes / 4) {
     invalid(`segmentBytes ${segmentBytes} must be between 1 and a quarter of maxSpoolBytes`);
   }

@@ -602,6 +602,8 @@ export class SpoolQueue {
       this.active = undefined;
       await fh.close();
     }
+    // A fully forwarded last segment is not left behind.
+    await this.deleteAcknowledged();
     await this.cursorFh?.close();
     this.cursorFh = undefined;
   }

@@ -1,0 +1,241 @@
+import { appendFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CollectorError, createCollector, inspectSpool } from '@vyr/collector';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { decodeTraceId, fakeUpstream, freePort, post, spanIdsOf, tempDir, traceBody, until } from './helpers.js';
+
+const fastBackoff = { initialDelayMs: 10, maxDelayMs: 50 };
+
+/** Batch numbers of the trace requests an upstream saw, in arrival order. */
+function batchesSeen(up: Awaited<ReturnType<typeof fakeUpstream>>): number[] {
+  return up.seen.map((s) => decodeTraceId(spanIdsOf(s.body)[0] as Uint8Array).batch);
+}
+
+async function segmentsOf(dir: string): Promise<string[]> {
+  return (await readdir(join(dir, 'traces'))).filter((n) => n.endsWith('.seg')).sort();
+}
+
+describe('spool', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  let port: number;
+  beforeEach(async () => {
+    tmp = await tempDir();
+    port = await freePort();
+  });
+  afterEach(() => tmp.cleanup());
+
+  it('full policy refuse: answers 503 with Retry-After and a Status once the byte bound is reached', async () => {
+    const c = createCollector({
+      port: 0,
+      spoolDir: tmp.dir,
+      upstream: `http://127.0.0.1:${port}`,
+      maxSpoolBytes: 64 * 1024,
+      fullPolicy: 'refuse',
+      retryAfterSeconds: 7,
+      backoff: fastBackoff,
+    });
+    const { url } = await c.start();
+    try {
+      let accepted = 0;
+      let refused: Awaited<ReturnType<typeof post>> | undefined;
+      for (let b = 1; b <= 20 && !refused; b++) {
+        const res = await post(`${url}/v1/traces`, traceBody(1, b, 100));
+        if (res.status === 200) accepted++;
+        else refused = res;
+      }
+      expect(refused?.status).toBe(503);
+      expect(refused?.headers.get('retry-after')).toBe('7');
+      expect(Buffer.from(refused?.body ?? []).toString()).toMatch(/full .*refuse/);
+      const st = c.status();
+      expect(st.counters.requests.spool_full).toBe(1);
+      expect(st.spool.bytes).toBeLessThanOrEqual(64 * 1024);
+      expect(st.spool.items).toBe(accepted * 100);
+      expect(st.counters.dropped.spool_full).toBe(0);
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('full policy drop-oldest: accepts everything, drops whole oldest segments, counts every dropped item', async () => {
+    const c = createCollector({
+      port: 0,
+      spoolDir: tmp.dir,
+      upstream: `http://127.0.0.1:${port}`,
+      maxSpoolBytes: 64 * 1024,
+      backoff: fastBackoff,
+    });
+    const { url } = await c.start();
+    let up: Awaited<ReturnType<typeof fakeUpstream>> | undefined;
+    try {
+      for (let b = 1; b <= 40; b++) expect((await post(`${url}/v1/traces`, traceBody(1, b, 100))).status).toBe(200);
+      const st = c.status();
+      expect(st.spool.bytes).toBeLessThanOrEqual(64 * 1024);
+      expect(st.counters.received.traces).toBe(4000);
+      expect(st.counters.dropped.spool_full).toBeGreaterThan(0);
+      up = await fakeUpstream([], port);
+      await until(() => c.status().spool.records === 0, 10_000, 'drained');
+      const end = c.status();
+      // Nothing unaccounted for: every received item was either forwarded or counted as dropped.
+      expect(end.counters.forwarded.traces + end.counters.dropped.spool_full).toBe(4000);
+      const seen = batchesSeen(up);
+      // What survives is the newest data, in order, ending with the last batch.
+      expect(seen.at(-1)).toBe(40);
+      const tail = seen.slice(seen.indexOf(seen.find((b) => b > 1) ?? 0));
+      expect(tail).toEqual([...tail].sort((a, b) => a - b));
+    } finally {
+      await c.stop();
+      await up?.close();
+    }
+  });
+
+  it('stores concurrent requests with group commit, each exactly once', async () => {
+    const up = await fakeUpstream([], port);
+    await up.close(); // down for now
+    const c = createCollector({ port: 0, spoolDir: tmp.dir, upstream: up.url, backoff: fastBackoff });
+    const { url } = await c.start();
+    let up2: Awaited<ReturnType<typeof fakeUpstream>> | undefined;
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 50 }, (_, i) => post(`${url}/v1/traces`, traceBody(2, i + 1, 20))),
+      );
+      expect(results.every((r) => r.status === 200)).toBe(true);
+      expect(c.status().spool.records).toBe(50);
+      up2 = await fakeUpstream([], port);
+      await until(() => c.status().spool.records === 0, 10_000, 'drained');
+      expect(batchesSeen(up2).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    } finally {
+      await c.stop();
+      await up2?.close();
+    }
+  });
+
+  it('resumes its backlog after a restart and truncates a torn tail (a partial record after the last good one)', async () => {
+    const opts = { port: 0, spoolDir: tmp.dir, upstream: `http://127.0.0.1:${port}`, backoff: fastBackoff };
+    const first = createCollector(opts);
+    const { url } = await first.start();
+    for (let b = 1; b <= 3; b++) expect((await post(`${url}/v1/traces`, traceBody(4, b, 25))).status).toBe(200);
+    await first.stop();
+
+    // Simulate a crash in the middle of a group-commit write: half of a record lands after the acknowledged ones.
+    const [seg] = await segmentsOf(tmp.dir);
+    const segPath = join(tmp.dir, 'traces', seg as string);
+    const good = (await stat(segPath)).size;
+    const bytes = await readFile(segPath);
+    await appendFile(segPath, bytes.subarray(0, 57));
+    const offline = await inspectSpool(tmp.dir);
+    expect(offline.tornTailBytes).toBe(57);
+    expect(offline.total.items).toBe(75);
+
+    const second = createCollector(opts);
+    await second.start();
+    let up: Awaited<ReturnType<typeof fakeUpstream>> | undefined;
+    try {
+      const rec = second.status().spool.recovered;
+      expect(rec?.truncatedBytes).toBe(57);
+      expect(rec?.items).toBe(75);
+      expect((await stat(segPath)).size).toBe(good);
+      up = await fakeUpstream([], port);
+      await until(() => second.status().spool.records === 0, 10_000, 'drained');
+      expect(batchesSeen(up)).toEqual([1, 2, 3]);
+    } finally {
+      await second.stop();
+      await up?.close();
+    }
+  });
+
+  it('detects a corrupted last record by its checksum and cuts the spool there, keeping the records before it', async () => {
+    const opts = { port: 0, spoolDir: tmp.dir, upstream: `http://127.0.0.1:${port}`, backoff: fastBackoff };
+    const first = createCollector(opts);
+    const { url } = await first.start();
+    for (let b = 1; b <= 3; b++) expect((await post(`${url}/v1/traces`, traceBody(5, b, 25))).status).toBe(200);
+    await first.stop();
+    const [seg] = await segmentsOf(tmp.dir);
+    const segPath = join(tmp.dir, 'traces', seg as string);
+    const bytes = await readFile(segPath);
+    const recordSize = bytes.length / 3;
+    bytes[bytes.length - 10] = (bytes[bytes.length - 10] as number) ^ 0xff;
+    await writeFile(segPath, bytes);
+
+    const second = createCollector(opts);
+    await second.start();
+    let up: Awaited<ReturnType<typeof fakeUpstream>> | undefined;
+    try {
+      expect(second.status().spool.recovered?.truncatedBytes).toBe(recordSize);
+      expect(second.status().spool.items).toBe(50);
+      up = await fakeUpstream([], port);
+      await until(() => second.status().spool.records === 0, 10_000, 'drained');
+      expect(batchesSeen(up)).toEqual([1, 2]);
+    } finally {
+      await second.stop();
+      await up?.close();
+    }
+  });
+
+  it('never forwards a record twice across clean restarts: the cursor survives', async () => {
+    const up = await fakeUpstream([], port);
+    const opts = { port: 0, spoolDir: tmp.dir, upstream: up.url, backoff: fastBackoff };
+    try {
+      for (let round = 1; round <= 3; round++) {
+        const c = createCollector(opts);
+        const { url } = await c.start();
+        expect((await post(`${url}/v1/traces`, traceBody(6, round, 10))).status).toBe(200);
+        await until(() => c.status().spool.records === 0, 10_000, 'drained');
+        await c.stop();
+      }
+      expect(batchesSeen(up)).toEqual([1, 2, 3]);
+      expect(await segmentsOf(tmp.dir)).toEqual([]);
+    } finally {
+      await up.close();
+    }
+  });
+
+  it('refuses a second live collector on the same spool directory', async () => {
+    const opts = { port: 0, spoolDir: tmp.dir, upstream: `http://127.0.0.1:${port}` };
+    const a = createCollector(opts);
+    await a.start();
+    try {
+      const b = createCollector(opts);
+      await expect(b.start()).rejects.toMatchObject({ code: 'SPOOL_LOCKED' });
+    } finally {
+      await a.stop();
+    }
+    const c = createCollector(opts);
+    await c.start();
+    await c.stop();
+  });
+
+  it('takes over a stale lock left by a dead process', async () => {
+    await writeFile(join(tmp.dir, 'LOCK'), '999999999\n');
+    const c = createCollector({ port: 0, spoolDir: tmp.dir, upstream: `http://127.0.0.1:${port}` });
+    await c.start();
+    await c.stop();
+  });
+
+  it('validates options with coded errors before touching the disk', () => {
+    const base = { spoolDir: tmp.dir, upstream: 'http://127.0.0.1:4318' };
+    const bad = [
+      { ...base, upstream: 'not a url' },
+      { ...base, upstream: 'ftp://x' },
+      { ...base, spoolDir: '' },
+      { ...base, maxSpoolBytes: 10 },
+      { ...base, fullPolicy: 'drop-newest' as never },
+      { ...base, maxSpoolBytes: 1024 * 1024, maxRequestBytes: 1024 * 1024 },
+      { ...base, port: 70000 },
+      { ...base, backoff: { jitter: 2 } },
+    ];
+    for (const o of bad) {
+      let err: unknown;
+      try {
+        createCollector(o);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, JSON.stringify(o)).toBeInstanceOf(CollectorError);
+      expect((err as CollectorError).code).toBe('INVALID_OPTIONS');
+    }
+  });
+
+  it('inspectSpool reports a missing directory with a coded error', async () => {
+    await expect(inspectSpool(join(tmp.dir, 'nope'))).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+  });
+});
