@@ -1,1 +1,22 @@
-export {};
+// Public API of @vyr/runtime: end-user symbols first, named re-exports only.
+
+export { isRuntimeError, RuntimeError, type RuntimeErrorCode } from './errors.js';
+export { createRuntime } from './runtime.js';
+export type {
+  ArtifactSource,
+  Mount,
+  Runtime,
+  RuntimeArtifact,
+  RuntimeHooks,
+  RuntimeOptions,
+  RuntimeStats,
+  StateHookContext,
+  StateReleaseResult,
+  SubmitRequest,
+  TaskEvent,
+  TaskLimits,
+  TaskReason,
+  TaskState,
+  TaskStatus,
+  TerminalState,
+} from './types.js';

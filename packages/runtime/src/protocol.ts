@@ -1,0 +1,78 @@
+/**
+ * Messages between the runtime (main thread) and a pool worker. Everything here must be structured-cloneable:
+ * compiled `WebAssembly.Module`s and `SharedArrayBuffer`s cross the thread boundary without copying.
+ */
+
+import type { ImportedMemory } from './wasm-memory.js';
+
+/** A host directory mapped into the guest for one task. */
+export interface WorkerMount {
+  guestPath: string;
+  hostPath: string;
+  readOnly: boolean;
+  quotaBytes?: number;
+}
+
+/** Main → worker: run one task. */
+export interface RunRequest {
+  type: 'run';
+  taskId: string;
+  /** `file:` URL of the transpiled instantiation-mode JS module. */
+  jsUrl: string;
+  /** Compiled core modules by the file name the transpiled JS asks for. */
+  modules: Record<string, WebAssembly.Module>;
+  /** Core modules whose defined memory was turned into an import, with the declared limits. */
+  memories: Record<string, ImportedMemory>;
+  /** argv, program name first. */
+  args: string[];
+  /** Environment entries the guest sees (declared keys only). */
+  env: [string, string][];
+  mounts: WorkerMount[];
+  /** Maximum linear memory per memory, in bytes. */
+  memoryLimitBytes: number;
+  /** Stdin ring buffer (see stdin.ts). */
+  stdin: SharedArrayBuffer;
+}
+
+/** Worker → main: a chunk of guest output. */
+export interface OutputMessage {
+  type: 'output';
+  taskId: string;
+  fd: 1 | 2;
+  data: Uint8Array;
+}
+
+/** A write refused because a mount's quota was reached. */
+export interface QuotaEvent {
+  guestPath: string;
+  quotaBytes: number;
+  attemptedBytes: number;
+}
+
+/** How the guest ended, as seen inside the worker. */
+export type WorkerOutcome =
+  | { kind: 'exit'; exitCode: number }
+  | { kind: 'trap'; message: string }
+  | { kind: 'memory-limit'; message: string }
+  | { kind: 'instantiate-error'; message: string };
+
+/** Worker → main: the task finished. Times are epoch milliseconds (fractional). */
+export interface DoneMessage {
+  type: 'done';
+  taskId: string;
+  outcome: WorkerOutcome;
+  memoryBytes: number;
+  quotaEvents: QuotaEvent[];
+  instantiateStart: number;
+  instantiateEnd: number;
+  runStart: number;
+  runEnd: number;
+}
+
+/** Worker → main: the worker has loaded its WASI host and is ready for tasks. */
+export interface ReadyMessage {
+  type: 'ready';
+}
+
+/** Any message a worker posts. */
+export type WorkerMessage = OutputMessage | DoneMessage | ReadyMessage;

@@ -1,0 +1,781 @@
+import { randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { isAbsolute, posix } from 'node:path';
+import {
+  type Attributes,
+  type Context,
+  context,
+  type Histogram,
+  type HrTime,
+  ROOT_CONTEXT,
+  type Span,
+  SpanStatusCode,
+  type Tracer,
+  trace,
+  type UpDownCounter,
+} from '@opentelemetry/api';
+import {
+  Attr,
+  contextFromTraceparent,
+  type Logger,
+  MetricNames,
+  recordError,
+  SpanNames,
+  silentLogger,
+  vyrMeter,
+  vyrTracer,
+  withSpan,
+} from '@vyr/telemetry';
+import { RuntimeError } from './errors.js';
+import { type PoolWorker, WorkerPool } from './pool.js';
+import { type PreparedComponent, Preparer } from './prepare.js';
+import type { DoneMessage, RunRequest, WorkerMessage } from './protocol.js';
+import { createStdinRing, StdinWriter } from './stdin.js';
+import type {
+  Mount,
+  Runtime,
+  RuntimeArtifact,
+  RuntimeOptions,
+  RuntimeStats,
+  StateHookContext,
+  SubmitRequest,
+  TaskEvent,
+  TaskReason,
+  TaskState,
+  TaskStatus,
+  TerminalState,
+} from './types.js';
+
+const MiB = 1024 * 1024;
+const TERMINAL: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'DEADLINE_EXCEEDED']);
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const ENV_KEY = /^[^=\0]+$/;
+
+interface Watcher {
+  events: TaskEvent[];
+  bytes: number;
+  dropped: number;
+  wake?: () => void;
+}
+
+interface OutputChunk {
+  fd: 1 | 2;
+  data: Uint8Array;
+}
+
+interface TaskRecord {
+  status: TaskStatus;
+  request: SubmitRequest;
+  artifact: RuntimeArtifact;
+  prepared?: PreparedComponent;
+  mounts: Mount[];
+  rootSpan: Span;
+  rootContext: Context;
+  worker?: PoolWorker;
+  deadlineTimer?: NodeJS.Timeout;
+  stdinAbort: AbortController;
+  stdin?: SharedArrayBuffer;
+  output: OutputChunk[];
+  retainedBytes: number;
+  watchers: Set<Watcher>;
+  done: Promise<TaskStatus>;
+  resolveDone: (status: TaskStatus) => void;
+  /** Set once the end is decided; later signals are ignored. */
+  ending: boolean;
+  /** Counted in the waiting gauge (PENDING or QUEUED). */
+  waiting: boolean;
+}
+
+function snapshot(status: TaskStatus): TaskStatus {
+  return { ...status, limits: { ...status.limits }, quotaExceeded: status.quotaExceeded.map((q) => ({ ...q })) };
+}
+
+function toHrTime(epochMs: number): HrTime {
+  const seconds = Math.floor(epochMs / 1000);
+  return [seconds, Math.round((epochMs - seconds * 1000) * 1e6)];
+}
+
+function checkMount(mount: Mount, where: string): void {
+  if (typeof mount?.guestPath !== 'string' || !mount.guestPath.startsWith('/')) {
+    throw new RuntimeError(
+      'INVALID_ARGUMENT',
+      `${where}: guestPath ${JSON.stringify(mount?.guestPath)} is not absolute`,
+    );
+  }
+  if (
+    posix.normalize(mount.guestPath) !== mount.guestPath &&
+    `${posix.normalize(mount.guestPath)}/` !== mount.guestPath
+  ) {
+    throw new RuntimeError('INVALID_ARGUMENT', `${where}: guestPath ${mount.guestPath} is not normalised`);
+  }
+  if (typeof mount.hostPath !== 'string' || !isAbsolute(mount.hostPath)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `${where}: hostPath ${JSON.stringify(mount.hostPath)} is not absolute`);
+  }
+  let isDir = false;
+  try {
+    isDir = statSync(mount.hostPath).isDirectory();
+  } catch {
+    isDir = false;
+  }
+  if (!isDir) throw new RuntimeError('INVALID_ARGUMENT', `${where}: hostPath ${mount.hostPath} is not a directory`);
+  if (mount.quotaBytes !== undefined && !(Number.isSafeInteger(mount.quotaBytes) && mount.quotaBytes >= 0)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `${where}: quotaBytes ${mount.quotaBytes} is not a byte count`);
+  }
+}
+
+function checkPositive(value: number | undefined, name: string): void {
+  if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `${name} must be a positive number, got ${value}`);
+  }
+}
+
+/**
+ * Creates a runtime with a warm worker pool. Workers start on first use or on {@link Runtime.warmUp}.
+ *
+ * @example
+ * const runtime = createRuntime({ artifacts, cacheDir: '/var/lib/vyr/cache' });
+ * const task = await runtime.submit({ digest, args: ['--help'] });
+ * for await (const event of runtime.watch(task.id)) { … }
+ */
+export function createRuntime(options: RuntimeOptions): Runtime {
+  if (!options?.artifacts || typeof options.artifacts.load !== 'function') {
+    throw new RuntimeError('INVALID_ARGUMENT', 'options.artifacts must be an ArtifactSource');
+  }
+  if (typeof options.cacheDir !== 'string' || !isAbsolute(options.cacheDir)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `options.cacheDir ${JSON.stringify(options.cacheDir)} is not absolute`);
+  }
+  const poolSize = options.poolSize ?? 2;
+  const maxQueueLength = options.maxQueueLength ?? 64;
+  const defaultMemory = options.defaultLimits?.memoryBytes ?? 256 * MiB;
+  const defaultDeadline = options.defaultLimits?.deadlineMs;
+  const maxMemory = options.maxMemoryBytes ?? 4096 * MiB;
+  const maxRetained = options.maxRetainedOutputBytes ?? 2 * MiB;
+  const maxWatcherBytes = options.maxWatcherBufferBytes ?? 4 * MiB;
+  const stdinBytes = options.stdinBufferBytes ?? 64 * 1024;
+  const maxFinished = options.maxFinishedTasks ?? 1000;
+  const nodeId = options.nodeId ?? 'local';
+  const tier = options.tier ?? 'laptop';
+  const logger: Logger = options.logger ?? silentLogger;
+  const tracer: Tracer = options.tracer ?? vyrTracer();
+  const meter = options.meter ?? vyrMeter();
+  const hooks = options.hooks ?? {};
+  if (!(Number.isInteger(poolSize) && poolSize >= 1)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `poolSize must be an integer ≥ 1, got ${poolSize}`);
+  }
+  if (!(Number.isInteger(maxQueueLength) && maxQueueLength >= 0)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `maxQueueLength must be an integer ≥ 0, got ${maxQueueLength}`);
+  }
+  checkPositive(defaultMemory, 'defaultLimits.memoryBytes');
+  checkPositive(defaultDeadline, 'defaultLimits.deadlineMs');
+
+  const metrics = {
+    duration: meter.createHistogram(MetricNames.taskDuration, {
+      description: 'Task duration from submit to terminal state, by outcome',
+      unit: 's',
+    }) as Histogram,
+    active: meter.createUpDownCounter(MetricNames.tasksActive, {
+      description: 'Tasks running in a worker',
+      unit: '{task}',
+    }) as UpDownCounter,
+    queue: meter.createUpDownCounter(MetricNames.queueLength, {
+      description: 'Tasks accepted and waiting for a worker (PENDING + QUEUED)',
+      unit: '{task}',
+    }) as UpDownCounter,
+    verify: meter.createHistogram(MetricNames.verifyDuration, {
+      description: 'Artifact verification time before a task',
+      unit: 's',
+    }) as Histogram,
+    prepare: meter.createHistogram(MetricNames.prepareDuration, {
+      description: 'Component preparation time (transpile + compile on a miss)',
+      unit: 's',
+    }) as Histogram,
+  };
+  const nodeAttrs: Attributes = { [Attr.nodeId]: nodeId, [Attr.nodeTier]: tier };
+
+  const preparer = new Preparer(options.cacheDir);
+  const tasks = new Map<string, TaskRecord>();
+  const finishedOrder: string[] = [];
+  const queue: TaskRecord[] = [];
+  let admitting = 0;
+  let closed = false;
+
+  const pool = new WorkerPool(
+    { size: poolSize, logger, maxOldGenerationSizeMb: 256 },
+    {
+      onIdle: () => dispatch(),
+      onMessage: (worker, message) => onWorkerMessage(worker, message),
+      onCrash: (_worker, taskId, error) => {
+        const record = taskId ? tasks.get(taskId) : undefined;
+        if (!record || record.ending) return;
+        const oom = (error as { code?: string } | undefined)?.code === 'ERR_WORKER_OUT_OF_MEMORY';
+        const endRun = performance.timeOrigin + performance.now();
+        endRunSpans(record, endRun);
+        void finish(record, 'FAILED', oom ? 'MEMORY_LIMIT' : 'WORKER_CRASHED', {
+          message: error?.message ?? 'the worker thread exited',
+        });
+      },
+    },
+  );
+
+  const waitingCount = () => {
+    let n = admitting;
+    for (const r of tasks.values()) if (r.waiting) n++;
+    return n;
+  };
+
+  function setState(record: TaskRecord, state: TaskState): void {
+    const wasWaiting = record.waiting;
+    record.status.state = state;
+    record.waiting = state === 'PENDING' || state === 'QUEUED';
+    if (wasWaiting !== record.waiting) metrics.queue.add(record.waiting ? 1 : -1, nodeAttrs);
+    emit(record, { type: 'status', status: snapshot(record.status) });
+  }
+
+  function emit(record: TaskRecord, event: TaskEvent): void {
+    for (const w of record.watchers) {
+      w.events.push(event);
+      if (event.type === 'stdout' || event.type === 'stderr') {
+        w.bytes += event.data.length;
+        // A slow watcher loses its oldest output, never slows the task (bounded buffer, drops counted).
+        while (w.bytes > maxWatcherBytes) {
+          const i = w.events.findIndex((e) => e.type === 'stdout' || e.type === 'stderr');
+          if (i < 0) break;
+          const old = w.events.splice(i, 1)[0] as { data: Uint8Array };
+          w.bytes -= old.data.length;
+          w.dropped += old.data.length;
+        }
+      }
+      w.wake?.();
+    }
+  }
+
+  function resolveLimits(request: SubmitRequest, artifact: RuntimeArtifact): TaskStatus['limits'] {
+    checkPositive(request.limits?.memoryBytes, 'limits.memoryBytes');
+    checkPositive(request.limits?.deadlineMs, 'limits.deadlineMs');
+    const memoryBytes = request.limits?.memoryBytes ?? artifact.manifest.limits?.memoryBytes ?? defaultMemory;
+    if (memoryBytes > maxMemory) {
+      throw new RuntimeError(
+        'INVALID_ARGUMENT',
+        `memory limit ${memoryBytes} bytes is above this node's maximum of ${maxMemory} bytes`,
+      );
+    }
+    const deadlineMs = request.limits?.deadlineMs ?? artifact.manifest.limits?.deadlineMs ?? defaultDeadline;
+    return deadlineMs === undefined ? { memoryBytes } : { memoryBytes, deadlineMs };
+  }
+
+  function validateRequest(request: SubmitRequest): void {
+    if (!request || typeof request !== 'object') throw new RuntimeError('INVALID_ARGUMENT', 'submit needs a request');
+    if (typeof request.digest !== 'string' || !DIGEST.test(request.digest)) {
+      throw new RuntimeError(
+        'INVALID_ARGUMENT',
+        `digest ${JSON.stringify(request.digest)} is not sha256:<64 lowercase hex>`,
+      );
+    }
+    if (
+      request.args !== undefined &&
+      !(Array.isArray(request.args) && request.args.every((a) => typeof a === 'string'))
+    ) {
+      throw new RuntimeError('INVALID_ARGUMENT', 'args must be an array of strings');
+    }
+    for (const [key, value] of Object.entries(request.env ?? {})) {
+      if (!ENV_KEY.test(key) || typeof value !== 'string' || value.includes('\0')) {
+        throw new RuntimeError('INVALID_ARGUMENT', `env entry ${JSON.stringify(key)} is not a KEY=string pair`);
+      }
+    }
+    const seen = new Set<string>();
+    for (const [i, mount] of (request.mounts ?? []).entries()) {
+      checkMount(mount, `mounts[${i}]`);
+      if (seen.has(mount.guestPath)) {
+        throw new RuntimeError('INVALID_ARGUMENT', `mounts[${i}]: guestPath ${mount.guestPath} is mounted twice`);
+      }
+      seen.add(mount.guestPath);
+    }
+    const stdin = request.stdin;
+    if (
+      stdin !== undefined &&
+      !(stdin instanceof Uint8Array) &&
+      typeof stdin !== 'string' &&
+      typeof (stdin as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function'
+    ) {
+      throw new RuntimeError('INVALID_ARGUMENT', 'stdin must be bytes, a string or an async iterable of bytes');
+    }
+  }
+
+  async function submit(request: SubmitRequest): Promise<TaskStatus> {
+    if (closed) throw new RuntimeError('CLOSED', 'the runtime is closed');
+    validateRequest(request);
+    if (waitingCount() >= maxQueueLength) {
+      throw new RuntimeError(
+        'RESOURCE_EXHAUSTED',
+        `the task queue is full (${maxQueueLength} tasks waiting for ${poolSize} workers); retry later`,
+      );
+    }
+    admitting++;
+    const id = randomUUID();
+    const parent = request.traceparent
+      ? contextFromTraceparent(request.traceparent, ROOT_CONTEXT)
+      : (request.parentContext ?? context.active());
+    const rootSpan = tracer.startSpan(
+      SpanNames.task,
+      { attributes: { [Attr.taskId]: id, [Attr.artifactDigest]: request.digest, ...nodeAttrs } },
+      parent,
+    );
+    const rootContext = trace.setSpan(parent, rootSpan);
+    let artifact: RuntimeArtifact;
+    let limits: TaskStatus['limits'];
+    try {
+      const verifyStart = performance.now();
+      artifact = await withSpan(
+        SpanNames.verify,
+        { parent: rootContext, tracer, attributes: { [Attr.artifactDigest]: request.digest } },
+        async () => {
+          try {
+            return await options.artifacts.load(request.digest);
+          } catch (cause) {
+            if ((cause as { code?: string }).code === 'NOT_FOUND') {
+              throw new RuntimeError('NOT_FOUND', `artifact ${request.digest} is not in the store; import it first`, {
+                cause,
+              });
+            }
+            throw new RuntimeError(
+              'UNTRUSTED',
+              `artifact ${request.digest} was refused by verification: ${(cause as Error).message}`,
+              { cause },
+            );
+          }
+        },
+      );
+      metrics.verify.record((performance.now() - verifyStart) / 1000, nodeAttrs);
+      if (artifact.digest !== request.digest) {
+        throw new RuntimeError('INTERNAL', `artifact source returned ${artifact.digest} for ${request.digest}`);
+      }
+      const declared = new Set(artifact.manifest.env);
+      const undeclared = Object.keys(request.env ?? {}).filter((k) => !declared.has(k));
+      if (undeclared.length > 0) {
+        throw new RuntimeError(
+          'INVALID_ARGUMENT',
+          `env keys ${undeclared.join(', ')} are not declared by the artifact (declared: ${[...declared].join(', ') || 'none'})`,
+        );
+      }
+      limits = resolveLimits(request, artifact);
+      if (closed) throw new RuntimeError('CLOSED', 'the runtime is closed');
+    } catch (err) {
+      admitting--;
+      recordError(rootSpan, err);
+      rootSpan.setAttribute(Attr.taskOutcome, 'REJECTED');
+      rootSpan.end();
+      throw err;
+    }
+    admitting--;
+    if (artifact.manifest.name) rootSpan.setAttribute(Attr.artifactName, artifact.manifest.name);
+
+    let resolveDone!: (status: TaskStatus) => void;
+    const done = new Promise<TaskStatus>((r) => {
+      resolveDone = r;
+    });
+    const spanContext = rootSpan.spanContext();
+    const record: TaskRecord = {
+      status: {
+        id,
+        digest: request.digest,
+        state: 'PENDING',
+        createdAt: Date.now(),
+        limits,
+        stdoutBytes: 0,
+        stderrBytes: 0,
+        droppedOutputBytes: 0,
+        quotaExceeded: [],
+        ...(trace.isSpanContextValid(spanContext) ? { traceId: spanContext.traceId } : {}),
+      },
+      request,
+      artifact,
+      mounts: [...(request.mounts ?? [])],
+      rootSpan,
+      rootContext,
+      stdinAbort: new AbortController(),
+      output: [],
+      retainedBytes: 0,
+      watchers: new Set(),
+      done,
+      resolveDone,
+      ending: false,
+      waiting: true,
+    };
+    metrics.queue.add(1, nodeAttrs);
+    tasks.set(id, record);
+    if (limits.deadlineMs !== undefined) {
+      record.deadlineTimer = setTimeout(() => stop(record, 'DEADLINE_EXCEEDED'), limits.deadlineMs);
+    }
+    void advance(record);
+    return snapshot(record.status);
+  }
+
+  function hookContext(record: TaskRecord): StateHookContext {
+    return {
+      taskId: record.status.id,
+      digest: record.status.digest,
+      artifact: record.artifact,
+      request: record.request,
+    };
+  }
+
+  /** PENDING → prepare → bind → QUEUED. */
+  async function advance(record: TaskRecord): Promise<void> {
+    try {
+      const started = performance.now();
+      const result = await withSpan(SpanNames.prepare, { parent: record.rootContext, tracer }, async (span) => {
+        const r = await preparer.prepare(record.status.digest, () => record.artifact.component);
+        span.setAttribute(Attr.cacheHit, r.cache !== 'miss');
+        span.setAttribute('vyr.prepare.cache', r.cache);
+        return r;
+      });
+      metrics.prepare.record((performance.now() - started) / 1000, {
+        ...nodeAttrs,
+        [Attr.cacheHit]: result.cache !== 'miss',
+      });
+      record.prepared = result.prepared;
+    } catch (err) {
+      return finish(record, 'FAILED', 'PREPARE_FAILED', { message: (err as Error).message });
+    }
+    if (record.ending) return;
+    if (hooks.bind) {
+      try {
+        const extra = await withSpan(SpanNames.stateBind, { parent: record.rootContext, tracer }, () =>
+          hooks.bind!(hookContext(record)),
+        );
+        const seen = new Set(record.mounts.map((m) => m.guestPath));
+        for (const [i, mount] of (extra ?? []).entries()) {
+          checkMount(mount, `bind hook mount ${i}`);
+          if (seen.has(mount.guestPath)) {
+            throw new RuntimeError('INVALID_ARGUMENT', `bind hook mount ${i}: ${mount.guestPath} is mounted twice`);
+          }
+          seen.add(mount.guestPath);
+          record.mounts.push(mount);
+        }
+      } catch (err) {
+        return finish(record, 'FAILED', 'STATE_BIND_FAILED', { message: (err as Error).message });
+      }
+    }
+    if (record.ending) return;
+    setState(record, 'QUEUED');
+    queue.push(record);
+    dispatch();
+  }
+
+  function dispatch(): void {
+    while (queue.length > 0) {
+      const next = queue[0]!;
+      if (next.ending) {
+        queue.shift();
+        continue;
+      }
+      const worker = pool.idle();
+      if (!worker) return;
+      queue.shift();
+      startOnWorker(next, worker);
+    }
+  }
+
+  function startOnWorker(record: TaskRecord, worker: PoolWorker): void {
+    const prepared = record.prepared!;
+    record.worker = worker;
+    record.stdin = createStdinRing(stdinBytes);
+    record.status.startedAt = Date.now();
+    setState(record, 'RUNNING');
+    metrics.active.add(1, nodeAttrs);
+    const env = Object.entries(record.request.env ?? {});
+    const request: RunRequest = {
+      type: 'run',
+      taskId: record.status.id,
+      jsUrl: prepared.jsUrl,
+      modules: prepared.modules,
+      memories: prepared.memories,
+      args: [record.artifact.manifest.name ?? 'main', ...(record.request.args ?? [])],
+      env,
+      mounts: record.mounts.map((m) => ({
+        guestPath: m.guestPath,
+        hostPath: m.hostPath,
+        readOnly: m.readOnly ?? false,
+        ...(m.quotaBytes !== undefined ? { quotaBytes: m.quotaBytes } : {}),
+      })),
+      memoryLimitBytes: record.status.limits.memoryBytes,
+      stdin: record.stdin,
+    };
+    pool.run(worker, request);
+    void pumpStdin(record);
+  }
+
+  async function pumpStdin(record: TaskRecord): Promise<void> {
+    const writer = new StdinWriter(record.stdin!);
+    const signal = record.stdinAbort.signal;
+    const input = record.request.stdin;
+    try {
+      if (typeof input === 'string') await writer.write(new TextEncoder().encode(input), signal);
+      else if (input instanceof Uint8Array) await writer.write(input, signal);
+      else if (input) {
+        for await (const chunk of input) {
+          if (signal.aborted) break;
+          await writer.write(chunk, signal);
+        }
+      }
+    } catch (err) {
+      logger.warn('stdin source failed; closing the task stdin', { taskId: record.status.id, error: String(err) });
+    } finally {
+      writer.close();
+    }
+  }
+
+  function onWorkerMessage(worker: PoolWorker, message: WorkerMessage): void {
+    if (message.type === 'ready') return;
+    const record = tasks.get(message.taskId);
+    if (!record || record.worker !== worker) return;
+    if (message.type === 'output') onOutput(record, message.fd, message.data);
+    else if (message.type === 'done') {
+      record.worker = undefined;
+      pool.release(worker);
+      onDone(record, message);
+    }
+  }
+
+  function onOutput(record: TaskRecord, fd: 1 | 2, data: Uint8Array): void {
+    if (fd === 1) record.status.stdoutBytes += data.length;
+    else record.status.stderrBytes += data.length;
+    record.output.push({ fd, data });
+    record.retainedBytes += data.length;
+    while (record.retainedBytes > maxRetained && record.output.length > 0) {
+      const old = record.output.shift()!;
+      record.retainedBytes -= old.data.length;
+      record.status.droppedOutputBytes += old.data.length;
+    }
+    emit(record, { type: fd === 1 ? 'stdout' : 'stderr', data });
+  }
+
+  function endRunSpans(record: TaskRecord, runEnd: number, done?: DoneMessage): void {
+    const startedAt = record.status.startedAt ?? runEnd;
+    const instStart = done?.instantiateStart ?? startedAt;
+    const instEnd = done?.instantiateEnd ?? runEnd;
+    const runStart = done?.runStart ?? runEnd;
+    const inst = tracer.startSpan(SpanNames.instantiate, { startTime: toHrTime(instStart) }, record.rootContext);
+    inst.end(toHrTime(instEnd));
+    const run = tracer.startSpan(SpanNames.run, { startTime: toHrTime(runStart) }, record.rootContext);
+    if (done?.outcome.kind === 'exit') run.setAttribute(Attr.exitCode, done.outcome.exitCode);
+    if (done && done.outcome.kind !== 'exit')
+      run.setStatus({ code: SpanStatusCode.ERROR, message: done.outcome.message });
+    for (const q of done?.quotaEvents ?? []) {
+      run.addEvent('vyr.state.quota_exceeded', { 'vyr.state.mount': q.guestPath, [Attr.stateBytes]: q.attemptedBytes });
+    }
+    run.end(toHrTime(runEnd));
+  }
+
+  function onDone(record: TaskRecord, done: DoneMessage): void {
+    metrics.active.add(-1, nodeAttrs);
+    record.status.memoryBytes = done.memoryBytes;
+    record.status.quotaExceeded.push(...done.quotaEvents);
+    if (record.ending) return;
+    endRunSpans(record, done.runEnd, done);
+    const o = done.outcome;
+    switch (o.kind) {
+      case 'exit':
+        if (o.exitCode === 0) void finish(record, 'SUCCEEDED', undefined, { exitCode: 0 });
+        else void finish(record, 'FAILED', 'EXIT_CODE', { exitCode: o.exitCode, message: `exit code ${o.exitCode}` });
+        return;
+      case 'trap':
+        void finish(record, 'FAILED', 'TRAP', { message: o.message });
+        return;
+      case 'memory-limit':
+        void finish(record, 'FAILED', 'MEMORY_LIMIT', { message: o.message });
+        return;
+      case 'instantiate-error':
+        void finish(record, 'FAILED', 'INSTANTIATE_FAILED', { message: o.message });
+        return;
+    }
+  }
+
+  /** Cancel or deadline: stop the task wherever it is. */
+  function stop(record: TaskRecord, state: 'CANCELLED' | 'DEADLINE_EXCEEDED', reason: TaskReason = state): void {
+    if (record.ending || TERMINAL.has(record.status.state)) return;
+    const worker = record.worker;
+    if (worker) {
+      // Terminating the thread is the only way to stop a guest in `loop br 0` or blocked in a read.
+      record.worker = undefined;
+      metrics.active.add(-1, nodeAttrs);
+      endRunSpans(record, performance.timeOrigin + performance.now());
+      void pool.replace(worker);
+    }
+    const message =
+      reason === 'DEADLINE_EXCEEDED'
+        ? `deadline of ${record.status.limits.deadlineMs} ms exceeded`
+        : reason === 'RUNTIME_CLOSED'
+          ? 'the runtime closed'
+          : 'cancelled';
+    void finish(record, state, reason, { message });
+  }
+
+  async function finish(
+    record: TaskRecord,
+    state: TerminalState,
+    reason: TaskReason | undefined,
+    detail: { exitCode?: number; message?: string },
+  ): Promise<void> {
+    if (record.ending) return;
+    record.ending = true;
+    clearTimeout(record.deadlineTimer);
+    record.stdinAbort.abort();
+    const index = queue.indexOf(record);
+    if (index >= 0) queue.splice(index, 1);
+    if (detail.exitCode !== undefined) record.status.exitCode = detail.exitCode;
+    if (hooks.release) {
+      try {
+        const result = await withSpan(SpanNames.stateRelease, { parent: record.rootContext, tracer }, async (span) => {
+          const r = await hooks.release!({ ...hookContext(record), status: snapshot(record.status) });
+          if (r?.attributes) span.setAttributes(r.attributes);
+          return r;
+        });
+        void result;
+      } catch (err) {
+        if (state === 'SUCCEEDED') {
+          state = 'FAILED';
+          reason = 'STATE_RELEASE_FAILED';
+          detail = { ...detail, message: (err as Error).message };
+        }
+        logger.warn('state release hook failed', { taskId: record.status.id, error: (err as Error).message });
+      }
+    }
+    const terminate = tracer.startSpan(SpanNames.terminate, {}, record.rootContext);
+    const status = record.status;
+    status.endedAt = Date.now();
+    if (reason !== undefined) status.reason = reason;
+    if (detail.message !== undefined && state !== 'SUCCEEDED') status.message = detail.message;
+    setState(record, state);
+    const root = record.rootSpan;
+    root.setAttribute(Attr.taskOutcome, state);
+    if (reason) root.setAttribute(Attr.taskReason, reason);
+    if (status.exitCode !== undefined) root.setAttribute(Attr.exitCode, status.exitCode);
+    if (state !== 'SUCCEEDED')
+      root.setStatus({ code: SpanStatusCode.ERROR, message: status.message ?? reason ?? state });
+    terminate.end();
+    root.end();
+    metrics.duration.record((status.endedAt - status.createdAt) / 1000, { ...nodeAttrs, [Attr.taskOutcome]: state });
+    for (const w of record.watchers) w.wake?.();
+    record.resolveDone(snapshot(status));
+    finishedOrder.push(status.id);
+    while (finishedOrder.length > maxFinished) tasks.delete(finishedOrder.shift()!);
+  }
+
+  function find(taskId: string): TaskRecord {
+    const record = typeof taskId === 'string' ? tasks.get(taskId) : undefined;
+    if (!record) throw new RuntimeError('NOT_FOUND', `no task ${JSON.stringify(taskId)} on this node`);
+    return record;
+  }
+
+  async function* watch(taskId: string, opts?: { signal?: AbortSignal }): AsyncGenerator<TaskEvent> {
+    const record = find(taskId);
+    const watcher: Watcher = { events: [], bytes: 0, dropped: 0 };
+    watcher.events.push({ type: 'status', status: snapshot(record.status) });
+    for (const chunk of record.output) {
+      watcher.events.push({ type: chunk.fd === 1 ? 'stdout' : 'stderr', data: chunk.data });
+      watcher.bytes += chunk.data.length;
+    }
+    if (record.status.droppedOutputBytes > 0) watcher.dropped = record.status.droppedOutputBytes;
+    record.watchers.add(watcher);
+    const onAbort = () => watcher.wake?.();
+    opts?.signal?.addEventListener('abort', onAbort);
+    try {
+      for (;;) {
+        if (opts?.signal?.aborted) return;
+        if (watcher.dropped > 0) {
+          const bytes = watcher.dropped;
+          watcher.dropped = 0;
+          yield { type: 'dropped', bytes };
+          continue;
+        }
+        const event = watcher.events.shift();
+        if (event) {
+          if (event.type === 'stdout' || event.type === 'stderr') watcher.bytes -= event.data.length;
+          yield event;
+          if (event.type === 'status' && TERMINAL.has(event.status.state)) return;
+          continue;
+        }
+        if (TERMINAL.has(record.status.state) && record.ending) {
+          // The terminal status event was queued by setState; the loop above delivers it.
+          if (watcher.events.length === 0) return;
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          watcher.wake = resolve;
+        });
+        watcher.wake = undefined;
+      }
+    } finally {
+      record.watchers.delete(watcher);
+      opts?.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  function concat(chunks: Uint8Array[]): Uint8Array {
+    const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    let offset = 0;
+    for (const c of chunks) {
+      out.set(c, offset);
+      offset += c.length;
+    }
+    return out;
+  }
+
+  return {
+    submit,
+    async cancel(taskId: string): Promise<TaskStatus> {
+      const record = find(taskId);
+      stop(record, 'CANCELLED');
+      return record.done;
+    },
+    get(taskId: string): TaskStatus {
+      return snapshot(find(taskId).status);
+    },
+    wait(taskId: string): Promise<TaskStatus> {
+      return find(taskId).done;
+    },
+    watch(taskId: string, opts?: { signal?: AbortSignal }): AsyncIterable<TaskEvent> {
+      find(taskId);
+      return watch(taskId, opts);
+    },
+    output(taskId: string) {
+      const record = find(taskId);
+      return {
+        stdout: concat(record.output.filter((c) => c.fd === 1).map((c) => c.data)),
+        stderr: concat(record.output.filter((c) => c.fd === 2).map((c) => c.data)),
+      };
+    },
+    stats(): RuntimeStats {
+      const counts = pool.counts();
+      let running = 0;
+      let queued = 0;
+      let pending = 0;
+      for (const r of tasks.values()) {
+        if (r.status.state === 'RUNNING') running++;
+        else if (r.status.state === 'QUEUED') queued++;
+        else if (r.status.state === 'PENDING') pending++;
+      }
+      return {
+        workers: counts.workers,
+        idleWorkers: counts.idle,
+        running,
+        queued,
+        pending,
+        workersReplaced: pool.replaced,
+      };
+    },
+    warmUp(): Promise<void> {
+      if (closed) return Promise.reject(new RuntimeError('CLOSED', 'the runtime is closed'));
+      return pool.start();
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      const live = [...tasks.values()].filter((r) => !r.ending);
+      for (const r of live) stop(r, 'CANCELLED', 'RUNTIME_CLOSED');
+      await Promise.all(live.map((r) => r.done));
+      await pool.close();
+    },
+  };
+}

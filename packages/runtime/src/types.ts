@@ -1,0 +1,250 @@
+import type { Context, Meter, Tracer } from '@opentelemetry/api';
+import type { Logger } from '@vyr/telemetry';
+
+/**
+ * Lifecycle of a task (ARCHITECTURE.md §3): `PENDING` (accepted, being prepared and bound) → `QUEUED` (waiting for
+ * a worker) → `RUNNING` → one of the four terminal states.
+ */
+export type TaskState = 'PENDING' | 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'DEADLINE_EXCEEDED';
+
+/** The four states a task ends in. */
+export type TerminalState = 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'DEADLINE_EXCEEDED';
+
+/**
+ * Why a task did not succeed; set on every non-`SUCCEEDED` end.
+ * - `EXIT_CODE`: the guest exited with a non-zero code (`exitCode` holds it; `run` returning `err` is code 1).
+ * - `TRAP`: the guest trapped (`message` holds the engine's trap message, e.g. `unreachable`).
+ * - `MEMORY_LIMIT`: the guest's linear memory reached the task's limit and the guest failed.
+ * - `CANCELLED`: `cancel()` was called. `DEADLINE_EXCEEDED`: the deadline passed.
+ * - `PREPARE_FAILED`: the component could not be transpiled or compiled.
+ * - `INSTANTIATE_FAILED`: the component could not be linked (for example, it imports an interface this host lacks).
+ * - `STATE_BIND_FAILED` / `STATE_RELEASE_FAILED`: a state hook threw.
+ * - `WORKER_CRASHED`: the worker thread died for a reason other than the above.
+ * - `RUNTIME_CLOSED`: the runtime closed before the task finished.
+ */
+export type TaskReason =
+  | 'EXIT_CODE'
+  | 'TRAP'
+  | 'MEMORY_LIMIT'
+  | 'CANCELLED'
+  | 'DEADLINE_EXCEEDED'
+  | 'PREPARE_FAILED'
+  | 'INSTANTIATE_FAILED'
+  | 'STATE_BIND_FAILED'
+  | 'STATE_RELEASE_FAILED'
+  | 'WORKER_CRASHED'
+  | 'RUNTIME_CLOSED';
+
+/** A host directory made visible to one task. */
+export interface Mount {
+  /** Absolute guest path (`/` allowed). Each guest path may appear once per task. */
+  guestPath: string;
+  /** Absolute host directory; must exist. */
+  hostPath: string;
+  /** Refuse every write through this mount (WASI `not-permitted`). Default false. */
+  readOnly?: boolean;
+  /** Maximum bytes of regular files under the mount; a write past it fails in the guest with ENOSPC. Default: none. */
+  quotaBytes?: number;
+}
+
+/** Resource limits of one task. */
+export interface TaskLimits {
+  /** Maximum linear memory, bytes (per memory of the component). */
+  memoryBytes?: number;
+  /** Wall-clock deadline from submit, milliseconds. */
+  deadlineMs?: number;
+}
+
+/** What the runtime needs from an artifact: its declarations and its component bytes. */
+export interface RuntimeArtifact {
+  /** `sha256:<hex>` of the artifact's OCI manifest. */
+  digest: string;
+  /** VYR declarations (subset the runtime reads). */
+  manifest: {
+    name?: string;
+    version?: string;
+    /** Environment keys the task may receive. */
+    env: readonly string[];
+    /** Declared default limits. */
+    limits?: TaskLimits;
+  };
+  /** The WASI 0.2 command component. */
+  component: Uint8Array;
+}
+
+/**
+ * Where artifacts come from. `load` must return only verified artifacts (trust policy passed, blobs re-hashed) and
+ * throw otherwise; {@link artifactSourceFromStore} builds one from the `@vyr/artifact` store and trust policy.
+ */
+export interface ArtifactSource {
+  /**
+   * Loads and verifies `digest`.
+   * @throws an error with `code` `NOT_FOUND` for an unknown digest; any other error means "refused"
+   *   (the runtime reports `UNTRUSTED` with the cause).
+   */
+  load(digest: string): Promise<RuntimeArtifact>;
+}
+
+/** Context handed to state hooks. */
+export interface StateHookContext {
+  taskId: string;
+  digest: string;
+  artifact: RuntimeArtifact;
+  /** The submit request. */
+  request: SubmitRequest;
+}
+
+/** Result of a release hook; attributes are added to the `vyr.state.release` span. */
+export interface StateReleaseResult {
+  attributes?: Record<string, string | number | boolean>;
+}
+
+/**
+ * Optional hooks the state kernel plugs in. Each runs inside its own span (`vyr.state.bind`,
+ * `vyr.state.release`), so the kernel's own spans nest under them.
+ */
+export interface RuntimeHooks {
+  /** Called while the task is `PENDING`; returns extra mounts to add to the submit's mounts. */
+  bind?(ctx: StateHookContext): Promise<readonly Mount[] | undefined> | readonly Mount[] | undefined;
+  /** Called once after the task ends (whatever the outcome), before it reaches its terminal state. */
+  release?(
+    ctx: StateHookContext & { status: TaskStatus },
+  ): Promise<StateReleaseResult | undefined> | StateReleaseResult | undefined;
+}
+
+/** A task submission. */
+export interface SubmitRequest {
+  /** Artifact digest, `sha256:<64 hex>`. */
+  digest: string;
+  /** Arguments after the program name (the guest's argv[0] is the artifact name, or `main`). Default `[]`. */
+  args?: readonly string[];
+  /** Environment values; every key must be declared by the artifact. Default `{}`. */
+  env?: Readonly<Record<string, string>>;
+  /** Stdin: bytes, a string (UTF-8) or an async iterable of chunks. Default: empty (immediate end of input). */
+  stdin?: Uint8Array | string | AsyncIterable<Uint8Array>;
+  /** Limit overrides (highest precedence over the artifact's declarations and the runtime defaults). */
+  limits?: TaskLimits;
+  /** Host directories for the guest, in addition to those the `bind` hook returns. Default `[]`. */
+  mounts?: readonly Mount[];
+  /** The caller's W3C `traceparent`: the task's trace joins it. */
+  traceparent?: string;
+  /** Parent context, when the caller runs in-process (ignored if `traceparent` is set). */
+  parentContext?: Context;
+}
+
+/** A snapshot of a task. */
+export interface TaskStatus {
+  id: string;
+  digest: string;
+  state: TaskState;
+  /** Set on every non-`SUCCEEDED` terminal state. */
+  reason?: TaskReason;
+  /** Human-readable detail for `reason` (trap message, error text). */
+  message?: string;
+  /** Exit code when the guest exited (0 on success). */
+  exitCode?: number;
+  /** Epoch milliseconds. */
+  createdAt: number;
+  startedAt?: number;
+  endedAt?: number;
+  /** Linear memory the guest had when it ended, bytes. */
+  memoryBytes?: number;
+  /** The effective limits. */
+  limits: { memoryBytes: number; deadlineMs?: number };
+  /** Total bytes the guest wrote to stdout / stderr. */
+  stdoutBytes: number;
+  stderrBytes: number;
+  /** Output bytes not retained because the retention buffer was full (oldest dropped first). */
+  droppedOutputBytes: number;
+  /** Writes refused by a mount quota. */
+  quotaExceeded: { guestPath: string; quotaBytes: number; attemptedBytes: number }[];
+  /** Trace id of the task's trace (hex), when telemetry is recording. */
+  traceId?: string;
+}
+
+/** An event of {@link Runtime.watch}. */
+export type TaskEvent =
+  | { type: 'status'; status: TaskStatus }
+  | { type: 'stdout'; data: Uint8Array }
+  | { type: 'stderr'; data: Uint8Array }
+  /** Output this watcher missed because it read too slowly (its buffer was full). */
+  | { type: 'dropped'; bytes: number };
+
+/** Options of {@link createRuntime}. */
+export interface RuntimeOptions {
+  /** Verified artifacts. Required. */
+  artifacts: ArtifactSource;
+  /** Directory of the prepare cache (transpiled components by digest + jco version). Required. */
+  cacheDir: string;
+  /** Worker threads, one running task each. Default: 2. */
+  poolSize?: number;
+  /** Tasks allowed to wait (PENDING + QUEUED) before submit answers `RESOURCE_EXHAUSTED`. Default: 64. */
+  maxQueueLength?: number;
+  /** Defaults for limits the artifact does not declare. Default: 256 MiB memory, no deadline. */
+  defaultLimits?: TaskLimits;
+  /** Upper bound on any task's memory limit, bytes. Default: 4 GiB. */
+  maxMemoryBytes?: number;
+  /** Output kept per task and stream for `watch` replays and `output()`, bytes. Default: 1 MiB. */
+  maxRetainedOutputBytes?: number;
+  /** Output a watcher may lag behind before its oldest chunks are dropped, bytes. Default: 4 MiB. */
+  maxWatcherBufferBytes?: number;
+  /** Size of the stdin ring shared with the worker, bytes. Default: 64 KiB. */
+  stdinBufferBytes?: number;
+  /** Finished tasks kept for `get`, oldest forgotten first. Default: 1000. */
+  maxFinishedTasks?: number;
+  /** Node identity for the `vyr.node.id` attribute. Default: `local`. */
+  nodeId?: string;
+  /** Node tier for the `vyr.node.tier` attribute. Default: `laptop`. */
+  tier?: string;
+  /** State hooks. Default: none. */
+  hooks?: RuntimeHooks;
+  /** Logger. Default: silent. */
+  logger?: Logger;
+  /** Tracer. Default: the global `vyr` tracer. */
+  tracer?: Tracer;
+  /** Meter. Default: the global `vyr` meter (instruments are created by `createRuntime`). */
+  meter?: Meter;
+}
+
+/** Counters for health checks and benchmarks. */
+export interface RuntimeStats {
+  workers: number;
+  idleWorkers: number;
+  running: number;
+  queued: number;
+  pending: number;
+  workersReplaced: number;
+}
+
+/** A runtime: runs verified components as isolated, cancellable, observable tasks. */
+export interface Runtime {
+  /**
+   * Verifies the artifact and accepts the task. Resolves with the task in `PENDING` once accepted; the task then
+   * runs on its own (use `watch` or `wait`).
+   * @throws RuntimeError `INVALID_ARGUMENT`, `NOT_FOUND`, `UNTRUSTED`, `RESOURCE_EXHAUSTED`, `CLOSED`.
+   */
+  submit(request: SubmitRequest): Promise<TaskStatus>;
+  /**
+   * Cancels a task. A running task's worker is terminated and replaced. Resolves with the final status
+   * (`CANCELLED`, or the terminal state it had already reached).
+   * @throws RuntimeError `NOT_FOUND`.
+   */
+  cancel(taskId: string): Promise<TaskStatus>;
+  /** Current status. @throws RuntimeError `NOT_FOUND`. */
+  get(taskId: string): TaskStatus;
+  /** Resolves with the terminal status. @throws RuntimeError `NOT_FOUND`. */
+  wait(taskId: string): Promise<TaskStatus>;
+  /**
+   * Status changes and output of a task, from its beginning (retained output is replayed first), ending after the
+   * terminal status. Stops early when `signal` aborts. @throws RuntimeError `NOT_FOUND`.
+   */
+  watch(taskId: string, options?: { signal?: AbortSignal }): AsyncIterable<TaskEvent>;
+  /** Retained stdout and stderr of a task. @throws RuntimeError `NOT_FOUND`. */
+  output(taskId: string): { stdout: Uint8Array; stderr: Uint8Array };
+  /** Pool and queue counters. */
+  stats(): RuntimeStats;
+  /** Starts the warm pool now instead of on first use; resolves when every worker is ready. */
+  warmUp(): Promise<void>;
+  /** Cancels every live task (`RUNTIME_CLOSED`), stops the workers. Idempotent. */
+  close(): Promise<void>;
+}

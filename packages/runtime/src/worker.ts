@@ -1,0 +1,582 @@
+/**
+ * Pool worker: runs one task at a time, each in a fresh component instance with its own WASI host.
+ *
+ * The WASI 0.2 host is preview2-shim's, made into a sandbox (TOOLCHAIN.md: the shim's defaults are not one):
+ * - `WASIShim` with `sandbox` — preopens are exactly the task's mounts, network disabled;
+ * - our own `wasi:cli` — environment and arguments from the task only, stdio backed by the task's streams (subclasses
+ *   of the shim's stream classes, so the transpiled component's resource checks accept them), no terminals, and an
+ *   `exit` that ends the task instead of calling `process.exit`;
+ * - read-only mounts and quotas enforced around the shim's `Descriptor` (wasmtime semantics: writes through a
+ *   read-only preopen fail with `not-permitted`; a write past a quota fails with `insufficient-space`, ENOSPC).
+ *
+ * This file is the worker's entry point; it only runs inside `worker_threads`.
+ */
+
+import { lstatSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parentPort } from 'node:worker_threads';
+import * as shim from '@bytecodealliance/preview2-shim';
+import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
+import type { DoneMessage, QuotaEvent, RunRequest, WorkerMount, WorkerOutcome } from './protocol.js';
+import { StdinReader } from './stdin.js';
+import { MEMORY_IMPORT_FIELD, MEMORY_IMPORT_MODULE } from './wasm-memory.js';
+
+const port = parentPort;
+if (!port) throw new Error('@vyr/runtime worker.js must run in a worker thread');
+
+const PAGE = 65536;
+
+/** Thrown by our `wasi:cli/exit` to unwind the guest; caught below and turned into an exit code. */
+class ExitSignal {
+  constructor(readonly code: number) {}
+}
+
+type Bytes = Uint8Array;
+type Pollable = object;
+// Loose shapes of the shim's classes: the shim ships JS with partial typings.
+type ShimClass = { prototype: Record<string | symbol, unknown> } & (new () => object);
+interface Filesystem {
+  types: { Descriptor: ShimClass };
+}
+interface IoModule {
+  streams: { InputStream: ShimClass; OutputStream: ShimClass };
+  error: { Error: new (payload: unknown) => Error };
+}
+const io = shim.io as unknown as IoModule;
+const filesystem = shim.filesystem as unknown as Filesystem;
+const clocks = shim.clocks as unknown as { monotonicClock: { subscribeDuration(ns: bigint): Pollable } };
+
+const BaseOutputStream = io.streams.OutputStream as unknown as new () => object;
+const BaseInputStream = io.streams.InputStream as unknown as new () => object;
+const IoError = io.error.Error;
+
+/** Per-task state the stdio classes and filesystem guards consult. */
+interface TaskContext {
+  taskId: string;
+  stdin: StdinReader;
+  quotaEvents: QuotaEvent[];
+}
+let current: TaskContext | undefined;
+
+function readyPollable(): Pollable {
+  return clocks.monotonicClock.subscribeDuration(0n);
+}
+
+/** Guest stdout/stderr: every write goes straight to the runtime as a message (the runtime bounds what it keeps). */
+class TaskOutputStream extends BaseOutputStream {
+  readonly #fd: 1 | 2;
+  readonly #taskId: string;
+  constructor(fd: 1 | 2, taskId: string) {
+    super();
+    this.#fd = fd;
+    this.#taskId = taskId;
+  }
+  #send(data: Bytes): void {
+    if (data.length === 0) return;
+    const copy = data.slice();
+    port!.postMessage({ type: 'output', taskId: this.#taskId, fd: this.#fd, data: copy }, [copy.buffer]);
+  }
+  checkWrite(): bigint {
+    return 1048576n;
+  }
+  write(buf: Bytes): void {
+    this.#send(buf);
+  }
+  blockingWriteAndFlush(buf: Bytes): void {
+    this.#send(buf);
+  }
+  flush(): void {}
+  blockingFlush(): void {}
+  writeZeroes(len: bigint): void {
+    this.#send(new Uint8Array(Number(len)));
+  }
+  blockingWriteZeroesAndFlush(len: bigint): void {
+    this.writeZeroes(len);
+  }
+  splice(src: { read(len: bigint): Bytes }, len: bigint): bigint {
+    const data = src.read(len);
+    this.#send(data);
+    return BigInt(data.length);
+  }
+  blockingSplice(src: { blockingRead(len: bigint): Bytes }, len: bigint): bigint {
+    const data = src.blockingRead(len);
+    this.#send(data);
+    return BigInt(data.length);
+  }
+  subscribe(): Pollable {
+    return readyPollable();
+  }
+  [Symbol.dispose](): void {}
+}
+
+/** Guest stdin: reads the task's ring; `closed` at end of input, as WASI `input-stream` specifies. */
+class TaskInputStream extends BaseInputStream {
+  readonly #reader: StdinReader;
+  constructor(reader: StdinReader) {
+    super();
+    this.#reader = reader;
+  }
+  #read(len: bigint, block: boolean): Bytes {
+    const data = this.#reader.read(Math.min(Number(len), 1 << 20), block);
+    if (data === undefined) throw { tag: 'closed' };
+    return data;
+  }
+  read(len: bigint): Bytes {
+    return this.#read(len, false);
+  }
+  blockingRead(len: bigint): Bytes {
+    return this.#read(len, true);
+  }
+  skip(len: bigint): bigint {
+    return BigInt(this.#read(len, false).length);
+  }
+  blockingSkip(len: bigint): bigint {
+    return BigInt(this.#read(len, true).length);
+  }
+  subscribe(): Pollable {
+    // Ready when data or end of input is there. Otherwise a short timer: a poll may wake spuriously (allowed by
+    // wasi:io/poll) and the guest's next read tells it the truth.
+    if (this.#reader.available() > 0 || this.#reader.ended()) return readyPollable();
+    return clocks.monotonicClock.subscribeDuration(5_000_000n);
+  }
+  [Symbol.dispose](): void {}
+}
+
+// ---- filesystem guards: read-only mounts and quotas ------------------------------------------------------------
+
+interface MountState {
+  guestPath: string;
+  readOnly: boolean;
+  quotaBytes?: number;
+  usedBytes: number;
+}
+interface StreamTarget {
+  descriptor: object;
+  mount: MountState;
+  offset: number;
+}
+const mountOf = new WeakMap<object, MountState>();
+const fileStreams = new WeakMap<object, StreamTarget>();
+
+type Method = (this: object, ...args: never[]) => unknown;
+function wrap(proto: Record<string | symbol, unknown>, name: string, make: (orig: Method) => Method): void {
+  const orig = proto[name] as Method;
+  proto[name] = make(orig);
+}
+
+function sizeOf(descriptor: object): number {
+  const stat = (descriptor as { stat(): { size: bigint } }).stat();
+  return Number(stat.size);
+}
+
+function recordQuota(mount: MountState, attempted: number): void {
+  current?.quotaEvents.push({ guestPath: mount.guestPath, quotaBytes: mount.quotaBytes!, attemptedBytes: attempted });
+}
+
+/** Throws if writing `len` bytes at `offset` of the file behind `descriptor` would pass the mount's quota. */
+function chargeWrite(mount: MountState, descriptor: object, offset: number, len: number, asStream: boolean): number {
+  if (mount.quotaBytes === undefined) return 0;
+  const growth = Math.max(0, offset + len - sizeOf(descriptor));
+  if (mount.usedBytes + growth > mount.quotaBytes) {
+    recordQuota(mount, mount.usedBytes + growth);
+    if (asStream) {
+      const payload = Object.assign(new Error(`quota of ${mount.guestPath} exceeded`), { code: 'ENOSPC' });
+      throw { tag: 'last-operation-failed', val: new IoError(payload) };
+    }
+    throw 'insufficient-space';
+  }
+  return growth;
+}
+
+function readOnlyGuard(name: string): void {
+  wrap(
+    filesystem.types.Descriptor.prototype,
+    name,
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const mount = mountOf.get(this);
+        if (mount?.readOnly) throw 'not-permitted';
+        return orig.apply(this, args);
+      },
+  );
+}
+
+function installFilesystemGuards(): void {
+  const proto = filesystem.types.Descriptor.prototype;
+  wrap(
+    proto,
+    'openAt',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const mount = mountOf.get(this);
+        const [, , openFlags, descriptorFlags] = args as unknown as [
+          unknown,
+          string,
+          { create?: boolean; truncate?: boolean },
+          { write?: boolean; mutateDirectory?: boolean },
+        ];
+        if (
+          mount?.readOnly &&
+          (descriptorFlags.write || descriptorFlags.mutateDirectory || openFlags.create || openFlags.truncate)
+        ) {
+          throw 'not-permitted';
+        }
+        const opened = orig.apply(this, args) as object;
+        if (mount) mountOf.set(opened, mount);
+        return opened;
+      },
+  );
+  for (const name of [
+    'createDirectoryAt',
+    'removeDirectoryAt',
+    'symlinkAt',
+    'linkAt',
+    'setTimesAt',
+    'setTimes',
+    'appendViaStream',
+  ]) {
+    readOnlyGuard(name);
+  }
+  wrap(
+    proto,
+    'renameAt',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const [, target, newPath] = args as unknown as [string, object, string];
+        const mount = mountOf.get(this);
+        if (mount?.readOnly || mountOf.get(target)?.readOnly) throw 'not-permitted';
+        const targetMount = mountOf.get(target);
+        const replaced = targetMount?.quotaBytes !== undefined ? regularFileSize(target, newPath) : 0;
+        const result = orig.apply(this, args);
+        if (targetMount) targetMount.usedBytes = Math.max(0, targetMount.usedBytes - replaced);
+        return result;
+      },
+  );
+  wrap(
+    proto,
+    'unlinkFileAt',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const mount = mountOf.get(this);
+        if (mount?.readOnly) throw 'not-permitted';
+        const freed = mount?.quotaBytes !== undefined ? regularFileSize(this, args[0] as unknown as string) : 0;
+        const result = orig.apply(this, args);
+        if (mount) mount.usedBytes = Math.max(0, mount.usedBytes - freed);
+        return result;
+      },
+  );
+  wrap(
+    proto,
+    'setSize',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const mount = mountOf.get(this);
+        if (mount?.readOnly) throw 'not-permitted';
+        if (mount?.quotaBytes === undefined) return orig.apply(this, args);
+        const size = Number(args[0] as unknown as bigint);
+        const before = sizeOf(this);
+        const growth = chargeWrite(mount, this, 0, size, false);
+        const result = orig.apply(this, args);
+        mount.usedBytes = Math.max(0, mount.usedBytes + growth - Math.max(0, before - size));
+        return result;
+      },
+  );
+  wrap(
+    proto,
+    'write',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const mount = mountOf.get(this);
+        if (mount?.readOnly) throw 'not-permitted';
+        if (mount?.quotaBytes === undefined) return orig.apply(this, args);
+        const [buffer, offset] = args as unknown as [Bytes, bigint];
+        const growth = chargeWrite(mount, this, Number(offset), buffer.length, false);
+        const result = orig.apply(this, args);
+        mount.usedBytes += growth;
+        return result;
+      },
+  );
+  wrap(
+    proto,
+    'writeViaStream',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const mount = mountOf.get(this);
+        if (mount?.readOnly) throw 'not-permitted';
+        const stream = orig.apply(this, args) as object;
+        if (mount?.quotaBytes !== undefined) {
+          fileStreams.set(stream, { descriptor: this, mount, offset: Number(args[0] as unknown as bigint) });
+        }
+        return stream;
+      },
+  );
+  const streamProto = io.streams.OutputStream.prototype;
+  const charged = (lengthOf: (args: never[]) => number) => (orig: Method) =>
+    function (this: object, ...args: never[]) {
+      const target = fileStreams.get(this);
+      if (!target) return orig.apply(this, args);
+      const len = lengthOf(args);
+      const growth = chargeWrite(target.mount, target.descriptor, target.offset, len, true);
+      const result = orig.apply(this, args);
+      target.offset += len;
+      target.mount.usedBytes += growth;
+      return result;
+    };
+  const bufferLength = (args: never[]) => (args[0] as unknown as Bytes).length;
+  const zeroesLength = (args: never[]) => Number(args[0] as unknown as bigint);
+  wrap(streamProto, 'write', charged(bufferLength));
+  wrap(streamProto, 'blockingWriteAndFlush', charged(bufferLength));
+  wrap(streamProto, 'writeZeroes', charged(zeroesLength));
+  wrap(streamProto, 'blockingWriteZeroesAndFlush', charged(zeroesLength));
+}
+
+function regularFileSize(dir: object, path: string): number {
+  try {
+    const stat = (
+      dir as { statAt(flags: object, path: string): { type: string; size: bigint; linkCount: bigint } }
+    ).statAt({ symlinkFollow: false }, path);
+    return stat.type === 'regular-file' && stat.linkCount <= 1n ? Number(stat.size) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Bytes of regular files under `dir` (the quota's starting point). Symlinks are not followed. */
+function diskUsage(dir: string): number {
+  let total = 0;
+  const stack = [dir];
+  while (stack.length > 0) {
+    const d = stack.pop()!;
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const p = join(d, name);
+      const st = lstatSync(p);
+      if (st.isDirectory()) stack.push(p);
+      else if (st.isFile()) total += st.size;
+    }
+  }
+  return total;
+}
+
+installFilesystemGuards();
+
+// ---- task execution --------------------------------------------------------------------------------------------
+
+const now = (): number => performance.timeOrigin + performance.now();
+
+type Instantiate = (
+  getCoreModule: (name: string) => WebAssembly.Module,
+  imports: Record<string, unknown>,
+  instantiateCore: (module: WebAssembly.Module, imports?: WebAssembly.Imports) => WebAssembly.Instance,
+) => Promise<Record<string, unknown>>;
+
+function buildImports(req: RunRequest, ctx: TaskContext): Record<string, unknown> {
+  const preopens: Record<string, string> = {};
+  for (const m of req.mounts) preopens[m.guestPath] = m.hostPath;
+  const wasi = new WASIShim({
+    sandbox: { preopens, env: {}, args: [], enableNetwork: false },
+  } as ConstructorParameters<typeof WASIShim>[0]).getImportObject() as Record<string, unknown>;
+
+  const dirs = (wasi['wasi:filesystem/preopens'] as { getDirectories(): [object, string][] }).getDirectories();
+  for (const [descriptor, guestPath] of dirs) {
+    const mount = req.mounts.find((m: WorkerMount) => m.guestPath === guestPath)!;
+    const state: MountState = { guestPath, readOnly: mount.readOnly, usedBytes: 0 };
+    if (mount.quotaBytes !== undefined) {
+      state.quotaBytes = mount.quotaBytes;
+      state.usedBytes = diskUsage(mount.hostPath);
+    }
+    mountOf.set(descriptor, state);
+  }
+
+  const stdout = new TaskOutputStream(1, req.taskId);
+  const stderr = new TaskOutputStream(2, req.taskId);
+  const stdin = new TaskInputStream(ctx.stdin);
+  const env = req.env;
+  const args = req.args;
+  const cli = shim.cli as unknown as Record<string, unknown>;
+  return {
+    ...wasi,
+    'wasi:cli/environment': {
+      getEnvironment: () => env,
+      getArguments: () => args,
+      initialCwd: () => undefined,
+    },
+    'wasi:cli/exit': {
+      exit(status: { tag: 'ok' | 'err' }): never {
+        throw new ExitSignal(status.tag === 'err' ? 1 : 0);
+      },
+      exitWithCode(code: number): never {
+        throw new ExitSignal(code);
+      },
+    },
+    'wasi:cli/stdin': { getStdin: () => stdin },
+    'wasi:cli/stdout': { getStdout: () => stdout },
+    'wasi:cli/stderr': { getStderr: () => stderr },
+    // Not a terminal: the guest sees `none`, as wasmtime answers for piped stdio.
+    'wasi:cli/terminal-input': cli.terminalInput,
+    'wasi:cli/terminal-output': cli.terminalOutput,
+    'wasi:cli/terminal-stdin': { getTerminalStdin: () => undefined },
+    'wasi:cli/terminal-stdout': { getTerminalStdout: () => undefined },
+    'wasi:cli/terminal-stderr': { getTerminalStderr: () => undefined },
+  };
+}
+
+function findRun(exports: Record<string, unknown>): () => unknown {
+  for (const [name, value] of Object.entries(exports)) {
+    if (name.startsWith('wasi:cli/run@') && value && typeof (value as { run?: unknown }).run === 'function') {
+      return (value as { run: () => unknown }).run;
+    }
+  }
+  const plain = exports.run as { run?: () => unknown } | undefined;
+  if (plain && typeof plain.run === 'function') return plain.run;
+  throw new Error('the component exports no wasi:cli/run');
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}
+
+async function runTask(req: RunRequest): Promise<DoneMessage> {
+  const ctx: TaskContext = { taskId: req.taskId, stdin: new StdinReader(req.stdin), quotaEvents: [] };
+  current = ctx;
+  const memories: WebAssembly.Memory[] = [];
+  const exportedMemories: WebAssembly.Memory[] = [];
+  const limitPages = Math.max(1, Math.floor(req.memoryLimitBytes / PAGE));
+  const names = new Map<WebAssembly.Module, string>();
+  for (const [name, module] of Object.entries(req.modules)) names.set(module, name);
+  let memoryRefused: string | undefined;
+
+  const instantiateCore = (module: WebAssembly.Module, imports: WebAssembly.Imports = {}): WebAssembly.Instance => {
+    const name = names.get(module);
+    const declared = name === undefined ? undefined : req.memories[name];
+    let finalImports = imports;
+    if (declared) {
+      const maximum = Math.min(declared.maxPages ?? 65536, limitPages);
+      if (declared.minPages > maximum) {
+        memoryRefused = `initial memory ${declared.minPages * PAGE} bytes exceeds the limit of ${req.memoryLimitBytes} bytes`;
+        throw new RangeError(memoryRefused);
+      }
+      const memory = new WebAssembly.Memory({ initial: declared.minPages, maximum });
+      memories.push(memory);
+      finalImports = { ...finalImports, [MEMORY_IMPORT_MODULE]: { [MEMORY_IMPORT_FIELD]: memory } };
+    }
+    const p1 = finalImports.wasi_snapshot_preview1 as Record<string, unknown> | undefined;
+    if (p1?.proc_exit) {
+      // The preview1 adapter folds every non-zero proc_exit code into exit(err) = 1; catching the call at the
+      // module boundary keeps the exact code (wasmtime does the same for core modules).
+      finalImports = {
+        ...finalImports,
+        wasi_snapshot_preview1: {
+          ...p1,
+          proc_exit: (code: number) => {
+            throw new ExitSignal(code >>> 0);
+          },
+        },
+      };
+    }
+    const instance = new WebAssembly.Instance(module, finalImports);
+    for (const value of Object.values(instance.exports)) {
+      if (value instanceof WebAssembly.Memory && !memories.includes(value)) exportedMemories.push(value);
+    }
+    return instance;
+  };
+
+  const memoryBytes = () => {
+    const all = new Set([...memories, ...exportedMemories]);
+    let total = 0;
+    for (const m of all) total += m.buffer.byteLength;
+    return total;
+  };
+  // A failed `memory.grow` is invisible to the host, so a failure is attributed to the limit when the memory ended
+  // close to it: within a quarter for traps (allocators abort on a failed grow), within 1/16 (min 1 MiB) for exits.
+  const nearLimit = (slack: number) => memories.some((m) => req.memoryLimitBytes - m.buffer.byteLength <= slack);
+  const trapSlack = req.memoryLimitBytes / 4;
+  const exitSlack = Math.max(1 << 20, req.memoryLimitBytes / 16);
+
+  const instantiateStart = now();
+  let instantiateEnd = instantiateStart;
+  let runStart = instantiateStart;
+  let outcome: WorkerOutcome;
+  try {
+    const mod = (await import(req.jsUrl)) as { instantiate: Instantiate };
+    const imports = buildImports(req, ctx);
+    let exports: Record<string, unknown>;
+    try {
+      exports = await mod.instantiate((name) => req.modules[name]!, imports, instantiateCore);
+    } catch (err) {
+      instantiateEnd = now();
+      runStart = instantiateEnd;
+      if (err instanceof ExitSignal) throw err;
+      throw Object.assign(new Error(describe(err)), { instantiateFailed: true });
+    }
+    instantiateEnd = now();
+    runStart = instantiateEnd;
+    const run = findRun(exports);
+    try {
+      run();
+      outcome = { kind: 'exit', exitCode: 0 };
+    } catch (err) {
+      // `run` returning `err(())` surfaces as a thrown component error: exit code 1, like wasmtime.
+      if (err instanceof ExitSignal) throw err;
+      if (err instanceof WebAssembly.RuntimeError || err instanceof RangeError) throw err;
+      if ((err as { name?: string }).name === 'ComponentError') outcome = { kind: 'exit', exitCode: 1 };
+      else throw err;
+    }
+  } catch (err) {
+    if (err instanceof ExitSignal) outcome = { kind: 'exit', exitCode: err.code };
+    else if (memoryRefused !== undefined) outcome = { kind: 'memory-limit', message: memoryRefused };
+    else if ((err as { instantiateFailed?: boolean }).instantiateFailed)
+      outcome = { kind: 'instantiate-error', message: describe(err) };
+    else if (nearLimit(trapSlack))
+      outcome = {
+        kind: 'memory-limit',
+        message: `linear memory reached its limit of ${req.memoryLimitBytes} bytes (${describe(err)})`,
+      };
+    else outcome = { kind: 'trap', message: describe(err) };
+  }
+  if (outcome.kind === 'exit' && outcome.exitCode !== 0 && nearLimit(exitSlack)) {
+    outcome = {
+      kind: 'memory-limit',
+      message: `linear memory reached its limit of ${req.memoryLimitBytes} bytes (exit code ${outcome.exitCode})`,
+    };
+  }
+  const runEnd = now();
+  current = undefined;
+  return {
+    type: 'done',
+    taskId: req.taskId,
+    outcome,
+    memoryBytes: memoryBytes(),
+    quotaEvents: ctx.quotaEvents,
+    instantiateStart,
+    instantiateEnd,
+    runStart,
+    runEnd,
+  };
+}
+
+port.on('message', (msg: RunRequest) => {
+  if (msg.type !== 'run') return;
+  runTask(msg).then(
+    (done) => port.postMessage(done),
+    (err: unknown) =>
+      port.postMessage({
+        type: 'done',
+        taskId: msg.taskId,
+        outcome: { kind: 'trap', message: `host failure: ${describe(err)}` },
+        memoryBytes: 0,
+        quotaEvents: [],
+        instantiateStart: now(),
+        instantiateEnd: now(),
+        runStart: now(),
+        runEnd: now(),
+      } satisfies DoneMessage),
+  );
+});
+port.postMessage({ type: 'ready' });
