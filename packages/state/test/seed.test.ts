@@ -3,18 +3,9 @@ import { lstat, mkdir, readdir, readFile, readlink, stat, symlink, writeFile } f
 import { join } from 'node:path';
 import * as tar from 'tar';
 import { describe, expect, it } from 'vitest';
-import { digestTree, StateError } from '../src/index.js';
+import { digestTree } from '../src/index.js';
+import { expectCode } from './expect.js';
 import { craftTar, openKernel, type RawTarEntry, tempDir, writeTree } from './helpers.js';
-
-async function expectCode(promise: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, `expected StateError ${code}`).toBeInstanceOf(StateError);
-  expect((err as StateError).code).toBe(code);
-  if (message) expect((err as StateError).message).toMatch(message);
-}
 
 /** The kernel leaves nothing behind after a refused seed: no instance, no staging directory. */
 async function expectNothingLeft(kernel: Awaited<ReturnType<typeof openKernel>>): Promise<void> {
