@@ -392,8 +392,10 @@ export async function loadReferrerBundles(reader: LayoutReader, subject: Digest)
     if (d.artifactType !== MediaType.sigstoreBundle) continue;
     const hinted = d.annotations?.[SUBJECT_ANNOTATION];
     if (hinted !== undefined && hinted !== subject) continue;
-    const { bundleDesc, subjectDigest } = await readReferrer(reader, d);
+    const { bundleDesc, configDesc, subjectDigest } = await readReferrer(reader, d);
     if (subjectDigest !== subject) continue;
+    // Every blob of the artifact is re-hashed, the referrer's (empty) config included.
+    await readBlobChecked(reader, configDesc, 'signature', 'signature config');
     const bytes = await readBlobChecked(reader, bundleDesc, 'signature', 'signature bundle');
     bundles.push({ json: Buffer.from(bytes).toString('utf8'), location: 'layout', bundleDigest: bundleDesc.digest });
   }
@@ -435,6 +437,12 @@ export async function readReferrer(
   }
   const subject = checkDescriptor(m.subject, `signature manifest ${d.digest}: subject`);
   const configDesc = checkDescriptor(m.config, `signature manifest ${d.digest}: config`);
+  if (configDesc.mediaType !== MediaType.ociEmpty) {
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `signature manifest ${d.digest}: config media type ${configDesc.mediaType} is not ${MediaType.ociEmpty}`,
+    );
+  }
   return {
     manifest: m as unknown as OciManifest,
     manifestBytes,

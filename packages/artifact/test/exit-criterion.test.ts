@@ -1,0 +1,147 @@
+import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { cleanupTempDirs, tempDir } from '@vyr/testing';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import {
+  type ArtifactErrorCode,
+  loadTrustPolicy,
+  packArtifact,
+  signArtifact,
+  verifyArtifact,
+  writeKeyPair,
+} from '../src/index.js';
+import { blobRoles, codeOf, EVENT_TRANSFORM_MANIFEST, fixtureFile } from './helpers.js';
+import { disableNetwork } from './network.js';
+
+afterAll(cleanupTempDirs);
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+/** Codes a flipped byte of each part may produce; anything else (or success) fails the suite. */
+const EXPECTED: Record<string, readonly ArtifactErrorCode[]> = {
+  manifest: ['MANIFEST_TAMPERED'],
+  config: ['CONFIG_TAMPERED'],
+  component: ['BLOB_DIGEST_MISMATCH'],
+  declarations: ['BLOB_DIGEST_MISMATCH'],
+  referrer: ['BLOB_DIGEST_MISMATCH'],
+  referrerConfig: ['BLOB_DIGEST_MISMATCH'],
+  bundle: ['BLOB_DIGEST_MISMATCH'],
+  detachedBundle: ['MALFORMED_BUNDLE', 'UNSUPPORTED_MEDIA_TYPE', 'SIGNATURE_INVALID', 'MESSAGE_DIGEST_MISMATCH'],
+  publicKey: ['MALFORMED_KEY', 'UNTRUSTED_KEY'],
+};
+
+describe('exit criterion: a Wasm file packed and signed on one machine verifies offline on another, and any changed byte of artifact, bundle or key is refused with a coded error', () => {
+  let machineB: string;
+  let artifactB: string;
+  let publicKeyB: string;
+  let digest: string;
+
+  beforeAll(async () => {
+    // Machine A: key, pack, sign.
+    const machineA = await tempDir('vyr-machine-a-');
+    const keys = await writeKeyPair(join(machineA, 'keys'));
+    const manifest = join(machineA, 'vyr.json');
+    await writeFile(manifest, JSON.stringify(EVENT_TRANSFORM_MANIFEST));
+    const artifactA = join(machineA, 'event-transform.oci');
+    digest = (await packArtifact(await fixtureFile('cat', machineA), artifactA, { manifest })).digest;
+    await signArtifact(artifactA, { path: keys.privateKeyPath });
+
+    // Machine B receives only the artifact, its bundle and the public key.
+    machineB = await tempDir('vyr-machine-b-');
+    artifactB = join(machineB, basename(artifactA));
+    publicKeyB = join(machineB, 'vyr.pub');
+    await cp(artifactA, artifactB, { recursive: true });
+    await cp(`${artifactA}.sigstore.json`, `${artifactB}.sigstore.json`);
+    await cp(keys.publicKeyPath, publicKeyB);
+  });
+
+  async function verifyOnB(): Promise<unknown> {
+    return verifyArtifact(artifactB, await loadTrustPolicy([publicKeyB]));
+  }
+
+  it('verifies on machine B, offline, with only artifact + bundle + public key', async () => {
+    const network = disableNetwork();
+    const result = await verifyOnB();
+    expect(result).toMatchObject({ digest, signed: true });
+    expect(network.attempts()).toBe(0);
+  });
+
+  /**
+   * Flips one byte at each position in `positions` (XOR 0x01, the subtlest change: ASCII stays ASCII, hex stays
+   * almost hex), verifies, restores. Collects the code per position.
+   */
+  async function flipEach(path: string, positions: Iterable<number>): Promise<Map<number, ArtifactErrorCode>> {
+    const original = await readFile(path);
+    const codes = new Map<number, ArtifactErrorCode>();
+    try {
+      for (const i of positions) {
+        const copy = Buffer.from(original);
+        copy[i] = copy[i]! ^ 0x01;
+        await writeFile(path, copy);
+        codes.set(i, await codeOf(verifyOnB));
+      }
+    } finally {
+      await writeFile(path, original);
+    }
+    return codes;
+  }
+
+  function every(length: number): number[] {
+    return Array.from({ length }, (_, i) => i);
+  }
+
+  /** For the component layer: every byte of the preamble and the last 64, plus 256 spread positions. */
+  function sample(length: number): number[] {
+    const set = new Set<number>([...every(64), ...every(64).map((i) => length - 1 - i)]);
+    for (let k = 0; k < 256; k++) set.add(Math.floor((k * length) / 256));
+    return [...set].filter((i) => i >= 0 && i < length).sort((a, b) => a - b);
+  }
+
+  it.each(['manifest', 'config', 'declarations', 'referrer', 'referrerConfig', 'bundle', 'component'])(
+    'refuses every single-byte change of the %s blob',
+    async (role) => {
+      const network = disableNetwork();
+      const roles = await blobRoles(artifactB);
+      const path = roles[role]!;
+      const size = (await readFile(path)).length;
+      const codes = await flipEach(path, role === 'component' ? sample(size) : every(size));
+      expect(codes.size).toBeGreaterThan(0);
+      expect(new Set(codes.values())).toEqual(new Set(EXPECTED[role]));
+      expect(network.attempts()).toBe(0);
+      await expect(verifyOnB()).resolves.toMatchObject({ digest });
+    },
+  );
+
+  it('refuses every single-byte change of the detached bundle', async () => {
+    const path = `${artifactB}.sigstore.json`;
+    const size = (await readFile(path)).length;
+    const codes = await flipEach(path, every(size));
+    expect(codes.size).toBe(size);
+    for (const code of codes.values()) expect(EXPECTED.detachedBundle).toContain(code);
+    // Each kind of damage is reported by its own code.
+    expect(new Set(codes.values())).toEqual(new Set(EXPECTED.detachedBundle));
+    await expect(verifyOnB()).resolves.toMatchObject({ digest });
+  });
+
+  it('refuses every single-byte change of the public key', async () => {
+    const size = (await readFile(publicKeyB)).length;
+    const codes = await flipEach(publicKeyB, every(size));
+    expect(codes.size).toBe(size);
+    for (const code of codes.values()) expect(EXPECTED.publicKey).toContain(code);
+    await expect(verifyOnB()).resolves.toMatchObject({ digest });
+  });
+
+  it('refuses the artifact when the bundle is missing entirely (UNSIGNED) on a copy without signatures', async () => {
+    const bare = join(machineB, 'bare');
+    await mkdir(bare);
+    // A fresh pack of the same input reproduces the same digest, but carries no signature.
+    const again = await packArtifact(await fixtureFile('cat', bare), join(bare, 'x.oci'), {
+      manifest: EVENT_TRANSFORM_MANIFEST,
+    });
+    expect(again.digest).toBe(digest);
+    expect(await codeOf(async () => verifyArtifact(join(bare, 'x.oci'), await loadTrustPolicy([publicKeyB])))).toBe(
+      'UNSIGNED',
+    );
+  });
+});

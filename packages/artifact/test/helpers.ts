@@ -1,0 +1,70 @@
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { buildWatFixture, tempDir, type WatFixtureName } from '@vyr/testing';
+import { ArtifactError, type ArtifactErrorCode } from '../src/index.js';
+
+/** The example manifest of issue 2. */
+export const EVENT_TRANSFORM_MANIFEST = {
+  name: 'event-transform',
+  version: '0.1.0',
+  env: ['LOG_LEVEL'],
+  state: [{ name: 'data', mount: '/data', access: 'rw', quotaBytes: 67108864 }],
+  limits: { memoryBytes: 67108864, deadlineMs: 30000 },
+};
+
+/** Writes a WAT fixture as a core module file and returns its path. */
+export async function fixtureFile(name: WatFixtureName, dir?: string): Promise<string> {
+  const target = join(dir ?? (await tempDir()), `${name}.wasm`);
+  await writeFile(target, await buildWatFixture(name));
+  return target;
+}
+
+/** Runs `fn` and returns the ArtifactError code it throws; fails the test if it resolves or throws anything else. */
+export async function codeOf(fn: () => Promise<unknown>): Promise<ArtifactErrorCode> {
+  try {
+    await fn();
+  } catch (err) {
+    if (err instanceof ArtifactError) return err.code;
+    throw new Error(`expected an ArtifactError, got ${String(err)}`, { cause: err });
+  }
+  throw new Error('expected an ArtifactError, but the call succeeded');
+}
+
+/** Runs `fn` and returns the ArtifactError it throws. */
+export async function errorOf(fn: () => Promise<unknown>): Promise<ArtifactError> {
+  try {
+    await fn();
+  } catch (err) {
+    if (err instanceof ArtifactError) return err;
+    throw new Error(`expected an ArtifactError, got ${String(err)}`, { cause: err });
+  }
+  throw new Error('expected an ArtifactError, but the call succeeded');
+}
+
+/** Reads index.json and the manifest of a dir layout, returning role → blob path. */
+export async function blobRoles(layout: string): Promise<Record<string, string>> {
+  const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as {
+    manifests: { digest: string; artifactType?: string }[];
+  };
+  const path = (digest: string): string => join(layout, 'blobs', 'sha256', digest.slice(7));
+  const roles: Record<string, string> = {};
+  for (const d of index.manifests) {
+    const m = JSON.parse(await readFile(path(d.digest), 'utf8')) as {
+      config: { digest: string };
+      layers: { digest: string; mediaType: string }[];
+    };
+    if (d.artifactType === 'application/vnd.dev.sigstore.bundle.v0.3+json') {
+      roles.referrer = path(d.digest);
+      roles.referrerConfig = path(m.config.digest);
+      roles.bundle = path(m.layers[0]!.digest);
+    } else {
+      roles.manifest = path(d.digest);
+      roles.config = path(m.config.digest);
+      for (const l of m.layers)
+        roles[l.mediaType === 'application/wasm' ? 'component' : 'declarations'] = path(l.digest);
+    }
+  }
+  const files = await readdir(join(layout, 'blobs', 'sha256'));
+  if (files.length !== Object.keys(roles).length) throw new Error(`unexpected blobs in ${layout}: ${files.join(', ')}`);
+  return roles;
+}

@@ -1,0 +1,242 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parse as parseComponentWat } from '@bytecodealliance/jco';
+import { cleanupTempDirs, tempDir } from '@vyr/testing';
+import { create as createTar } from 'tar';
+import { afterAll, describe, expect, it } from 'vitest';
+import { inspectArtifact, packArtifact, readArtifact } from '../src/index.js';
+import { codeOf, EVENT_TRANSFORM_MANIFEST, errorOf, fixtureFile } from './helpers.js';
+
+afterAll(cleanupTempDirs);
+
+describe('pack', () => {
+  it('adapts a WASI P1 module into a wasi:cli/command component in an OCI image layout', async () => {
+    const dir = await tempDir();
+    const input = await fixtureFile('hello', dir);
+    const result = await packArtifact(input, join(dir, 'hello.oci'));
+    expect(result.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(result.source).toBe('wasip1-adapted');
+    expect(result.component.target).toMatch(/^wasi:cli\/command@0\.2\.\d+$/);
+    expect(result.component.exports).toEqual([result.component.target.replace('command', 'run')]);
+    expect(result.manifest).toEqual({ name: 'hello', version: '0.0.0', env: [], state: [], limits: {} });
+
+    const layout = join(dir, 'hello.oci');
+    expect(await readFile(join(layout, 'oci-layout'), 'utf8')).toBe('{"imageLayoutVersion":"1.0.0"}');
+    const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8'));
+    expect(index.manifests).toHaveLength(1);
+    expect(index.manifests[0]).toMatchObject({
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      artifactType: 'application/vnd.wasm.config.v0+json',
+      digest: result.digest,
+    });
+    const manifestBytes = await readFile(join(layout, 'blobs/sha256', result.digest.slice(7)));
+    // The address is the SHA-256 of the manifest bytes.
+    expect(`sha256:${createHash('sha256').update(manifestBytes).digest('hex')}`).toBe(result.digest);
+    const manifest = JSON.parse(manifestBytes.toString('utf8'));
+    expect(manifest.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+    expect(manifest.config.mediaType).toBe('application/vnd.wasm.config.v0+json');
+    expect(manifest.layers.map((l: { mediaType: string }) => l.mediaType)).toEqual([
+      'application/wasm',
+      'application/vnd.vyr.manifest.v1+json',
+    ]);
+    expect(manifest.annotations['org.opencontainers.image.created']).toBeUndefined();
+    const config = JSON.parse(await readFile(join(layout, 'blobs/sha256', manifest.config.digest.slice(7)), 'utf8'));
+    expect(config).toMatchObject({ architecture: 'wasm', os: 'wasip2' });
+    expect(config.layerDigests).toEqual(manifest.layers.map((l: { digest: string }) => l.digest));
+    expect(config.component.imports).toContain(
+      config.component.imports.find((i: string) => i.startsWith('wasi:cli/stdout')),
+    );
+    const component = await readFile(join(layout, 'blobs/sha256', manifest.layers[0].digest.slice(7)));
+    expect([...component.subarray(0, 8)]).toEqual([0, 0x61, 0x73, 0x6d, 0x0d, 0, 1, 0]);
+  });
+
+  it('is reproducible: same inputs give the same digest, as a directory and as a .tar', async () => {
+    const dir = await tempDir();
+    const input = await fixtureFile('env', dir);
+    const manifest = join(dir, 'vyr.json');
+    await writeFile(manifest, JSON.stringify(EVENT_TRANSFORM_MANIFEST));
+    const a = await packArtifact(input, join(dir, 'a.oci'), { manifest });
+    const b = await packArtifact(input, join(dir, 'b.oci'), { manifest });
+    const t1 = await packArtifact(input, join(dir, 't1.tar'), { manifest });
+    const t2 = await packArtifact(input, join(dir, 't2.tar'), { manifest });
+    expect(b.digest).toBe(a.digest);
+    expect(t1.digest).toBe(a.digest);
+    // The tar files themselves are byte-identical (fixed order, mtime, owners, modes).
+    expect(await readFile(join(dir, 't2.tar'))).toEqual(await readFile(join(dir, 't1.tar')));
+    expect((await readArtifact(join(dir, 't1.tar'))).digest).toBe(a.digest);
+  });
+
+  it('records SOURCE_DATE_EPOCH as the creation time, and only then', async () => {
+    const dir = await tempDir();
+    const input = await fixtureFile('hello', dir);
+    const plain = await packArtifact(input, join(dir, 'plain.oci'));
+    const dated = await packArtifact(input, join(dir, 'dated.oci'), { sourceDateEpoch: 1_700_000_000 });
+    const again = await packArtifact(input, join(dir, 'again.oci'), { sourceDateEpoch: 1_700_000_000 });
+    expect(dated.digest).not.toBe(plain.digest);
+    expect(again.digest).toBe(dated.digest);
+    const info = await inspectArtifact(join(dir, 'dated.oci'));
+    expect(info.created).toBe('2023-11-14T22:13:20Z');
+  });
+
+  it('packs the issue manifest and keeps the declarations as the second layer', async () => {
+    const dir = await tempDir();
+    const manifest = join(dir, 'vyr.json');
+    await writeFile(manifest, JSON.stringify(EVENT_TRANSFORM_MANIFEST));
+    await packArtifact(await fixtureFile('fs', dir), join(dir, 'et.oci'), { manifest });
+    const artifact = await readArtifact(join(dir, 'et.oci'));
+    expect(artifact.manifest).toEqual(EVENT_TRANSFORM_MANIFEST);
+    expect(artifact.source).toBe('wasip1-adapted');
+  });
+
+  it('accepts a WASI P2 command component as is', async () => {
+    const dir = await tempDir();
+    await packArtifact(await fixtureFile('hello', dir), join(dir, 'p1.oci'));
+    const component = (await readArtifact(join(dir, 'p1.oci'))).component;
+    await writeFile(join(dir, 'hello-p2.wasm'), component);
+    const result = await packArtifact(join(dir, 'hello-p2.wasm'), join(dir, 'p2.oci'));
+    expect(result.source).toBe('wasip2');
+    const reread = await readArtifact(join(dir, 'p2.oci'));
+    expect(reread.component).toEqual(component);
+    expect((await inspectArtifact(reread)).os).toBe('wasip2');
+  });
+
+  it('refuses a file that is not Wasm with NOT_WASM', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'script.sh'), '#!/bin/sh\necho hi\n');
+    const err = await errorOf(() => packArtifact(join(dir, 'script.sh'), join(dir, 'out')));
+    expect(err.code).toBe('NOT_WASM');
+    expect(err.message).toContain('script.sh is not WebAssembly');
+  });
+
+  it('refuses Wasm bytes that do not validate with INVALID_WASM', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'broken.wasm'), Buffer.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 5, 1]));
+    expect(await codeOf(() => packArtifact(join(dir, 'broken.wasm'), join(dir, 'out')))).toBe('INVALID_WASM');
+  });
+
+  it('refuses a core module importing outside wasi_snapshot_preview1, naming the import', async () => {
+    const dir = await tempDir();
+    const err = await errorOf(async () => packArtifact(await fixtureFile('bad-import', dir), join(dir, 'out')));
+    expect(err.code).toBe('UNSUPPORTED_IMPORTS');
+    expect(err.message).toContain('env::host_call');
+  });
+
+  it('refuses a preview1 module that is not a command (no _start)', async () => {
+    const dir = await tempDir();
+    const err = await errorOf(async () => packArtifact(await fixtureFile('reactor', dir), join(dir, 'out')));
+    expect(err.code).toBe('UNSUPPORTED_WORLD');
+    expect(err.message).toContain('_start');
+  });
+
+  it('refuses a component whose world is not wasi:cli/command', async () => {
+    const dir = await tempDir();
+    const component = await parseComponentWat(`(component
+      (core module $m (func (export "f") (result i32) i32.const 42))
+      (core instance $i (instantiate $m))
+      (func (export "answer") (result u32) (canon lift (core func $i "f"))))`);
+    await writeFile(join(dir, 'lib.wasm'), component);
+    const err = await errorOf(() => packArtifact(join(dir, 'lib.wasm'), join(dir, 'out')));
+    expect(err.code).toBe('UNSUPPORTED_WORLD');
+    expect(err.message).toContain('not a wasi:cli/command component');
+    expect(err.message).toContain('answer');
+  });
+
+  describe('container images (the compatibility stub)', () => {
+    const expected = 'container images are not an execution path in VYR MVO';
+
+    it('refuses an OCI image layout directory', async () => {
+      const dir = await tempDir();
+      const image = join(dir, 'image');
+      await mkdir(join(image, 'blobs/sha256'), { recursive: true });
+      const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+      const cd = createHash('sha256').update(config).digest('hex');
+      await writeFile(join(image, 'blobs/sha256', cd), config);
+      const manifest = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          config: {
+            mediaType: 'application/vnd.oci.image.config.v1+json',
+            digest: `sha256:${cd}`,
+            size: config.length,
+          },
+          layers: [],
+        }),
+      );
+      const md = createHash('sha256').update(manifest).digest('hex');
+      await writeFile(join(image, 'blobs/sha256', md), manifest);
+      await writeFile(join(image, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+      await writeFile(
+        join(image, 'index.json'),
+        JSON.stringify({
+          schemaVersion: 2,
+          manifests: [
+            { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${md}`, size: manifest.length },
+          ],
+        }),
+      );
+      const err = await errorOf(() => packArtifact(image, join(dir, 'out')));
+      expect(err.code).toBe('CONTAINER_IMAGE');
+      expect(err.message).toContain(expected);
+      // Verification and inspection refuse it the same way.
+      expect(await codeOf(() => readArtifact(image))).toBe('CONTAINER_IMAGE');
+    });
+
+    it('refuses a `docker save` tarball', async () => {
+      const dir = await tempDir();
+      const src = join(dir, 'src');
+      await mkdir(src);
+      await writeFile(join(src, 'manifest.json'), '[{"Config":"c.json","RepoTags":["nginx:latest"],"Layers":[]}]');
+      await writeFile(join(src, 'c.json'), '{}');
+      await createTar({ file: join(dir, 'nginx.tar'), cwd: src, portable: true }, ['manifest.json', 'c.json']);
+      const err = await errorOf(() => packArtifact(join(dir, 'nginx.tar'), join(dir, 'out')));
+      expect(err.code).toBe('CONTAINER_IMAGE');
+      expect(err.message).toContain(expected);
+    });
+
+    it('refuses an image reference given instead of a file', async () => {
+      const err = await errorOf(() => packArtifact('docker.io/library/nginx:1.27', '/nonexistent/out'));
+      expect(err.code).toBe('CONTAINER_IMAGE');
+      expect(err.message).toContain(expected);
+    });
+
+    it('refuses an image manifest JSON file', async () => {
+      const dir = await tempDir();
+      await writeFile(
+        join(dir, 'manifest.json'),
+        JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.v2+json' }),
+      );
+      expect(await codeOf(() => packArtifact(join(dir, 'manifest.json'), join(dir, 'out')))).toBe('CONTAINER_IMAGE');
+    });
+  });
+
+  it('reports a missing input or manifest as NOT_FOUND and a bad manifest as INVALID_MANIFEST', async () => {
+    const dir = await tempDir();
+    const input = await fixtureFile('hello', dir);
+    expect(await codeOf(() => packArtifact(join(dir, 'nope.wasm'), join(dir, 'o')))).toBe('NOT_FOUND');
+    expect(await codeOf(() => packArtifact(input, join(dir, 'o'), { manifest: join(dir, 'nope.json') }))).toBe(
+      'NOT_FOUND',
+    );
+    await writeFile(join(dir, 'vyr.json'), '{"name":"x","version":"one"}');
+    const err = await errorOf(() => packArtifact(input, join(dir, 'o'), { manifest: join(dir, 'vyr.json') }));
+    expect(err.code).toBe('INVALID_MANIFEST');
+    expect(err.message).toContain('version');
+    // Nothing was written for a refused input.
+    await expect(stat(join(dir, 'o'))).rejects.toThrow();
+  });
+
+  it('repacks over an existing layout but never over an unrelated non-empty directory', async () => {
+    const dir = await tempDir();
+    const input = await fixtureFile('hello', dir);
+    const out = join(dir, 'out.oci');
+    await packArtifact(await fixtureFile('env', dir), out);
+    const second = await packArtifact(input, out);
+    expect((await readArtifact(out)).digest).toBe(second.digest);
+    // Blobs of the previous artifact are gone.
+    expect(await readdir(join(out, 'blobs/sha256'))).toHaveLength(4);
+    await mkdir(join(dir, 'docs'));
+    await writeFile(join(dir, 'docs', 'notes.txt'), 'mine');
+    expect(await codeOf(() => packArtifact(input, join(dir, 'docs')))).toBe('ALREADY_EXISTS');
+  });
+});
