@@ -506,9 +506,10 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
   try {
     const mod = (await import(req.jsUrl)) as { instantiate: Instantiate };
     const imports = buildImports(req, ctx);
-    let exports: Record<string, unknown>;
+    let run: () => unknown;
     try {
-      exports = await mod.instantiate((name) => req.modules[name]!, imports, instantiateCore);
+      const exports = await mod.instantiate((name) => req.modules[name]!, imports, instantiateCore);
+      run = findRun(exports);
     } catch (err) {
       instantiateEnd = now();
       runStart = instantiateEnd;
@@ -517,7 +518,6 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
     }
     instantiateEnd = now();
     runStart = instantiateEnd;
-    const run = findRun(exports);
     try {
       run();
       outcome = { kind: 'exit', exitCode: 0 };

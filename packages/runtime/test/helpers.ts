@@ -80,3 +80,63 @@ export const PRINT = `
     (i32.store (i32.const 0) (local.get $ptr))
     (i32.store (i32.const 4) (local.get $len))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))`;
+
+/**
+ * A WASI P1 program that tries one filesystem operation in the first preopen (fd 3) and exits with the WASI errno
+ * it got (0 on success), so tests can assert the exact error the guest saw. `op`:
+ * - `create`: path_open(note.txt, CREAT|TRUNC, write) and write `bytes` bytes in 1 KiB chunks.
+ * - `mkdir`: path_create_directory(sub).
+ * - `unlink`: path_unlink_file(note.txt).
+ * - `read`: open note.txt with only the fd_read right (as wasi-libc does for O_RDONLY) and copy it to stdout.
+ */
+export function fsOpWat(op: 'create' | 'mkdir' | 'unlink' | 'read', bytes = 10): string {
+  const body = {
+    create: `
+      (local.set $e (call $path_open (i32.const 3) (i32.const 0) (i32.const 1024) (i32.const 8) (i32.const 9)
+        (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 32)))
+      (if (local.get $e) (then (call $exit (local.get $e))))
+      (local.set $fd (i32.load (i32.const 32)))
+      (local.set $left (i32.const ${bytes}))
+      (block $done (loop $w
+        (br_if $done (i32.le_s (local.get $left) (i32.const 0)))
+        (i32.store (i32.const 0) (i32.const 4096))
+        (i32.store (i32.const 4) (select (i32.const 1024) (local.get $left) (i32.gt_s (local.get $left) (i32.const 1024))))
+        (local.set $e (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)))
+        (if (local.get $e) (then (call $exit (local.get $e))))
+        (local.set $left (i32.sub (local.get $left) (i32.load (i32.const 8))))
+        (br $w)))
+      (call $exit (call $fd_close (local.get $fd)))`,
+    mkdir: `(call $exit (call $mkdir (i32.const 3) (i32.const 1056) (i32.const 3)))`,
+    unlink: `(call $exit (call $unlink (i32.const 3) (i32.const 1024) (i32.const 8)))`,
+    read: `
+      (local.set $e (call $path_open (i32.const 3) (i32.const 0) (i32.const 1024) (i32.const 8) (i32.const 0)
+        (i64.const 2) (i64.const 2) (i32.const 0) (i32.const 32)))
+      (if (local.get $e) (then (call $exit (local.get $e))))
+      (local.set $fd (i32.load (i32.const 32)))
+      (i32.store (i32.const 40) (i32.const 4096))
+      (i32.store (i32.const 44) (i32.const 4096))
+      (local.set $e (call $fd_read (local.get $fd) (i32.const 40) (i32.const 1) (i32.const 48)))
+      (if (local.get $e) (then (call $exit (local.get $e))))
+      (i32.store (i32.const 0) (i32.const 4096))
+      (i32.store (i32.const 4) (i32.load (i32.const 48)))
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (call $exit (i32.const 0))`,
+  }[op];
+  return `(module
+    (import "wasi_snapshot_preview1" "path_open"
+      (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "fd_close" (func $fd_close (param i32) (result i32)))
+    (import "wasi_snapshot_preview1" "path_create_directory" (func $mkdir (param i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "path_unlink_file" (func $unlink (param i32 i32 i32) (result i32)))
+    (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+    (memory (export "memory") 1)
+    (data (i32.const 1024) "note.txt")
+    (data (i32.const 1056) "sub")
+    (func (export "_start") (local $e i32) (local $fd i32) (local $left i32)
+      ${body}))`;
+}
+
+/** WASI errno values (wasi_snapshot_preview1 `errno`) the tests assert. */
+export const Errno = { NOSPC: 51, NOTCAPABLE: 76, PERM: 63, ACCES: 2, ROFS: 69 } as const;
