@@ -1,6 +1,7 @@
 // vyr.v1: the NodeService API (proto/vyr/v1/node.proto). OTLP types are on the `@vyr/proto/otlp` subpath.
 export {
   file_vyr_v1_node,
+  ErrorInfoSchema,
   StateBindingSchema,
   SubmitTaskRequestSchema,
   SubmitTaskResponseSchema,
@@ -43,6 +44,7 @@ export {
   StateScope,
   StateScopeSchema,
   NodeService,
+  type ErrorInfo,
   type StateBinding,
   type SubmitTaskRequest,
   type SubmitTaskResponse,

@@ -17,7 +17,43 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vyr/v1/node.proto.
  */
 export const file_vyr_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("ChF2eXIvdjEvbm9kZS5wcm90bxIGdnlyLnYxIk4KDFN0YXRlQmluZGluZxIMCgRzbG90GAEgASgJEhAKCHN0YXRlX2lkGAIgASgJEh4KBmFjY2VzcxgDIAEoDjIOLnZ5ci52MS5BY2Nlc3MipwIKEVN1Ym1pdFRhc2tSZXF1ZXN0EhcKD2FydGlmYWN0X2RpZ2VzdBgBIAEoCRIMCgRhcmdzGAIgAygJEi8KA2VudhgDIAMoCzIiLnZ5ci52MS5TdWJtaXRUYXNrUmVxdWVzdC5FbnZFbnRyeRINCgVzdGRpbhgEIAEoDBITCgtkZWFkbGluZV9tcxgFIAEoBBIUCgxtZW1vcnlfYnl0ZXMYBiABKAQSJgoIYmluZGluZ3MYByADKAsyFC52eXIudjEuU3RhdGVCaW5kaW5nEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRITCgt0cmFjZXBhcmVudBgJIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjAKElN1Ym1pdFRhc2tSZXNwb25zZRIaCgR0YXNrGAEgASgLMgwudnlyLnYxLlRhc2siXQoLU3RhdGVSZXN1bHQSDAoEc2xvdBgBIAEoCRIQCghzdGF0ZV9pZBgCIAEoCRIOCgZkaWdlc3QYAyABKAkSDQoFYnl0ZXMYBCABKAQSDwoHZW50cmllcxgFIAEoBCK9AgoEVGFzaxIKCgJpZBgBIAEoCRIXCg9hcnRpZmFjdF9kaWdlc3QYAiABKAkSIgoGc3RhdHVzGAMgASgOMhIudnlyLnYxLlRhc2tTdGF0dXMSDgoGcmVhc29uGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSFgoJZXhpdF9jb2RlGAYgASgFSACIAQESGgoSY3JlYXRlZF9hdF91bml4X21zGAcgASgDEhoKEnN0YXJ0ZWRfYXRfdW5peF9tcxgIIAEoAxIYChBlbmRlZF9hdF91bml4X21zGAkgASgDEioKDXN0YXRlX3Jlc3VsdHMYCiADKAsyEy52eXIudjEuU3RhdGVSZXN1bHQSEAoIdHJhY2VfaWQYCyABKAkSFQoNdW5ib3VuZF9zbG90cxgMIAMoCUIMCgpfZXhpdF9jb2RlIiQKEUNhbmNlbFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiMAoSQ2FuY2VsVGFza1Jlc3BvbnNlEhoKBHRhc2sYASABKAsyDC52eXIudjEuVGFzayIhCg5HZXRUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIi0KD0dldFRhc2tSZXNwb25zZRIaCgR0YXNrGAEgASgLMgwudnlyLnYxLlRhc2siIwoQV2F0Y2hUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIl4KEVdhdGNoVGFza1Jlc3BvbnNlEhwKBHRhc2sYASABKAsyDC52eXIudjEuVGFza0gAEhAKBnN0ZG91dBgCIAEoDEgAEhAKBnN0ZGVychgDIAEoDEgAQgcKBWV2ZW50IqMCCg1TdGF0ZUluc3RhbmNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSIQoFc2NvcGUYAyABKA4yEi52eXIudjEuU3RhdGVTY29wZRITCgtzdGF0ZV9jbGFzcxgEIAEoCRINCgVieXRlcxgFIAEoBBIPCgdlbnRyaWVzGAYgASgEEhMKC3F1b3RhX2J5dGVzGAcgASgEEhUKDXF1b3RhX2VudHJpZXMYCCABKAQSGgoSY3JlYXRlZF9hdF91bml4X21zGAkgASgDEhoKEmV4cGlyZXNfYXRfdW5peF9tcxgKIAEoAxIPCgd0YXNrX2lkGAsgASgJEhMKC2xhc3RfZGlnZXN0GAwgASgJEhYKDmJvdW5kX3Rhc2tfaWRzGA0gAygJIqQBChJDcmVhdGVTdGF0ZVJlcXVlc3QSIQoFc2NvcGUYASABKA4yEi52eXIudjEuU3RhdGVTY29wZRIMCgRuYW1lGAIgASgJEg4KBnR0bF9tcxgDIAEoBBITCgtxdW90YV9ieXRlcxgEIAEoBBIVCg1xdW90YV9lbnRyaWVzGAUgASgEEg8KB3Rhc2tfaWQYBiABKAkSEAoIc2VlZF90YXIYByABKAwiOwoTQ3JlYXRlU3RhdGVSZXNwb25zZRIkCgVzdGF0ZRgBIAEoCzIVLnZ5ci52MS5TdGF0ZUluc3RhbmNlImMKEEJpbmRTdGF0ZVJlcXVlc3QSEAoIc3RhdGVfaWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIMCgRzbG90GAMgASgJEh4KBmFjY2VzcxgEIAEoDjIOLnZ5ci52MS5BY2Nlc3MiLwoRQmluZFN0YXRlUmVzcG9uc2USGgoEdGFzaxgBIAEoCzIMLnZ5ci52MS5UYXNrIiYKEkRlbGV0ZVN0YXRlUmVxdWVzdBIQCghzdGF0ZV9pZBgBIAEoCSIVChNEZWxldGVTdGF0ZVJlc3BvbnNlIhMKEUxpc3RTdGF0ZXNSZXF1ZXN0IjsKEkxpc3RTdGF0ZXNSZXNwb25zZRIlCgZzdGF0ZXMYASADKAsyFS52eXIudjEuU3RhdGVJbnN0YW5jZSImChJFeHBvcnRTdGF0ZVJlcXVlc3QSEAoIc3RhdGVfaWQYASABKAkiJAoTRXhwb3J0U3RhdGVSZXNwb25zZRINCgVjaHVuaxgBIAEoDCIqChRJbXBvcnRBcnRpZmFjdEhlYWRlchISCgpzaXplX2J5dGVzGAEgASgEImAKFUltcG9ydEFydGlmYWN0UmVxdWVzdBIuCgZoZWFkZXIYASABKAsyHC52eXIudjEuSW1wb3J0QXJ0aWZhY3RIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQijAEKCEFydGlmYWN0Eg4KBmRpZ2VzdBgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB3ZlcnNpb24YAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoBBIWCg5zaWduZXJfa2V5X2lkcxgFIAMoCRITCgtzdGF0ZV9zbG90cxgGIAMoCRIQCghlbnZfa2V5cxgHIAMoCSJVChZJbXBvcnRBcnRpZmFjdFJlc3BvbnNlEiIKCGFydGlmYWN0GAEgASgLMhAudnlyLnYxLkFydGlmYWN0EhcKD2FscmVhZHlfcHJlc2VudBgCIAEoCCIWChRMaXN0QXJ0aWZhY3RzUmVxdWVzdCI8ChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USIwoJYXJ0aWZhY3RzGAEgAygLMhAudnlyLnYxLkFydGlmYWN0Ij8KE1N0cmVhbVRyYWNlc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIXCg9zaW5jZV91bml4X25hbm8YAiABKAQibAoUU3RyZWFtVHJhY2VzUmVzcG9uc2USQwoOcmVzb3VyY2Vfc3BhbnMYASABKAsyKy5vcGVudGVsZW1ldHJ5LnByb3RvLnRyYWNlLnYxLlJlc291cmNlU3BhbnMSDwoHZHJvcHBlZBgCIAEoBCJAChRTdHJlYW1NZXRyaWNzUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEhcKD3NpbmNlX3VuaXhfbmFubxgCIAEoBCJzChVTdHJlYW1NZXRyaWNzUmVzcG9uc2USSQoQcmVzb3VyY2VfbWV0cmljcxgBIAEoCzIvLm9wZW50ZWxlbWV0cnkucHJvdG8ubWV0cmljcy52MS5SZXNvdXJjZU1ldHJpY3MSDwoHZHJvcHBlZBgCIAEoBCIUChJHZXROb2RlSW5mb1JlcXVlc3QirAEKD1RlbGVtZXRyeUhlYWx0aBIWCg5zcGFuc19leHBvcnRlZBgBIAEoBBIVCg1zcGFuc19kcm9wcGVkGAIgASgEEhYKDm1ldHJpY19leHBvcnRzGAMgASgEEh0KFW1ldHJpY19leHBvcnRzX2ZhaWxlZBgEIAEoBBIcChRzdHJlYW1faXRlbXNfZHJvcHBlZBgFIAEoBBIVCg1vdGxwX2VuZHBvaW50GAYgASgJIpkCChNHZXROb2RlSW5mb1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSDAoEdGllchgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEhEKCXVwdGltZV9tcxgEIAEoBBIUCgxxdWV1ZV9sZW5ndGgYBSABKA0SGAoQbWF4X3F1ZXVlX2xlbmd0aBgGIAEoDRIRCglwb29sX3NpemUYByABKA0SFQoNcnVubmluZ190YXNrcxgIIAEoDRIRCglhcnRpZmFjdHMYCSABKA0SDgoGc3RhdGVzGAogASgNEioKCXRlbGVtZXRyeRgLIAEoCzIXLnZ5ci52MS5UZWxlbWV0cnlIZWFsdGgSFgoOcmV0YWluZWRfdGFza3MYDCABKA0q5AEKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNUQVNLX1NUQVRVU19QRU5ESU5HEAESFgoSVEFTS19TVEFUVVNfUVVFVUVEEAISFwoTVEFTS19TVEFUVVNfUlVOTklORxADEhkKFVRBU0tfU1RBVFVTX1NVQ0NFRURFRBAEEhYKElRBU0tfU1RBVFVTX0ZBSUxFRBAFEhkKFVRBU0tfU1RBVFVTX0NBTkNFTExFRBAGEiEKHVRBU0tfU1RBVFVTX0RFQURMSU5FX0VYQ0VFREVEEAcqPgoGQWNjZXNzEhYKEkFDQ0VTU19VTlNQRUNJRklFRBAAEg0KCUFDQ0VTU19STxABEg0KCUFDQ0VTU19SVxACKlYKClN0YXRlU2NvcGUSGwoXU1RBVEVfU0NPUEVfVU5TUEVDSUZJRUQQABIUChBTVEFURV9TQ09QRV9UQVNLEAESFQoRU1RBVEVfU0NPUEVfTkFNRUQQAjL+BwoLTm9kZVNlcnZpY2USQwoKU3VibWl0VGFzaxIZLnZ5ci52MS5TdWJtaXRUYXNrUmVxdWVzdBoaLnZ5ci52MS5TdWJtaXRUYXNrUmVzcG9uc2USQwoKQ2FuY2VsVGFzaxIZLnZ5ci52MS5DYW5jZWxUYXNrUmVxdWVzdBoaLnZ5ci52MS5DYW5jZWxUYXNrUmVzcG9uc2USOgoHR2V0VGFzaxIWLnZ5ci52MS5HZXRUYXNrUmVxdWVzdBoXLnZ5ci52MS5HZXRUYXNrUmVzcG9uc2USQgoJV2F0Y2hUYXNrEhgudnlyLnYxLldhdGNoVGFza1JlcXVlc3QaGS52eXIudjEuV2F0Y2hUYXNrUmVzcG9uc2UwARJGCgtDcmVhdGVTdGF0ZRIaLnZ5ci52MS5DcmVhdGVTdGF0ZVJlcXVlc3QaGy52eXIudjEuQ3JlYXRlU3RhdGVSZXNwb25zZRJACglCaW5kU3RhdGUSGC52eXIudjEuQmluZFN0YXRlUmVxdWVzdBoZLnZ5ci52MS5CaW5kU3RhdGVSZXNwb25zZRJGCgtEZWxldGVTdGF0ZRIaLnZ5ci52MS5EZWxldGVTdGF0ZVJlcXVlc3QaGy52eXIudjEuRGVsZXRlU3RhdGVSZXNwb25zZRJDCgpMaXN0U3RhdGVzEhkudnlyLnYxLkxpc3RTdGF0ZXNSZXF1ZXN0GhoudnlyLnYxLkxpc3RTdGF0ZXNSZXNwb25zZRJICgtFeHBvcnRTdGF0ZRIaLnZ5ci52MS5FeHBvcnRTdGF0ZVJlcXVlc3QaGy52eXIudjEuRXhwb3J0U3RhdGVSZXNwb25zZTABElEKDkltcG9ydEFydGlmYWN0Eh0udnlyLnYxLkltcG9ydEFydGlmYWN0UmVxdWVzdBoeLnZ5ci52MS5JbXBvcnRBcnRpZmFjdFJlc3BvbnNlKAESTAoNTGlzdEFydGlmYWN0cxIcLnZ5ci52MS5MaXN0QXJ0aWZhY3RzUmVxdWVzdBodLnZ5ci52MS5MaXN0QXJ0aWZhY3RzUmVzcG9uc2USSwoMU3RyZWFtVHJhY2VzEhsudnlyLnYxLlN0cmVhbVRyYWNlc1JlcXVlc3QaHC52eXIudjEuU3RyZWFtVHJhY2VzUmVzcG9uc2UwARJOCg1TdHJlYW1NZXRyaWNzEhwudnlyLnYxLlN0cmVhbU1ldHJpY3NSZXF1ZXN0Gh0udnlyLnYxLlN0cmVhbU1ldHJpY3NSZXNwb25zZTABEkYKC0dldE5vZGVJbmZvEhoudnlyLnYxLkdldE5vZGVJbmZvUmVxdWVzdBobLnZ5ci52MS5HZXROb2RlSW5mb1Jlc3BvbnNlYgZwcm90bzM", [file_opentelemetry_proto_metrics_v1_metrics, file_opentelemetry_proto_trace_v1_trace]);
+  fileDesc("ChF2eXIvdjEvbm9kZS5wcm90bxIGdnlyLnYxIo0BCglFcnJvckluZm8SDAoEY29kZRgBIAEoCRIOCgZkb21haW4YAiABKAkSMQoIbWV0YWRhdGEYAyADKAsyHy52eXIudjEuRXJyb3JJbmZvLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk4KDFN0YXRlQmluZGluZxIMCgRzbG90GAEgASgJEhAKCHN0YXRlX2lkGAIgASgJEh4KBmFjY2VzcxgDIAEoDjIOLnZ5ci52MS5BY2Nlc3MipwIKEVN1Ym1pdFRhc2tSZXF1ZXN0EhcKD2FydGlmYWN0X2RpZ2VzdBgBIAEoCRIMCgRhcmdzGAIgAygJEi8KA2VudhgDIAMoCzIiLnZ5ci52MS5TdWJtaXRUYXNrUmVxdWVzdC5FbnZFbnRyeRINCgVzdGRpbhgEIAEoDBITCgtkZWFkbGluZV9tcxgFIAEoBBIUCgxtZW1vcnlfYnl0ZXMYBiABKAQSJgoIYmluZGluZ3MYByADKAsyFC52eXIudjEuU3RhdGVCaW5kaW5nEhcKD2lkZW1wb3RlbmN5X2tleRgIIAEoCRITCgt0cmFjZXBhcmVudBgJIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjAKElN1Ym1pdFRhc2tSZXNwb25zZRIaCgR0YXNrGAEgASgLMgwudnlyLnYxLlRhc2siXQoLU3RhdGVSZXN1bHQSDAoEc2xvdBgBIAEoCRIQCghzdGF0ZV9pZBgCIAEoCRIOCgZkaWdlc3QYAyABKAkSDQoFYnl0ZXMYBCABKAQSDwoHZW50cmllcxgFIAEoBCK9AgoEVGFzaxIKCgJpZBgBIAEoCRIXCg9hcnRpZmFjdF9kaWdlc3QYAiABKAkSIgoGc3RhdHVzGAMgASgOMhIudnlyLnYxLlRhc2tTdGF0dXMSDgoGcmVhc29uGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSFgoJZXhpdF9jb2RlGAYgASgFSACIAQESGgoSY3JlYXRlZF9hdF91bml4X21zGAcgASgDEhoKEnN0YXJ0ZWRfYXRfdW5peF9tcxgIIAEoAxIYChBlbmRlZF9hdF91bml4X21zGAkgASgDEioKDXN0YXRlX3Jlc3VsdHMYCiADKAsyEy52eXIudjEuU3RhdGVSZXN1bHQSEAoIdHJhY2VfaWQYCyABKAkSFQoNdW5ib3VuZF9zbG90cxgMIAMoCUIMCgpfZXhpdF9jb2RlIiQKEUNhbmNlbFRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkiMAoSQ2FuY2VsVGFza1Jlc3BvbnNlEhoKBHRhc2sYASABKAsyDC52eXIudjEuVGFzayIhCg5HZXRUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIi0KD0dldFRhc2tSZXNwb25zZRIaCgR0YXNrGAEgASgLMgwudnlyLnYxLlRhc2siIwoQV2F0Y2hUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIl4KEVdhdGNoVGFza1Jlc3BvbnNlEhwKBHRhc2sYASABKAsyDC52eXIudjEuVGFza0gAEhAKBnN0ZG91dBgCIAEoDEgAEhAKBnN0ZGVychgDIAEoDEgAQgcKBWV2ZW50IqMCCg1TdGF0ZUluc3RhbmNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSIQoFc2NvcGUYAyABKA4yEi52eXIudjEuU3RhdGVTY29wZRITCgtzdGF0ZV9jbGFzcxgEIAEoCRINCgVieXRlcxgFIAEoBBIPCgdlbnRyaWVzGAYgASgEEhMKC3F1b3RhX2J5dGVzGAcgASgEEhUKDXF1b3RhX2VudHJpZXMYCCABKAQSGgoSY3JlYXRlZF9hdF91bml4X21zGAkgASgDEhoKEmV4cGlyZXNfYXRfdW5peF9tcxgKIAEoAxIPCgd0YXNrX2lkGAsgASgJEhMKC2xhc3RfZGlnZXN0GAwgASgJEhYKDmJvdW5kX3Rhc2tfaWRzGA0gAygJIqQBChJDcmVhdGVTdGF0ZVJlcXVlc3QSIQoFc2NvcGUYASABKA4yEi52eXIudjEuU3RhdGVTY29wZRIMCgRuYW1lGAIgASgJEg4KBnR0bF9tcxgDIAEoBBITCgtxdW90YV9ieXRlcxgEIAEoBBIVCg1xdW90YV9lbnRyaWVzGAUgASgEEg8KB3Rhc2tfaWQYBiABKAkSEAoIc2VlZF90YXIYByABKAwiOwoTQ3JlYXRlU3RhdGVSZXNwb25zZRIkCgVzdGF0ZRgBIAEoCzIVLnZ5ci52MS5TdGF0ZUluc3RhbmNlImMKEEJpbmRTdGF0ZVJlcXVlc3QSEAoIc3RhdGVfaWQYASABKAkSDwoHdGFza19pZBgCIAEoCRIMCgRzbG90GAMgASgJEh4KBmFjY2VzcxgEIAEoDjIOLnZ5ci52MS5BY2Nlc3MiLwoRQmluZFN0YXRlUmVzcG9uc2USGgoEdGFzaxgBIAEoCzIMLnZ5ci52MS5UYXNrIiYKEkRlbGV0ZVN0YXRlUmVxdWVzdBIQCghzdGF0ZV9pZBgBIAEoCSIVChNEZWxldGVTdGF0ZVJlc3BvbnNlIhMKEUxpc3RTdGF0ZXNSZXF1ZXN0IjsKEkxpc3RTdGF0ZXNSZXNwb25zZRIlCgZzdGF0ZXMYASADKAsyFS52eXIudjEuU3RhdGVJbnN0YW5jZSImChJFeHBvcnRTdGF0ZVJlcXVlc3QSEAoIc3RhdGVfaWQYASABKAkiJAoTRXhwb3J0U3RhdGVSZXNwb25zZRINCgVjaHVuaxgBIAEoDCIqChRJbXBvcnRBcnRpZmFjdEhlYWRlchISCgpzaXplX2J5dGVzGAEgASgEImAKFUltcG9ydEFydGlmYWN0UmVxdWVzdBIuCgZoZWFkZXIYASABKAsyHC52eXIudjEuSW1wb3J0QXJ0aWZhY3RIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgYKBHBhcnQijAEKCEFydGlmYWN0Eg4KBmRpZ2VzdBgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB3ZlcnNpb24YAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoBBIWCg5zaWduZXJfa2V5X2lkcxgFIAMoCRITCgtzdGF0ZV9zbG90cxgGIAMoCRIQCghlbnZfa2V5cxgHIAMoCSJVChZJbXBvcnRBcnRpZmFjdFJlc3BvbnNlEiIKCGFydGlmYWN0GAEgASgLMhAudnlyLnYxLkFydGlmYWN0EhcKD2FscmVhZHlfcHJlc2VudBgCIAEoCCIWChRMaXN0QXJ0aWZhY3RzUmVxdWVzdCI8ChVMaXN0QXJ0aWZhY3RzUmVzcG9uc2USIwoJYXJ0aWZhY3RzGAEgAygLMhAudnlyLnYxLkFydGlmYWN0Ik8KE1N0cmVhbVRyYWNlc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIXCg9zaW5jZV91bml4X25hbm8YAiABKAQSDgoGZm9sbG93GAMgASgIImwKFFN0cmVhbVRyYWNlc1Jlc3BvbnNlEkMKDnJlc291cmNlX3NwYW5zGAEgASgLMisub3BlbnRlbGVtZXRyeS5wcm90by50cmFjZS52MS5SZXNvdXJjZVNwYW5zEg8KB2Ryb3BwZWQYAiABKAQiUAoUU3RyZWFtTWV0cmljc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIXCg9zaW5jZV91bml4X25hbm8YAiABKAQSDgoGZm9sbG93GAMgASgIInMKFVN0cmVhbU1ldHJpY3NSZXNwb25zZRJJChByZXNvdXJjZV9tZXRyaWNzGAEgASgLMi8ub3BlbnRlbGVtZXRyeS5wcm90by5tZXRyaWNzLnYxLlJlc291cmNlTWV0cmljcxIPCgdkcm9wcGVkGAIgASgEIhQKEkdldE5vZGVJbmZvUmVxdWVzdCKsAQoPVGVsZW1ldHJ5SGVhbHRoEhYKDnNwYW5zX2V4cG9ydGVkGAEgASgEEhUKDXNwYW5zX2Ryb3BwZWQYAiABKAQSFgoObWV0cmljX2V4cG9ydHMYAyABKAQSHQoVbWV0cmljX2V4cG9ydHNfZmFpbGVkGAQgASgEEhwKFHN0cmVhbV9pdGVtc19kcm9wcGVkGAUgASgEEhUKDW90bHBfZW5kcG9pbnQYBiABKAkimQIKE0dldE5vZGVJbmZvUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRIMCgR0aWVyGAIgASgJEg8KB3ZlcnNpb24YAyABKAkSEQoJdXB0aW1lX21zGAQgASgEEhQKDHF1ZXVlX2xlbmd0aBgFIAEoDRIYChBtYXhfcXVldWVfbGVuZ3RoGAYgASgNEhEKCXBvb2xfc2l6ZRgHIAEoDRIVCg1ydW5uaW5nX3Rhc2tzGAggASgNEhEKCWFydGlmYWN0cxgJIAEoDRIOCgZzdGF0ZXMYCiABKA0SKgoJdGVsZW1ldHJ5GAsgASgLMhcudnlyLnYxLlRlbGVtZXRyeUhlYWx0aBIWCg5yZXRhaW5lZF90YXNrcxgMIAEoDSrkAQoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE1RBU0tfU1RBVFVTX1BFTkRJTkcQARIWChJUQVNLX1NUQVRVU19RVUVVRUQQAhIXChNUQVNLX1NUQVRVU19SVU5OSU5HEAMSGQoVVEFTS19TVEFUVVNfU1VDQ0VFREVEEAQSFgoSVEFTS19TVEFUVVNfRkFJTEVEEAUSGQoVVEFTS19TVEFUVVNfQ0FOQ0VMTEVEEAYSIQodVEFTS19TVEFUVVNfREVBRExJTkVfRVhDRUVERUQQByo+CgZBY2Nlc3MSFgoSQUNDRVNTX1VOU1BFQ0lGSUVEEAASDQoJQUNDRVNTX1JPEAESDQoJQUNDRVNTX1JXEAIqVgoKU3RhdGVTY29wZRIbChdTVEFURV9TQ09QRV9VTlNQRUNJRklFRBAAEhQKEFNUQVRFX1NDT1BFX1RBU0sQARIVChFTVEFURV9TQ09QRV9OQU1FRBACMv4HCgtOb2RlU2VydmljZRJDCgpTdWJtaXRUYXNrEhkudnlyLnYxLlN1Ym1pdFRhc2tSZXF1ZXN0GhoudnlyLnYxLlN1Ym1pdFRhc2tSZXNwb25zZRJDCgpDYW5jZWxUYXNrEhkudnlyLnYxLkNhbmNlbFRhc2tSZXF1ZXN0GhoudnlyLnYxLkNhbmNlbFRhc2tSZXNwb25zZRI6CgdHZXRUYXNrEhYudnlyLnYxLkdldFRhc2tSZXF1ZXN0GhcudnlyLnYxLkdldFRhc2tSZXNwb25zZRJCCglXYXRjaFRhc2sSGC52eXIudjEuV2F0Y2hUYXNrUmVxdWVzdBoZLnZ5ci52MS5XYXRjaFRhc2tSZXNwb25zZTABEkYKC0NyZWF0ZVN0YXRlEhoudnlyLnYxLkNyZWF0ZVN0YXRlUmVxdWVzdBobLnZ5ci52MS5DcmVhdGVTdGF0ZVJlc3BvbnNlEkAKCUJpbmRTdGF0ZRIYLnZ5ci52MS5CaW5kU3RhdGVSZXF1ZXN0GhkudnlyLnYxLkJpbmRTdGF0ZVJlc3BvbnNlEkYKC0RlbGV0ZVN0YXRlEhoudnlyLnYxLkRlbGV0ZVN0YXRlUmVxdWVzdBobLnZ5ci52MS5EZWxldGVTdGF0ZVJlc3BvbnNlEkMKCkxpc3RTdGF0ZXMSGS52eXIudjEuTGlzdFN0YXRlc1JlcXVlc3QaGi52eXIudjEuTGlzdFN0YXRlc1Jlc3BvbnNlEkgKC0V4cG9ydFN0YXRlEhoudnlyLnYxLkV4cG9ydFN0YXRlUmVxdWVzdBobLnZ5ci52MS5FeHBvcnRTdGF0ZVJlc3BvbnNlMAESUQoOSW1wb3J0QXJ0aWZhY3QSHS52eXIudjEuSW1wb3J0QXJ0aWZhY3RSZXF1ZXN0Gh4udnlyLnYxLkltcG9ydEFydGlmYWN0UmVzcG9uc2UoARJMCg1MaXN0QXJ0aWZhY3RzEhwudnlyLnYxLkxpc3RBcnRpZmFjdHNSZXF1ZXN0Gh0udnlyLnYxLkxpc3RBcnRpZmFjdHNSZXNwb25zZRJLCgxTdHJlYW1UcmFjZXMSGy52eXIudjEuU3RyZWFtVHJhY2VzUmVxdWVzdBocLnZ5ci52MS5TdHJlYW1UcmFjZXNSZXNwb25zZTABEk4KDVN0cmVhbU1ldHJpY3MSHC52eXIudjEuU3RyZWFtTWV0cmljc1JlcXVlc3QaHS52eXIudjEuU3RyZWFtTWV0cmljc1Jlc3BvbnNlMAESRgoLR2V0Tm9kZUluZm8SGi52eXIudjEuR2V0Tm9kZUluZm9SZXF1ZXN0GhsudnlyLnYxLkdldE5vZGVJbmZvUmVzcG9uc2ViBnByb3RvMw", [file_opentelemetry_proto_metrics_v1_metrics, file_opentelemetry_proto_trace_v1_trace]);
+
+/**
+ * ErrorInfo is attached to every error the node returns (Connect error details), so clients can tell causes apart
+ * without parsing messages. The same code is also sent in the `vyr-error-code` response header.
+ *
+ * @generated from message vyr.v1.ErrorInfo
+ */
+export type ErrorInfo = Message<"vyr.v1.ErrorInfo"> & {
+  /**
+   * Stable machine-readable code of the layer that refused, e.g. UNTRUSTED_KEY, QUEUE_FULL, UNKNOWN_TASK.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * Layer that raised it: api, artifact, runtime or state.
+   *
+   * @generated from field: string domain = 2;
+   */
+  domain: string;
+
+  /**
+   * Extra structured context, e.g. the offending id or limit.
+   *
+   * @generated from field: map<string, string> metadata = 3;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message vyr.v1.ErrorInfo.
+ * Use `create(ErrorInfoSchema)` to create a new message.
+ */
+export const ErrorInfoSchema: GenMessage<ErrorInfo> = /*@__PURE__*/
+  messageDesc(file_vyr_v1_node, 0);
 
 /**
  * StateBinding binds one state instance to one declared slot.
@@ -52,7 +88,7 @@ export type StateBinding = Message<"vyr.v1.StateBinding"> & {
  * Use `create(StateBindingSchema)` to create a new message.
  */
 export const StateBindingSchema: GenMessage<StateBinding> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 0);
+  messageDesc(file_vyr_v1_node, 1);
 
 /**
  * SubmitTaskRequest describes one execution of an artifact.
@@ -129,7 +165,7 @@ export type SubmitTaskRequest = Message<"vyr.v1.SubmitTaskRequest"> & {
  * Use `create(SubmitTaskRequestSchema)` to create a new message.
  */
 export const SubmitTaskRequestSchema: GenMessage<SubmitTaskRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 1);
+  messageDesc(file_vyr_v1_node, 2);
 
 /**
  * SubmitTaskResponse returns the admitted task.
@@ -150,7 +186,7 @@ export type SubmitTaskResponse = Message<"vyr.v1.SubmitTaskResponse"> & {
  * Use `create(SubmitTaskResponseSchema)` to create a new message.
  */
 export const SubmitTaskResponseSchema: GenMessage<SubmitTaskResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 2);
+  messageDesc(file_vyr_v1_node, 3);
 
 /**
  * StateResult is what a released state instance looked like at task end.
@@ -199,7 +235,7 @@ export type StateResult = Message<"vyr.v1.StateResult"> & {
  * Use `create(StateResultSchema)` to create a new message.
  */
 export const StateResultSchema: GenMessage<StateResult> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 3);
+  messageDesc(file_vyr_v1_node, 4);
 
 /**
  * Task is one execution and, once ended, its result.
@@ -297,7 +333,7 @@ export type Task = Message<"vyr.v1.Task"> & {
  * Use `create(TaskSchema)` to create a new message.
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 4);
+  messageDesc(file_vyr_v1_node, 5);
 
 /**
  * CancelTaskRequest names the task to stop.
@@ -318,7 +354,7 @@ export type CancelTaskRequest = Message<"vyr.v1.CancelTaskRequest"> & {
  * Use `create(CancelTaskRequestSchema)` to create a new message.
  */
 export const CancelTaskRequestSchema: GenMessage<CancelTaskRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 5);
+  messageDesc(file_vyr_v1_node, 6);
 
 /**
  * CancelTaskResponse returns the task after cancellation.
@@ -339,7 +375,7 @@ export type CancelTaskResponse = Message<"vyr.v1.CancelTaskResponse"> & {
  * Use `create(CancelTaskResponseSchema)` to create a new message.
  */
 export const CancelTaskResponseSchema: GenMessage<CancelTaskResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 6);
+  messageDesc(file_vyr_v1_node, 7);
 
 /**
  * GetTaskRequest names a task.
@@ -360,7 +396,7 @@ export type GetTaskRequest = Message<"vyr.v1.GetTaskRequest"> & {
  * Use `create(GetTaskRequestSchema)` to create a new message.
  */
 export const GetTaskRequestSchema: GenMessage<GetTaskRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 7);
+  messageDesc(file_vyr_v1_node, 8);
 
 /**
  * GetTaskResponse returns a task.
@@ -381,7 +417,7 @@ export type GetTaskResponse = Message<"vyr.v1.GetTaskResponse"> & {
  * Use `create(GetTaskResponseSchema)` to create a new message.
  */
 export const GetTaskResponseSchema: GenMessage<GetTaskResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 8);
+  messageDesc(file_vyr_v1_node, 9);
 
 /**
  * WatchTaskRequest names the task to follow.
@@ -402,7 +438,7 @@ export type WatchTaskRequest = Message<"vyr.v1.WatchTaskRequest"> & {
  * Use `create(WatchTaskRequestSchema)` to create a new message.
  */
 export const WatchTaskRequestSchema: GenMessage<WatchTaskRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 9);
+  messageDesc(file_vyr_v1_node, 10);
 
 /**
  * WatchTaskResponse is one event of a watched task.
@@ -447,7 +483,7 @@ export type WatchTaskResponse = Message<"vyr.v1.WatchTaskResponse"> & {
  * Use `create(WatchTaskResponseSchema)` to create a new message.
  */
 export const WatchTaskResponseSchema: GenMessage<WatchTaskResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 10);
+  messageDesc(file_vyr_v1_node, 11);
 
 /**
  * StateInstance describes one ephemeral state instance.
@@ -552,7 +588,7 @@ export type StateInstance = Message<"vyr.v1.StateInstance"> & {
  * Use `create(StateInstanceSchema)` to create a new message.
  */
 export const StateInstanceSchema: GenMessage<StateInstance> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 11);
+  messageDesc(file_vyr_v1_node, 12);
 
 /**
  * CreateStateRequest describes a new state instance.
@@ -615,7 +651,7 @@ export type CreateStateRequest = Message<"vyr.v1.CreateStateRequest"> & {
  * Use `create(CreateStateRequestSchema)` to create a new message.
  */
 export const CreateStateRequestSchema: GenMessage<CreateStateRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 12);
+  messageDesc(file_vyr_v1_node, 13);
 
 /**
  * CreateStateResponse returns the new instance.
@@ -636,7 +672,7 @@ export type CreateStateResponse = Message<"vyr.v1.CreateStateResponse"> & {
  * Use `create(CreateStateResponseSchema)` to create a new message.
  */
 export const CreateStateResponseSchema: GenMessage<CreateStateResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 13);
+  messageDesc(file_vyr_v1_node, 14);
 
 /**
  * BindStateRequest binds an instance to a slot of a PENDING task.
@@ -678,7 +714,7 @@ export type BindStateRequest = Message<"vyr.v1.BindStateRequest"> & {
  * Use `create(BindStateRequestSchema)` to create a new message.
  */
 export const BindStateRequestSchema: GenMessage<BindStateRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 14);
+  messageDesc(file_vyr_v1_node, 15);
 
 /**
  * BindStateResponse returns the task after binding.
@@ -699,7 +735,7 @@ export type BindStateResponse = Message<"vyr.v1.BindStateResponse"> & {
  * Use `create(BindStateResponseSchema)` to create a new message.
  */
 export const BindStateResponseSchema: GenMessage<BindStateResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 15);
+  messageDesc(file_vyr_v1_node, 16);
 
 /**
  * DeleteStateRequest names the instance to delete.
@@ -720,7 +756,7 @@ export type DeleteStateRequest = Message<"vyr.v1.DeleteStateRequest"> & {
  * Use `create(DeleteStateRequestSchema)` to create a new message.
  */
 export const DeleteStateRequestSchema: GenMessage<DeleteStateRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 16);
+  messageDesc(file_vyr_v1_node, 17);
 
 /**
  * DeleteStateResponse confirms a deletion.
@@ -735,7 +771,7 @@ export type DeleteStateResponse = Message<"vyr.v1.DeleteStateResponse"> & {
  * Use `create(DeleteStateResponseSchema)` to create a new message.
  */
 export const DeleteStateResponseSchema: GenMessage<DeleteStateResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 17);
+  messageDesc(file_vyr_v1_node, 18);
 
 /**
  * ListStatesRequest lists every instance.
@@ -750,7 +786,7 @@ export type ListStatesRequest = Message<"vyr.v1.ListStatesRequest"> & {
  * Use `create(ListStatesRequestSchema)` to create a new message.
  */
 export const ListStatesRequestSchema: GenMessage<ListStatesRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 18);
+  messageDesc(file_vyr_v1_node, 19);
 
 /**
  * ListStatesResponse holds the node's instances.
@@ -771,7 +807,7 @@ export type ListStatesResponse = Message<"vyr.v1.ListStatesResponse"> & {
  * Use `create(ListStatesResponseSchema)` to create a new message.
  */
 export const ListStatesResponseSchema: GenMessage<ListStatesResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 19);
+  messageDesc(file_vyr_v1_node, 20);
 
 /**
  * ExportStateRequest names the instance to export.
@@ -792,7 +828,7 @@ export type ExportStateRequest = Message<"vyr.v1.ExportStateRequest"> & {
  * Use `create(ExportStateRequestSchema)` to create a new message.
  */
 export const ExportStateRequestSchema: GenMessage<ExportStateRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 20);
+  messageDesc(file_vyr_v1_node, 21);
 
 /**
  * ExportStateResponse is one chunk of the instance's tar archive.
@@ -813,7 +849,7 @@ export type ExportStateResponse = Message<"vyr.v1.ExportStateResponse"> & {
  * Use `create(ExportStateResponseSchema)` to create a new message.
  */
 export const ExportStateResponseSchema: GenMessage<ExportStateResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 21);
+  messageDesc(file_vyr_v1_node, 22);
 
 /**
  * ImportArtifactHeader opens an upload.
@@ -834,7 +870,7 @@ export type ImportArtifactHeader = Message<"vyr.v1.ImportArtifactHeader"> & {
  * Use `create(ImportArtifactHeaderSchema)` to create a new message.
  */
 export const ImportArtifactHeaderSchema: GenMessage<ImportArtifactHeader> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 22);
+  messageDesc(file_vyr_v1_node, 23);
 
 /**
  * ImportArtifactRequest is one message of an upload: the header first, then chunks.
@@ -871,7 +907,7 @@ export type ImportArtifactRequest = Message<"vyr.v1.ImportArtifactRequest"> & {
  * Use `create(ImportArtifactRequestSchema)` to create a new message.
  */
 export const ImportArtifactRequestSchema: GenMessage<ImportArtifactRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 23);
+  messageDesc(file_vyr_v1_node, 24);
 
 /**
  * Artifact describes an artifact in the node's store.
@@ -934,7 +970,7 @@ export type Artifact = Message<"vyr.v1.Artifact"> & {
  * Use `create(ArtifactSchema)` to create a new message.
  */
 export const ArtifactSchema: GenMessage<Artifact> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 24);
+  messageDesc(file_vyr_v1_node, 25);
 
 /**
  * ImportArtifactResponse returns the stored artifact.
@@ -962,7 +998,7 @@ export type ImportArtifactResponse = Message<"vyr.v1.ImportArtifactResponse"> & 
  * Use `create(ImportArtifactResponseSchema)` to create a new message.
  */
 export const ImportArtifactResponseSchema: GenMessage<ImportArtifactResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 25);
+  messageDesc(file_vyr_v1_node, 26);
 
 /**
  * ListArtifactsRequest lists every stored artifact.
@@ -977,7 +1013,7 @@ export type ListArtifactsRequest = Message<"vyr.v1.ListArtifactsRequest"> & {
  * Use `create(ListArtifactsRequestSchema)` to create a new message.
  */
 export const ListArtifactsRequestSchema: GenMessage<ListArtifactsRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 26);
+  messageDesc(file_vyr_v1_node, 27);
 
 /**
  * ListArtifactsResponse holds the stored artifacts.
@@ -998,7 +1034,7 @@ export type ListArtifactsResponse = Message<"vyr.v1.ListArtifactsResponse"> & {
  * Use `create(ListArtifactsResponseSchema)` to create a new message.
  */
 export const ListArtifactsResponseSchema: GenMessage<ListArtifactsResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 27);
+  messageDesc(file_vyr_v1_node, 28);
 
 /**
  * StreamTracesRequest selects spans to stream.
@@ -1019,6 +1055,13 @@ export type StreamTracesRequest = Message<"vyr.v1.StreamTracesRequest"> & {
    * @generated from field: uint64 since_unix_nano = 2;
    */
   sinceUnixNano: bigint;
+
+  /**
+   * Keep the stream open and send new spans as they end; when false the stream ends after the retained spans.
+   *
+   * @generated from field: bool follow = 3;
+   */
+  follow: boolean;
 };
 
 /**
@@ -1026,7 +1069,7 @@ export type StreamTracesRequest = Message<"vyr.v1.StreamTracesRequest"> & {
  * Use `create(StreamTracesRequestSchema)` to create a new message.
  */
 export const StreamTracesRequestSchema: GenMessage<StreamTracesRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 28);
+  messageDesc(file_vyr_v1_node, 29);
 
 /**
  * StreamTracesResponse is one batch of spans.
@@ -1054,7 +1097,7 @@ export type StreamTracesResponse = Message<"vyr.v1.StreamTracesResponse"> & {
  * Use `create(StreamTracesResponseSchema)` to create a new message.
  */
 export const StreamTracesResponseSchema: GenMessage<StreamTracesResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 29);
+  messageDesc(file_vyr_v1_node, 30);
 
 /**
  * StreamMetricsRequest selects metrics to stream.
@@ -1070,11 +1113,19 @@ export type StreamMetricsRequest = Message<"vyr.v1.StreamMetricsRequest"> & {
   taskId: string;
 
   /**
-   * Only collections made at or after this time, nanoseconds since the Unix epoch; 0 for all.
+   * Only collections made at or after this time, nanoseconds since the Unix epoch; 0 for all retained.
    *
    * @generated from field: uint64 since_unix_nano = 2;
    */
   sinceUnixNano: bigint;
+
+  /**
+   * Keep the stream open and send new collections as they are made; when false the stream ends after the
+   * retained collections.
+   *
+   * @generated from field: bool follow = 3;
+   */
+  follow: boolean;
 };
 
 /**
@@ -1082,7 +1133,7 @@ export type StreamMetricsRequest = Message<"vyr.v1.StreamMetricsRequest"> & {
  * Use `create(StreamMetricsRequestSchema)` to create a new message.
  */
 export const StreamMetricsRequestSchema: GenMessage<StreamMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 30);
+  messageDesc(file_vyr_v1_node, 31);
 
 /**
  * StreamMetricsResponse is one metric collection.
@@ -1110,7 +1161,7 @@ export type StreamMetricsResponse = Message<"vyr.v1.StreamMetricsResponse"> & {
  * Use `create(StreamMetricsResponseSchema)` to create a new message.
  */
 export const StreamMetricsResponseSchema: GenMessage<StreamMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 31);
+  messageDesc(file_vyr_v1_node, 32);
 
 /**
  * GetNodeInfoRequest asks for the node's status.
@@ -1125,7 +1176,7 @@ export type GetNodeInfoRequest = Message<"vyr.v1.GetNodeInfoRequest"> & {
  * Use `create(GetNodeInfoRequestSchema)` to create a new message.
  */
 export const GetNodeInfoRequestSchema: GenMessage<GetNodeInfoRequest> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 32);
+  messageDesc(file_vyr_v1_node, 33);
 
 /**
  * TelemetryHealth counts what the node's exporters did.
@@ -1181,7 +1232,7 @@ export type TelemetryHealth = Message<"vyr.v1.TelemetryHealth"> & {
  * Use `create(TelemetryHealthSchema)` to create a new message.
  */
 export const TelemetryHealthSchema: GenMessage<TelemetryHealth> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 33);
+  messageDesc(file_vyr_v1_node, 34);
 
 /**
  * GetNodeInfoResponse describes the node.
@@ -1279,7 +1330,7 @@ export type GetNodeInfoResponse = Message<"vyr.v1.GetNodeInfoResponse"> & {
  * Use `create(GetNodeInfoResponseSchema)` to create a new message.
  */
 export const GetNodeInfoResponseSchema: GenMessage<GetNodeInfoResponse> = /*@__PURE__*/
-  messageDesc(file_vyr_v1_node, 34);
+  messageDesc(file_vyr_v1_node, 35);
 
 /**
  * TaskStatus is the lifecycle of a task: PENDING -> QUEUED -> RUNNING -> one terminal status.

@@ -1,0 +1,169 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Writable } from 'node:stream';
+import type { Logger, LogLevel } from '@vyr/telemetry';
+import { type Command, Option } from 'commander';
+import { NodeError } from './errors.js';
+import { createNode, DEFAULT_LISTEN, type VyrNode } from './node.js';
+import { parseTier } from './tiers.js';
+
+/**
+ * The parts of `@vyr/cli`'s `CliContext` the node commands use. Declared structurally so `@vyr/node` does not
+ * depend on `@vyr/cli` (ARCHITECTURE.md §1: apps/cli composes both); a `CommandRegistrar` accepts this function.
+ */
+export interface NodeCommandContext {
+  stdout: Writable;
+  stderr: Writable;
+  env: Readonly<Record<string, string | undefined>>;
+  cwd: string;
+  setExitCode(code: number): void;
+}
+
+/** A logger writing one line per event to `out`: JSON with `--json`, `level message k=v` otherwise. */
+export function createStreamLogger(out: Writable, json: boolean, minLevel: LogLevel = 'info'): Logger {
+  const order: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+  const write = (level: LogLevel, message: string, fields?: Record<string, unknown>): void => {
+    if (order[level] < order[minLevel]) return;
+    if (json) {
+      out.write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
+    } else {
+      const extra = Object.entries(fields ?? {})
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(' ');
+      out.write(`${level} ${message}${extra ? ` ${extra}` : ''}\n`);
+    }
+  };
+  return {
+    debug: (m, f) => write('debug', m, f),
+    info: (m, f) => write('info', m, f),
+    warn: (m, f) => write('warn', m, f),
+    error: (m, f) => write('error', m, f),
+  };
+}
+
+async function readSecretFile(path: string, what: string): Promise<string> {
+  try {
+    const text = (await readFile(path, 'utf8')).trim();
+    if (text.length === 0) throw new NodeError('FILE_UNREADABLE', `${what} ${path} is empty`);
+    return text;
+  } catch (err) {
+    if (err instanceof NodeError) throw err;
+    throw new NodeError('FILE_UNREADABLE', `cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+interface StartFlags {
+  tier: string;
+  dataDir: string;
+  listen: string;
+  trust: string[];
+  otlp?: string;
+  tokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  allowUnsigned: boolean;
+  poolSize?: string;
+  maxQueue?: string;
+  logLevel: LogLevel;
+}
+
+/** Waits for SIGTERM or SIGINT, whichever first. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolvePromise) => {
+    const on = (sig: NodeJS.Signals): void => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolvePromise(sig);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+function positiveInt(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[1-9]\d{0,5}$/.test(value))
+    throw new NodeError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} is not a positive integer`);
+  return Number(value);
+}
+
+/**
+ * Registers `vyr node start` (the daemon) under the `node` command group, creating the group if the CLI has not
+ * (the CLI contributes `vyr node status`, which talks to a node through the API).
+ *
+ * `vyr node start` prints one JSON line on stdout once it listens — `{"event":"listening","url":…,"nodeId":…}` —
+ * logs to stderr, and on SIGTERM/SIGINT stops gracefully (live tasks cancelled, telemetry flushed) and exits 0.
+ */
+export function registerNodeCommands(program: Command, ctx: NodeCommandContext, output: () => { json: boolean }): void {
+  const group =
+    program.commands.find((c) => c.name() === 'node') ??
+    program.command('node').description('run and inspect a VYR node');
+  group
+    .command('start')
+    .description('start a node: serve NodeService over Connect, gRPC and gRPC-Web until SIGTERM')
+    .addOption(
+      new Option('--tier <tier>', 'profile of defaults').choices(['laptop', 'edge', 'cloud']).default('laptop'),
+    )
+    .requiredOption('--data-dir <dir>', 'data directory (artifact store, state, cache, node id)')
+    .option('--listen <host:port>', 'address to listen on (port 0 picks one)', DEFAULT_LISTEN)
+    .option('--trust <pub...>', 'trusted public key (SPKI PEM); repeatable', [])
+    .option(
+      '--otlp <url>',
+      'OTLP/HTTP endpoint for traces and metrics (edge default: http://127.0.0.1:4318); "none" turns export off',
+    )
+    .option('--token-file <file>', 'file holding the bearer token clients must send (required off loopback)')
+    .option('--tls-cert <file>', 'PEM certificate: serve HTTPS (needs --tls-key)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--allow-unsigned', 'run unsigned artifacts (laptop tier only; never the default)', false)
+    .option('--pool-size <n>', "worker threads (default: the tier's)")
+    .option('--max-queue <n>', "tasks allowed to wait before submit answers resource_exhausted (default: the tier's)")
+    .addOption(
+      new Option('--log-level <level>', 'stderr log level').choices(['debug', 'info', 'warn', 'error']).default('info'),
+    )
+    .action(async (flags: StartFlags) => {
+      const json = output().json;
+      const logger = createStreamLogger(ctx.stderr, json, flags.logLevel);
+      if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
+        throw new NodeError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+      }
+      const token = flags.tokenFile ? await readSecretFile(resolve(ctx.cwd, flags.tokenFile), 'token file') : undefined;
+      const tls =
+        flags.tlsCert && flags.tlsKey
+          ? {
+              cert: Buffer.from(await readSecretFile(resolve(ctx.cwd, flags.tlsCert), 'TLS certificate')),
+              key: Buffer.from(await readSecretFile(resolve(ctx.cwd, flags.tlsKey), 'TLS key')),
+            }
+          : undefined;
+      const poolSize = positiveInt(flags.poolSize, '--pool-size');
+      const maxQueueLength = positiveInt(flags.maxQueue, '--max-queue');
+      const node: VyrNode = await createNode({
+        tier: parseTier(flags.tier),
+        dataDir: resolve(ctx.cwd, flags.dataDir),
+        listen: flags.listen,
+        trust: flags.trust.map((p) => resolve(ctx.cwd, p)),
+        allowUnsigned: flags.allowUnsigned,
+        ...(flags.otlp !== undefined ? { otlpEndpoint: flags.otlp === 'none' ? null : flags.otlp } : {}),
+        ...(token ? { token } : {}),
+        ...(tls ? { tls } : {}),
+        ...(poolSize ? { poolSize } : {}),
+        ...(maxQueueLength ? { maxQueueLength } : {}),
+        logger,
+      });
+      const signal = untilSignal();
+      ctx.stdout.write(
+        `${JSON.stringify({
+          event: 'listening',
+          url: node.url,
+          nodeId: node.nodeId,
+          tier: node.tier,
+          pid: process.pid,
+          restartedTasks: node.restartedTaskIds.length,
+        })}\n`,
+      );
+      const sig = await signal;
+      logger.info('stopping', { signal: sig });
+      await node.stop();
+      ctx.stdout.write(`${JSON.stringify({ event: 'stopped', nodeId: node.nodeId, signal: sig })}\n`);
+      ctx.setExitCode(0);
+    });
+}

@@ -1,0 +1,256 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Interceptor } from '@connectrpc/connect';
+import { connectNodeAdapter } from '@connectrpc/connect-node';
+import {
+  createBearerAuthInterceptor,
+  createFeed,
+  type NodeStatusView,
+  type RequestLimits,
+  registerNodeService,
+  resolveLimits,
+  type TelemetryFeeds,
+} from '@vyr/api';
+import { createStore, loadTrustPolicy } from '@vyr/artifact';
+import type { ResourceMetrics, ResourceSpans } from '@vyr/proto/otlp';
+import { createRuntime } from '@vyr/runtime';
+import { createStateKernel } from '@vyr/state';
+import { type Logger, silentLogger } from '@vyr/telemetry';
+import { NodeError } from './errors.js';
+import { createNodeLayers, type NodeLayers } from './layers.js';
+import { type DualServer, isLoopback, listenDual, parseListen } from './server.js';
+import { createNodeTelemetry, type NodeTelemetry } from './telemetry.js';
+import { TIERS, type Tier } from './tiers.js';
+
+/** Version reported by GetNodeInfo. */
+export const NODE_VERSION = '0.1.0';
+
+/** Default listen address: loopback, port 7070 (docs/cli.md). */
+export const DEFAULT_LISTEN = '127.0.0.1:7070';
+
+/** Options of {@link createNode}. Tier defaults apply to every field left out. */
+export interface NodeOptions {
+  /** Profile of defaults; default `laptop`. */
+  tier?: Tier;
+  /** Data directory: artifact store, state, prepare cache, node id. Required. */
+  dataDir: string;
+  /** `HOST:PORT`; default `127.0.0.1:7070`. Port 0 picks a free port. */
+  listen?: string;
+  /** Paths of trusted SPKI PEM public keys; default none (then only `allowUnsigned` artifacts run). */
+  trust?: readonly string[];
+  /** Accept unsigned artifacts: laptop tier only, never a default. */
+  allowUnsigned?: boolean;
+  /** OTLP/HTTP endpoint; default: the tier's (edge: a collector on 127.0.0.1:4318). `null` turns export off. */
+  otlpEndpoint?: string | null;
+  /** Bearer token; required to listen on a non-loopback address. */
+  token?: string;
+  /** PEM certificate and key for HTTPS. */
+  tls?: { cert: Buffer; key: Buffer };
+  /** Worker threads; default: the tier's. */
+  poolSize?: number;
+  /** Queue admission limit; default: the tier's. */
+  maxQueueLength?: number;
+  /** Finished tasks kept for GetTask; default 1,000. */
+  maxFinishedTasks?: number;
+  /** Request size limits; default: {@link RequestLimits} defaults with the tier's artifact size. */
+  limits?: RequestLimits;
+  /** Metric collection period, ms; default: the tier's. */
+  metricIntervalMs?: number;
+  /** Logger; default silent. */
+  logger?: Logger;
+}
+
+/** A running node; see {@link createNode}. */
+export interface VyrNode {
+  /** `http://host:port` the node listens on. */
+  readonly url: string;
+  /** Stable node id (`nd_…`) kept in the data directory. */
+  readonly nodeId: string;
+  readonly tier: Tier;
+  /** Tasks that were live when the previous process died, now FAILED(NODE_RESTART). */
+  readonly restartedTaskIds: readonly string[];
+  /** Identity and counters, as GetNodeInfo reports them. */
+  status(): Promise<NodeStatusView>;
+  /**
+   * Graceful stop: stops accepting requests, cancels live tasks (they end CANCELLED / RUNTIME_CLOSED with their
+   * state released), flushes telemetry, closes the state kernel. Idempotent.
+   */
+  stop(): Promise<void>;
+}
+
+/** Reads the node id from `dataDir/node-id`, creating it on first start (written atomically). */
+export async function loadNodeId(dataDir: string): Promise<string> {
+  const path = join(dataDir, 'node-id');
+  try {
+    const id = (await readFile(path, 'utf8')).trim();
+    if (/^nd_[a-z0-9]{20,64}$/.test(id)) return id;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const id = `nd_${randomBytes(13).toString('hex')}`;
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, `${id}\n`, { mode: 0o644 });
+  await rename(tmp, path);
+  return id;
+}
+
+/**
+ * Starts a node: opens the store, state kernel (recovering after a crash) and runtime, wires telemetry, and
+ * serves NodeService on HTTP/1.1 and HTTP/2 (Connect, gRPC, gRPC-Web).
+ *
+ * @throws NodeError INSECURE_LISTEN (non-loopback without a token), UNSIGNED_NOT_ALLOWED, LISTEN_FAILED, …
+ */
+export async function createNode(options: NodeOptions): Promise<VyrNode> {
+  const tier = options.tier ?? 'laptop';
+  const profile = TIERS[tier];
+  const logger = options.logger ?? silentLogger;
+  const listen = parseListen(options.listen ?? DEFAULT_LISTEN);
+  if (!isLoopback(listen.host) && !options.token) {
+    throw new NodeError(
+      'INSECURE_LISTEN',
+      `refusing to listen on ${listen.host} without a bearer token: pass --token-file (and --tls-cert/--tls-key), or listen on 127.0.0.1`,
+    );
+  }
+  if (options.allowUnsigned && tier !== 'laptop') {
+    throw new NodeError('UNSIGNED_NOT_ALLOWED', `--allow-unsigned is for the laptop tier only, not ${tier}`);
+  }
+  const dataDir = resolve(options.dataDir);
+  await mkdir(dataDir, { recursive: true });
+  const nodeId = await loadNodeId(dataDir);
+  const tempDir = join(dataDir, 'tmp');
+  await rm(tempDir, { recursive: true, force: true });
+  await mkdir(tempDir, { recursive: true });
+
+  const feeds: TelemetryFeeds = {
+    traces: createFeed<ResourceSpans>({ retainItems: 4096 }),
+    metrics: createFeed<ResourceMetrics>({ retainItems: 64 }),
+  };
+  const otlpEndpoint = options.otlpEndpoint === null ? undefined : (options.otlpEndpoint ?? profile.otlpEndpoint);
+  const telemetry: NodeTelemetry = createNodeTelemetry({
+    nodeId,
+    tier,
+    version: NODE_VERSION,
+    ...(otlpEndpoint ? { otlpEndpoint } : {}),
+    feeds,
+    metricIntervalMs: options.metricIntervalMs ?? profile.metricIntervalMs,
+    logger,
+  });
+
+  const policy = await loadTrustPolicy(options.trust ?? [], { allowUnsigned: options.allowUnsigned ?? false });
+  const store = createStore({ dir: join(dataDir, 'artifacts') });
+  // `refuse`: a conflicting bind answers failed_precondition at once instead of holding an RPC open.
+  const kernel = createStateKernel({ dataDir: join(dataDir, 'state'), logger, conflictPolicy: 'refuse' });
+  const recovery = await kernel.recover();
+  if (recovery.failedTaskIds.length > 0) {
+    logger.warn('tasks were live when the node stopped; marked FAILED(NODE_RESTART)', {
+      tasks: recovery.failedTaskIds.length,
+    });
+  }
+  const poolSize = options.poolSize ?? profile.poolSize;
+  const maxQueueLength = options.maxQueueLength ?? profile.maxQueueLength;
+  const layers: NodeLayers = createNodeLayers({
+    store,
+    policy,
+    kernel,
+    tempDir,
+    restartedTaskIds: recovery.failedTaskIds,
+    createRuntime: (artifacts, hooks) =>
+      createRuntime({
+        artifacts,
+        hooks,
+        cacheDir: join(dataDir, 'cache'),
+        poolSize,
+        maxQueueLength,
+        maxFinishedTasks: options.maxFinishedTasks ?? 1000,
+        defaultLimits: {
+          memoryBytes: profile.defaultMemoryBytes,
+          ...(profile.defaultDeadlineMs !== undefined ? { deadlineMs: profile.defaultDeadlineMs } : {}),
+        },
+        nodeId,
+        tier,
+        logger,
+      }),
+  });
+  const runtime = layers.runtime;
+  void runtime.warmUp().catch((err: Error) => logger.error('worker pool warm-up failed', { error: err.message }));
+
+  const startedAtMs = Date.now();
+  const status = async (): Promise<NodeStatusView> => {
+    const s = runtime.stats();
+    return {
+      nodeId,
+      tier,
+      version: NODE_VERSION,
+      startedAtMs,
+      queueLength: s.queued + s.pending,
+      maxQueueLength,
+      poolSize: s.workers || poolSize,
+      runningTasks: s.running,
+      retainedTasks: layers.retainedTaskCount(),
+      artifacts: await layers.artifactCount(),
+      states: kernel.list().length,
+      telemetry: telemetry.health(),
+    };
+  };
+
+  const limits = resolveLimits({ maxArtifactBytes: profile.maxArtifactBytes, ...options.limits });
+  const shutdown = new AbortController();
+  const interceptors: Interceptor[] = options.token ? [createBearerAuthInterceptor(options.token)] : [];
+  const handler = connectNodeAdapter({
+    routes: (router) =>
+      registerNodeService(router, {
+        tasks: layers.tasks,
+        states: layers.states,
+        artifacts: layers.artifacts,
+        telemetry: feeds,
+        status,
+        tempDir,
+        limits,
+      }),
+    interceptors,
+    // One message may be a whole stdin or seed; anything larger is refused by connect with resource_exhausted
+    // before it is buffered. Field limits below this give the precise TOO_LARGE error.
+    readMaxBytes: Math.max(limits.maxStdinBytes, limits.maxSeedBytes) + 1024 * 1024,
+    shutdownSignal: shutdown.signal,
+  });
+
+  let server: DualServer;
+  try {
+    server = await listenDual({
+      host: listen.host,
+      port: listen.port,
+      handler,
+      ...(options.tls ? { tls: options.tls } : {}),
+    });
+  } catch (err) {
+    await runtime.close();
+    await kernel.close();
+    await telemetry.shutdown();
+    throw err;
+  }
+  logger.info('node listening', { url: server.url, nodeId, tier });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url: server.url,
+    nodeId,
+    tier,
+    restartedTaskIds: recovery.failedTaskIds,
+    status,
+    stop() {
+      stopping ??= (async () => {
+        shutdown.abort(new Error('the node is shutting down'));
+        const closing = server.close(2000);
+        // Live tasks end RUNTIME_CLOSED; the release hook records their state digests first.
+        await runtime.close();
+        await closing;
+        await telemetry.shutdown();
+        await kernel.close();
+        await rm(tempDir, { recursive: true, force: true });
+        logger.info('node stopped', { nodeId });
+      })();
+      return stopping;
+    },
+  };
+}
