@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { runCli } from '@vyr/cli';
+import { registerCollectorCommands } from './collector.js';
 
 // The `vyr` binary: the composition root that owns the process (stdout, stderr, exit code).
 const code = await runCli(process.argv.slice(2), {
@@ -13,6 +14,6 @@ const code = await runCli(process.argv.slice(2), {
       process.exitCode = c;
     },
   },
-  extraCommands: [],
+  extraCommands: [registerCollectorCommands],
 });
 process.exitCode = code;

@@ -1,0 +1,263 @@
+import { type CliContext, CliError, type CommandRegistrar, ExitCode, emit } from '@vyr/cli';
+import {
+  CollectorError,
+  type CollectorOptions,
+  type CollectorStatus,
+  createCollector,
+  type FullPolicy,
+  inspectSpool,
+  type SpoolInspection,
+} from '@vyr/collector';
+
+type Logger = NonNullable<CollectorOptions['logger']>;
+
+/**
+ * `vyr collector start|status`: the disconnected OTLP collector (`@vyr/collector`) as a command. `start` runs in
+ * the foreground until SIGTERM or SIGINT and then stops cleanly; `status` reads a spool offline (`--spool`) or
+ * asks a running collector (`--addr`).
+ */
+export const registerCollectorCommands: CommandRegistrar = (program, ctx, output) => {
+  const group = program
+    .command('collector')
+    .description('durable OTLP/HTTP store-and-forward: acknowledges only what is fsynced, forwards in order');
+
+  group
+    .command('start')
+    .description('run a collector in the foreground until SIGTERM/SIGINT')
+    .requiredOption('--spool <dir>', 'spool directory (created if missing)')
+    .requiredOption('--upstream <url>', 'base URL of the upstream OTLP/HTTP receiver, e.g. http://cloud:4318')
+    .option('--listen <host:port>', 'address of the OTLP/HTTP receiver', '127.0.0.1:4318')
+    .option('--max-spool-bytes <n>', 'bound of the spool on disk (bytes; K/M/G and KiB/MiB/GiB suffixes)', '1GiB')
+    .option('--full-policy <policy>', 'when the spool is full: drop-oldest or refuse', 'drop-oldest')
+    .option('--max-request-bytes <n>', 'largest accepted request body (default min(16 MiB, spool/4))')
+    .option('--compression <gzip|none>', 'compression of upstream requests', 'gzip')
+    .action(async (o: StartFlags) => {
+      const out = output();
+      const { host, port } = parseListen(o.listen);
+      const policy = o.fullPolicy;
+      if (policy !== 'drop-oldest' && policy !== 'refuse') {
+        throw new CliError('INVALID_INPUT', `--full-policy ${policy} must be drop-oldest or refuse`, ExitCode.USAGE);
+      }
+      if (o.compression !== 'gzip' && o.compression !== 'none') {
+        throw new CliError('INVALID_INPUT', `--compression ${o.compression} must be gzip or none`, ExitCode.USAGE);
+      }
+      const collector = wrap(() =>
+        createCollector({
+          host,
+          port,
+          spoolDir: resolvePath(ctx, o.spool),
+          upstream: o.upstream,
+          maxSpoolBytes: parseBytes('--max-spool-bytes', o.maxSpoolBytes),
+          maxRequestBytes:
+            o.maxRequestBytes === undefined ? undefined : parseBytes('--max-request-bytes', o.maxRequestBytes),
+          fullPolicy: policy as FullPolicy,
+          compression: o.compression,
+          logger: stderrLogger(ctx, out.json),
+        }),
+      );
+      const info = await wrapAsync(() => collector.start());
+      emit(
+        ctx,
+        out,
+        { event: 'listening', url: info.url, spool: o.spool, upstream: o.upstream },
+        `collector listening on ${info.url} (spool ${o.spool}, upstream ${o.upstream})`,
+      );
+      // The app owns the process: the command ends on SIGTERM/SIGINT with a clean stop.
+      const signal = await new Promise<NodeJS.Signals>((resolve) => {
+        process.once('SIGTERM', () => resolve('SIGTERM'));
+        process.once('SIGINT', () => resolve('SIGINT'));
+      });
+      await collector.stop();
+      const st = collector.status();
+      emit(
+        ctx,
+        out,
+        { event: 'stopped', signal, spool: { records: st.spool.records, items: st.spool.items } },
+        `collector stopped (${signal}); ${st.spool.items} item(s) in ${st.spool.records} request(s) left in the spool`,
+      );
+    });
+
+  group
+    .command('status')
+    .description('show spool occupancy and counters: offline from --spool, or from a running collector at --addr')
+    .option('--spool <dir>', 'read this spool directory without changing it')
+    .option('--addr <url>', 'ask a running collector (its receiver URL, e.g. http://127.0.0.1:4318)')
+    .action(async (o: { spool?: string; addr?: string }) => {
+      const out = output();
+      if ((o.spool === undefined) === (o.addr === undefined)) {
+        throw new CliError('INVALID_INPUT', 'give exactly one of --spool DIR or --addr URL', ExitCode.USAGE);
+      }
+      if (o.addr !== undefined) {
+        const st = await fetchStatus(o.addr);
+        emit(ctx, out, st, formatLive(st));
+        return;
+      }
+      const st = await wrapAsync(() => inspectSpool(resolvePath(ctx, o.spool as string)));
+      emit(ctx, out, st, formatOffline(st));
+    });
+};
+
+interface StartFlags {
+  spool: string;
+  upstream: string;
+  listen: string;
+  maxSpoolBytes: string;
+  fullPolicy: string;
+  maxRequestBytes?: string;
+  compression: 'gzip' | 'none';
+}
+
+function resolvePath(ctx: CliContext, p: string): string {
+  return p.startsWith('/') ? p : `${ctx.cwd}/${p}`;
+}
+
+/** `HOST:PORT`, `[v6]:PORT` or `:PORT` (all interfaces). */
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) {
+    throw new CliError('INVALID_INPUT', `--listen ${s} is not HOST:PORT (e.g. 127.0.0.1:4318)`, ExitCode.USAGE);
+  }
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+const UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  g: 1e9,
+  gb: 1e9,
+  gib: 1024 ** 3,
+};
+
+/** A byte size: an integer with an optional unit (K, M, G decimal; KiB, MiB, GiB binary). */
+export function parseBytes(flag: string, s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(s.trim());
+  const unit = UNITS[(m?.[2] ?? '').toLowerCase()];
+  if (!m || unit === undefined) {
+    throw new CliError(
+      'INVALID_INPUT',
+      `${flag} ${s} is not a size such as 1073741824, 512MiB or 1GiB`,
+      ExitCode.USAGE,
+    );
+  }
+  return Math.floor(Number(m[1]) * unit);
+}
+
+function stderrLogger(ctx: CliContext, json: boolean): Logger {
+  const write =
+    (level: string) =>
+    (message: string, fields?: Record<string, unknown>): void => {
+      if (json) {
+        ctx.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
+        return;
+      }
+      const kv = Object.entries(fields ?? {})
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(' ');
+      ctx.stderr.write(`${new Date().toISOString()} ${level.padEnd(5)} ${message}${kv ? ` ${kv}` : ''}\n`);
+    };
+  return { debug: () => {}, info: write('info'), warn: write('warn'), error: write('error') };
+}
+
+const COLLECTOR_EXIT: Partial<Record<CollectorError['code'], (typeof ExitCode)[keyof typeof ExitCode]>> = {
+  INVALID_OPTIONS: ExitCode.INVALID_INPUT,
+  SPOOL_LOCKED: ExitCode.ALREADY_EXISTS,
+  LISTEN_FAILED: ExitCode.UNAVAILABLE,
+  SPOOL_FULL: ExitCode.RESOURCE_EXHAUSTED,
+};
+
+function toCli(err: unknown): unknown {
+  if (err instanceof CollectorError) {
+    return new CliError(err.code, err.message, COLLECTOR_EXIT[err.code] ?? ExitCode.FAILURE, { cause: err });
+  }
+  return err;
+}
+
+function wrap<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw toCli(err);
+  }
+}
+
+async function wrapAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toCli(err);
+  }
+}
+
+async function fetchStatus(addr: string): Promise<CollectorStatus> {
+  let url: URL;
+  try {
+    url = new URL('/status', addr);
+  } catch {
+    throw new CliError('INVALID_INPUT', `--addr ${addr} is not a URL; give e.g. http://127.0.0.1:4318`, ExitCode.USAGE);
+  }
+  let res: Response;
+  try {
+    res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+  } catch (err) {
+    throw new CliError(
+      'UNAVAILABLE',
+      `no collector answers at ${addr}: ${(err as Error).message}`,
+      ExitCode.UNAVAILABLE,
+      {
+        cause: err,
+      },
+    );
+  }
+  if (!res.ok) {
+    throw new CliError(
+      'UNAVAILABLE',
+      `${url} answered HTTP ${res.status}; is it a vyr collector?`,
+      ExitCode.UNAVAILABLE,
+    );
+  }
+  return (await res.json()) as CollectorStatus;
+}
+
+function age(ms: number): string {
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120_000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 7_200_000) return `${(ms / 60_000).toFixed(1)} min`;
+  return `${(ms / 3_600_000).toFixed(1)} h`;
+}
+
+function formatLive(st: CollectorStatus): string {
+  const c = st.counters;
+  const dropped = Object.entries(c.dropped)
+    .filter(([, n]) => n > 0)
+    .map(([r, n]) => `${r}=${n}`)
+    .join(' ');
+  const sum = (r: Record<string, number>): number => Object.values(r).reduce((a, b) => a + b, 0);
+  return [
+    `collector ${st.url ?? ''} (${st.state})`,
+    `upstream  ${st.upstream.url} ${st.upstream.state}${st.upstream.lastError ? ` (last error: ${st.upstream.lastError})` : ''}`,
+    `spool     ${st.spool.items} item(s) in ${st.spool.records} request(s), ${st.spool.bytes} of ${st.spool.maxBytes} bytes, oldest ${age(st.spool.oldestAgeMs)}, policy ${st.spool.fullPolicy}`,
+    `received  ${sum(c.received)} item(s); forwarded ${sum(c.forwarded)}; retries ${c.retries}`,
+    `dropped   ${dropped || 'none'}`,
+  ].join('\n');
+}
+
+function formatOffline(st: SpoolInspection): string {
+  const lines = [
+    `spool     ${st.dir}${st.lock ? ` (lock: pid ${st.lock.pid}, ${st.lock.alive ? 'running' : 'not running'})` : ''}`,
+    `total     ${st.total.items} item(s) in ${st.total.records} request(s), ${st.total.bytes} bytes on disk${
+      st.total.oldestReceivedAt === undefined ? '' : `, oldest ${age(Date.now() - st.total.oldestReceivedAt)}`
+    }`,
+  ];
+  for (const [signal, s] of Object.entries(st.signals)) {
+    lines.push(`${signal.padEnd(9)} ${s.items} item(s) in ${s.records} request(s), ${s.segments} segment(s)`);
+  }
+  if (st.tornTailBytes > 0) lines.push(`torn tail ${st.tornTailBytes} byte(s), truncated on the next start`);
+  return lines.join('\n');
+}

@@ -1,0 +1,144 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+// The real `vyr` binary as built (`pnpm -F vyr build`).
+const VYR = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+
+/** Runs `vyr …` to completion. */
+async function vyr(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [VYR, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/** Starts `vyr collector start … --json` and resolves with the process and its receiver URL. */
+async function startCollector(...args: string[]): Promise<{ child: ChildProcess; url: string; out: () => string }> {
+  const child = spawn(process.execPath, [VYR, '--json', 'collector', 'start', '--listen', '127.0.0.1:0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d));
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout?.on('data', (d: Buffer) => {
+      stdout += d;
+      const first = stdout.split('\n')[0];
+      if (stdout.includes('\n') && first) resolve(JSON.parse(first).url);
+    });
+    child.once('exit', (code) => reject(new Error(`vyr collector start exited ${code}: ${stderr}`)));
+  });
+  return { child, url, out: () => stdout };
+}
+
+const logsBody = JSON.stringify({
+  resourceLogs: [{ scopeLogs: [{ logRecords: [{ body: { stringValue: 'a' } }, { body: { stringValue: 'b' } }] }] }],
+});
+
+describe('vyr collector', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vyr-cli-collector-'));
+  });
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it('start runs until SIGTERM, status --addr asks it, status --spool reads the backlog offline', async () => {
+    const spool = join(dir, 'spool');
+    // Upstream: a port with nothing behind it, so the data stays in the spool.
+    const { child, url, out } = await startCollector('--spool', spool, '--upstream', 'http://127.0.0.1:9');
+    try {
+      const res = await fetch(`${url}/v1/logs`, {
+        method: 'POST',
+        body: logsBody,
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(res.status).toBe(200);
+      const live = await vyr('--json', 'collector', 'status', '--addr', url);
+      expect(live.code).toBe(0);
+      const st = JSON.parse(live.stdout);
+      expect(st.spool.signals.logs.items).toBe(2);
+      expect(st.counters.received.logs).toBe(2);
+      const human = await vyr('collector', 'status', '--addr', url);
+      expect(human.stdout).toMatch(/spool +2 item\(s\) in 1 request\(s\)/);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    const [code] = (await once(child, 'exit')) as [number];
+    expect(code).toBe(0);
+    expect(out()).toMatch(/"event":"stopped"/);
+    const offline = await vyr('--json', 'collector', 'status', '--spool', spool);
+    expect(offline.code).toBe(0);
+    const st = JSON.parse(offline.stdout);
+    expect(st.signals.logs.items).toBe(2);
+    expect(st.lock).toBeUndefined();
+  });
+
+  it('refuses a second collector on the same spool with SPOOL_LOCKED (exit 73)', async () => {
+    const spool = join(dir, 'spool');
+    const { child } = await startCollector('--spool', spool, '--upstream', 'http://127.0.0.1:9');
+    try {
+      const second = await vyr(
+        'collector',
+        'start',
+        '--listen',
+        '127.0.0.1:0',
+        '--spool',
+        spool,
+        '--upstream',
+        'http://127.0.0.1:9',
+      );
+      expect(second.code).toBe(73);
+      expect(second.stderr).toMatch(/vyr: SPOOL_LOCKED: spool .* is in use by process \d+/);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+  });
+
+  it('rejects bad flags with usage errors and an unreachable --addr with exit 69', async () => {
+    const spool = join(dir, 'spool');
+    const policy = await vyr(
+      'collector',
+      'start',
+      '--spool',
+      spool,
+      '--upstream',
+      'http://x:1',
+      '--full-policy',
+      'lifo',
+    );
+    expect(policy.code).toBe(2);
+    expect(policy.stderr).toMatch(/--full-policy lifo must be drop-oldest or refuse/);
+    const listen = await vyr('collector', 'start', '--spool', spool, '--upstream', 'http://x:1', '--listen', 'nope');
+    expect(listen.code).toBe(2);
+    const size = await vyr(
+      'collector',
+      'start',
+      '--spool',
+      spool,
+      '--upstream',
+      'http://x:1',
+      '--max-spool-bytes',
+      '12XB',
+    );
+    expect(size.code).toBe(2);
+    const upstream = await vyr('collector', 'start', '--spool', spool, '--upstream', 'ftp://x');
+    expect(upstream.code).toBe(64);
+    expect(upstream.stderr).toMatch(/INVALID_OPTIONS: upstream ftp:\/\/x must be an http/);
+    const neither = await vyr('collector', 'status');
+    expect(neither.code).toBe(2);
+    const dead = await vyr('collector', 'status', '--addr', 'http://127.0.0.1:9');
+    expect(dead.code).toBe(69);
+    expect(dead.stderr).toMatch(/UNAVAILABLE: no collector answers at http:\/\/127.0.0.1:9/);
+    const missing = await vyr('collector', 'status', '--spool', join(dir, 'absent'));
+    expect(missing.code).toBe(64);
+  });
+});
