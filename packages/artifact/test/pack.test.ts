@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseComponentWat } from '@bytecodealliance/jco';
-import { cleanupTempDirs, tempDir } from '@vyr/testing';
+import { C_FIXTURES, cleanupTempDirs, fixturePath, tempDir } from '@vyr/testing';
 import { create as createTar } from 'tar';
 import { afterAll, describe, expect, it } from 'vitest';
 import { inspectArtifact, packArtifact, readArtifact } from '../src/index.js';
@@ -99,6 +99,16 @@ describe('pack', () => {
     const reread = await readArtifact(join(dir, 'p2.oci'));
     expect(reread.component).toEqual(component);
     expect((await inspectArtifact(reread)).os).toBe('wasip2');
+  });
+
+  it.each(C_FIXTURES)('packs the C fixture %s (clang-19 + wasi-libc) as an adapted command', async (name) => {
+    const dir = await tempDir();
+    const result = await packArtifact(fixturePath(name), join(dir, `${name}.oci`));
+    expect(result.source).toBe('wasip1-adapted');
+    expect(result.manifest.name).toBe(name);
+    expect(result.component.imports).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^wasi:filesystem\/preopens@/)]),
+    );
   });
 
   it('refuses a file that is not Wasm with NOT_WASM', async () => {
