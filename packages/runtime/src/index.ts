@@ -2,6 +2,7 @@
 
 export { isRuntimeError, RuntimeError, type RuntimeErrorCode } from './errors.js';
 export { createRuntime } from './runtime.js';
+export { artifactSourceFromStore } from './source.js';
 export type {
   ArtifactSource,
   Mount,

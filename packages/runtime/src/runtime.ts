@@ -337,9 +337,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
                 cause,
               });
             }
+            const code = (cause as { code?: unknown }).code;
             throw new RuntimeError(
               'UNTRUSTED',
-              `artifact ${request.digest} was refused by verification: ${(cause as Error).message}`,
+              `artifact ${request.digest} was refused by verification${typeof code === 'string' ? ` (${code})` : ''}: ${(cause as Error).message}`,
               { cause },
             );
           }
