@@ -803,12 +803,12 @@ class Kernel implements StateKernel {
       guestPath: slot.mount,
       quotaBytes: mount.quotaBytes,
     };
-    this.#registry.insertBinding(binding);
-    if (access === 'rw') {
+    this.#registry.transaction(() => {
+      this.#registry.insertBinding(binding);
       // A writer makes the recorded digest stale until its release measures again.
-      this.#registry.clearDigest(inst.row.id);
-      inst.row = { ...inst.row, digest: undefined };
-    }
+      if (access === 'rw') this.#registry.clearDigest(inst.row.id);
+    });
+    if (access === 'rw') inst.row = { ...inst.row, digest: undefined };
     const holder: Holder = { taskId: task.row.taskId, slot: slot.name, access, mount };
     inst.holders.push(holder);
     task.bound.set(slot.name, holder);
@@ -996,9 +996,7 @@ class Kernel implements StateKernel {
           digest: s.digest,
           quotaExceeded: result.quotaExceeded,
         };
-        if (holder?.access === 'rw' || !holder) {
-          this.#registry.updateMeasure(inst.row.id, s.bytes, s.entries, s.digest, result.quotaExceeded);
-        }
+
         span.setAttributes({
           [Attr.stateDigest]: s.digest,
           [Attr.stateBytes]: s.bytes,
@@ -1022,8 +1020,20 @@ class Kernel implements StateKernel {
         });
         span.setAttribute(Attr.errorCode, e.code);
       } finally {
+        // Record the measurement and drop the binding in one commit.
+        this.#registry.transaction(() => {
+          if (result.digest !== undefined) {
+            this.#registry.updateMeasure(
+              inst.row.id,
+              result.bytes,
+              result.entries,
+              result.digest,
+              result.quotaExceeded,
+            );
+          }
+          if (holder) this.#registry.deleteBinding(holder.taskId, holder.slot);
+        });
         if (holder) {
-          this.#registry.deleteBinding(holder.taskId, holder.slot);
           inst.holders.splice(inst.holders.indexOf(holder), 1);
           task.bound.delete(holder.slot);
           this.#processQueue(inst);

@@ -132,6 +132,20 @@ export class Registry {
     };
   }
 
+  /** Runs `fn` in one transaction (one fsync at commit); nested calls join the outer transaction. */
+  transaction<T>(fn: () => T): T {
+    if (this.#db.isTransaction) return fn();
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      this.#db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
   insertInstance(r: InstanceRow): void {
     this.#stmts.insertInstance!.run(
       r.id,

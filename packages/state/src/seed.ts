@@ -5,12 +5,16 @@
  * tree, hard links outside it. Refused (QUOTA_EXCEEDED): more bytes or entries than the quota, found before copying.
  */
 import { constants, createWriteStream } from 'node:fs';
-import { chmod, lstat, mkdir, open, readdir, readlink, symlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { StateError } from './errors.js';
-import { symlinkStaysInside, type TreeEntry, walkTree } from './tree.js';
+import { mapLimit, symlinkStaysInside, type TreeEntry, walkTree } from './tree.js';
+
+const COPY_CONCURRENCY = 8;
+/** Files up to this size are copied with one read and one write instead of streams. */
+const SMALL_FILE_BYTES = 4 * 1024 * 1024;
 
 /** Limits a seed must fit in. */
 export interface SeedLimits {
@@ -52,9 +56,8 @@ export async function verifyAndNormalize(root: string, limits: SeedLimits, sourc
     if (entry.type === 'f') bytes += entry.size;
   }
   checkQuota(bytes, entries.length, limits, source);
-  for (const entry of entries) {
-    if (entry.type !== 'l') await chmod(join(root, entry.path), entry.mode);
-  }
+  const wrong = entries.filter((e) => e.type !== 'l' && e.rawMode !== e.mode);
+  await mapLimit(wrong, COPY_CONCURRENCY, (e) => chmod(join(root, e.path), e.mode));
 }
 
 /** Copies a regular file without following a symlink swapped in at its last component (O_NOFOLLOW + fstat). */
@@ -63,7 +66,11 @@ async function copyRegularFile(from: string, to: string, mode: number): Promise<
   try {
     const st = await handle.stat();
     if (!st.isFile()) throw new StateError('UNSAFE_SEED_ENTRY', `seed entry ${from} changed type while copying`);
-    await pipeline(handle.createReadStream({ autoClose: false }), createWriteStream(to, { flags: 'wx', mode }));
+    if (st.size <= SMALL_FILE_BYTES) {
+      await writeFile(to, await handle.readFile(), { flag: 'wx', mode });
+    } else {
+      await pipeline(handle.createReadStream({ autoClose: false }), createWriteStream(to, { flags: 'wx', mode }));
+    }
   } finally {
     await handle.close();
   }
@@ -90,8 +97,13 @@ export async function seedFromDir(src: string, dest: string, limits: SeedLimits)
     }
   }
   checkQuota(bytes, entries.length, limits, source);
-  // Parents sort before their children in bytewise path order ('/' never starts a name), so one pass suffices.
-  for (const entry of entries) await copyEntry(src, dest, entry);
+  // Directories first (parents sort before children), then files and links in parallel.
+  for (const entry of entries) if (entry.type === 'd') await copyEntry(src, dest, entry);
+  await mapLimit(
+    entries.filter((e) => e.type !== 'd'),
+    COPY_CONCURRENCY,
+    (e) => copyEntry(src, dest, e),
+  );
   await verifyAndNormalize(dest, limits, source);
 }
 

@@ -20,6 +20,8 @@ export interface TreeEntry {
   type: TreeEntryType;
   /** Normalised mode (see {@link canonicalMode}). */
   mode: number;
+  /** Permission bits as found on disk. */
+  rawMode: number;
   /** File: byte length. Directory: 0. Symlink: byte length of the target. */
   size: number;
   /** Symlink target as stored. */
@@ -72,36 +74,61 @@ function typeOf(st: Stats): TreeEntryType | undefined {
 export async function walkTree(root: string): Promise<TreeWalk> {
   const entries: TreeEntry[] = [];
   const others: string[] = [];
-  const dirs: string[] = [''];
-  while (dirs.length > 0) {
-    const rel = dirs.pop()!;
-    const names = await readdir(rel === '' ? root : join(root, rel));
-    for (const name of names) {
-      const path = rel === '' ? name : `${rel}/${name}`;
+  // Breadth-first, one directory level at a time, with the lstat calls of a level in parallel: a sequential walk
+  // of 1,000 files spends most of its time waiting on the thread pool.
+  let level: string[] = [''];
+  while (level.length > 0) {
+    const listed = await Promise.all(
+      level.map(async (rel) => {
+        const names = await readdir(rel === '' ? root : join(root, rel));
+        return names.map((name) => (rel === '' ? name : `${rel}/${name}`));
+      }),
+    );
+    const paths = listed.flat();
+    const found = await mapLimit(paths, STAT_CONCURRENCY, async (path) => {
       const st = await lstat(join(root, path));
       const type = typeOf(st);
-      if (type === undefined) {
-        others.push(path);
-        continue;
-      }
+      if (type === undefined) return { path, entry: undefined };
       const entry: TreeEntry = {
         path,
         key: Buffer.from(path, 'utf8'),
         type,
         mode: canonicalMode(type, st.mode),
+        rawMode: st.mode & 0o7777,
         size: type === 'f' ? st.size : 0,
       };
       if (type === 'l') {
         entry.linkTarget = await readlink(join(root, path));
         entry.size = Buffer.byteLength(entry.linkTarget, 'utf8');
       }
-      if (type === 'd') dirs.push(path);
+      return { path, entry };
+    });
+    level = [];
+    for (const { path, entry } of found) {
+      if (!entry) {
+        others.push(path);
+        continue;
+      }
+      if (entry.type === 'd') level.push(path);
       entries.push(entry);
     }
   }
   entries.sort((a, b) => Buffer.compare(a.key, b.key));
   others.sort();
   return { entries, others };
+}
+
+const STAT_CONCURRENCY = 16;
+
+/** `Promise.all(items.map(fn))` with at most `limit` calls in flight; results in input order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < items.length; i = next++) out[i] = await fn(items[i]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
 
 /** SHA-256 (hex) of a file's content, read through `buffer`. Also returns the number of bytes read. */
