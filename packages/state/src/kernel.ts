@@ -112,8 +112,10 @@ const DEFAULTS = {
 /** Task end reason recorded by recovery. */
 export const NODE_RESTART_REASON = 'node_restart';
 
-/** Attribute key for the scope on the state-bytes gauge (not in @vyr/telemetry's Attr table). */
+/** Attribute keys not (yet) in @vyr/telemetry's Attr table; local on purpose (telemetry is owned elsewhere). */
 const ATTR_STATE_SCOPE = 'vyr.state.scope';
+const ATTR_STATE_ENTRIES = 'vyr.state.entries';
+const ATTR_STATE_QUOTA_EXCEEDED = 'vyr.state.quota_exceeded';
 
 const ID_RE = /^st_[a-z2-7]{26}$/;
 const SLOT_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -596,12 +598,18 @@ class Kernel implements StateKernel {
           if (seed && 'dir' in seed) await seedFromDir(resolve(seed.dir), staging, limits);
           else if (seed && 'tar' in seed) await seedFromTar(resolve(seed.tar), staging, limits);
           summary = await digestTree(staging);
-          this.#ensureOpen();
-          if (taskId !== undefined) this.#task(taskId, undefined, true); // ended while seeding?
           await rename(staging, this.#hostPath(id));
         } catch (err) {
           await rm(staging, { recursive: true, force: true });
           throw asStateError(err, `cannot create state instance`);
+        }
+        try {
+          // Checked synchronously right before registering: the owner task may have ended while we seeded.
+          this.#ensureOpen();
+          if (taskId !== undefined) this.#task(taskId, undefined, true);
+        } catch (err) {
+          await this.#destroyDir(id);
+          throw err;
         }
         const row: InstanceRow = {
           id,
@@ -1000,8 +1008,8 @@ class Kernel implements StateKernel {
         span.setAttributes({
           [Attr.stateDigest]: s.digest,
           [Attr.stateBytes]: s.bytes,
-          'vyr.state.entries': s.entries,
-          'vyr.state.quota_exceeded': result.quotaExceeded,
+          [ATTR_STATE_ENTRIES]: s.entries,
+          [ATTR_STATE_QUOTA_EXCEEDED]: result.quotaExceeded,
         });
         if (result.quotaExceeded) {
           this.#c.logger.warn('state instance over quota at release', {

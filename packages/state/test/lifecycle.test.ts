@@ -101,6 +101,18 @@ describe('release at task end', () => {
 });
 
 describe('create, get, list, usage, delete', () => {
+  it('does not leave a task-scoped instance behind when its task ends while the seed is copied', async () => {
+    const kernel = await openKernel();
+    const seed = await tempDir();
+    await writeTree(seed, { a: 'x', 'b/c': 'y' });
+    kernel.registerTask('t', []);
+    const creating = kernel.create({ scope: 'task', taskId: 't', seed: { dir: seed } });
+    await kernel.releaseTask('t');
+    await expectCode(creating, 'TASK_TERMINATED');
+    expect(kernel.list()).toEqual([]);
+    expect(await readdir(join(kernel.dataDir, 'instances'))).toEqual([]);
+  });
+
   it('creates empty ephemeral instances with ids, quotas and a TTL, and lists them with sizes', async () => {
     let now = 1_000_000;
     const kernel = await openKernel({ now: () => now, defaultTtlMs: 60_000, defaultQuotaBytes: 1 << 20 });
