@@ -98,13 +98,20 @@ export function detachedBundlePath(artifactPath: string): string {
   return `${artifactPath.replace(/\/+$/, '')}.sigstore.json`;
 }
 
+/**
+ * Whether `value` reads like a container image reference (`nginx:1.27`, `ghcr.io/org/app@sha256:…`) rather
+ * than a file name; used to refuse an image given where a `.wasm` file was expected.
+ */
+export function isContainerImageReference(value: string): boolean {
+  return /^[a-z0-9][a-z0-9._/-]*(?::[\w.-]+|@sha256:[0-9a-f]{64})$/i.test(value) && !value.endsWith('.wasm');
+}
+
 async function readInput(input: string): Promise<Uint8Array> {
   let info: Awaited<ReturnType<typeof stat>>;
   try {
     info = await stat(input);
   } catch (cause) {
-    // `nginx:1.27` or `ghcr.io/org/app@sha256:…` given where a file was expected.
-    if (/^[a-z0-9][a-z0-9._/-]*(?::[\w.-]+|@sha256:[0-9a-f]{64})$/i.test(input) && !input.endsWith('.wasm')) {
+    if (isContainerImageReference(input)) {
       throw new ArtifactError(
         'CONTAINER_IMAGE',
         `${input} looks like a container image reference: container images are not an execution path in VYR MVO; pack a WASI command .wasm file instead`,

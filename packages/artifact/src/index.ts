@@ -1,6 +1,7 @@
 // Public API of @vyr/artifact: end-user symbols first, named re-exports only.
 export {
   detachedBundlePath,
+  isContainerImageReference,
   type PackOptions,
   type PackResult,
   packArtifact,
