@@ -334,7 +334,14 @@ export function createStateKernel(options: StateKernelOptions): StateKernel {
     openDataDirs.delete(dataDir);
     throw asStateError(err, `cannot open the state registry in ${dataDir}`);
   }
-  return new Kernel(config, registry, lockPath);
+  try {
+    return new Kernel(config, registry, lockPath);
+  } catch (err) {
+    registry.close();
+    unlinkSync(lockPath);
+    openDataDirs.delete(dataDir);
+    throw asStateError(err, `cannot recover the state registry in ${dataDir}`);
+  }
 }
 
 type Config = {

@@ -317,6 +317,13 @@ describe('kernel lifetime', () => {
     await again.close();
   });
 
+  it('refuses a corrupt registry with IO_ERROR and frees the directory lock', async () => {
+    const dataDir = await tempDir();
+    await writeFile(join(dataDir, 'state.db'), 'this is not an SQLite database'.repeat(100));
+    expectThrowsCode(() => createStateKernel({ dataDir, sweepIntervalMs: 0 }), 'IO_ERROR');
+    expect(await exists(join(dataDir, 'kernel.lock'))).toBe(false);
+  });
+
   it('removes leftovers of interrupted creates and deletes at recovery', async () => {
     const dataDir = await tempDir();
     await mkdir(join(dataDir, 'instances', 'st_orphanorphanorphanorphanor'), { recursive: true });
