@@ -9,7 +9,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { transpile } from '@bytecodealliance/jco';
 import { RuntimeError } from './errors.js';
 import { type ImportedMemory, importDefinedMemory } from './wasm-memory.js';
 
@@ -121,6 +120,9 @@ export class Preparer {
   }
 
   async #transpileToDisk(dir: string, version: string, component: Uint8Array): Promise<Meta> {
+    // jco (with binaryen and friends) is loaded only on a cache miss: a node that finds everything prepared never
+    // pays for it in memory or start-up time.
+    const { transpile } = await import('@bytecodealliance/jco');
     let out: Awaited<ReturnType<typeof transpile>>;
     try {
       out = await transpile(component, {

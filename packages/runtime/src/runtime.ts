@@ -82,6 +82,10 @@ interface TaskRecord {
   resolveDone: (status: TaskStatus) => void;
   /** Set once the end is decided; later signals are ignored. */
   ending: boolean;
+  /** Set while a cancel or deadline is terminating the worker. */
+  stopping?: boolean;
+  /** When the worker termination began (epoch ms): the `vyr.terminate` span starts there. */
+  killStartedAt?: number;
   /** Counted in the waiting gauge (PENDING or QUEUED). */
   waiting: boolean;
 }
@@ -405,7 +409,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     metrics.queue.add(1, nodeAttrs);
     tasks.set(id, record);
     if (limits.deadlineMs !== undefined) {
-      record.deadlineTimer = setTimeout(() => stop(record, 'DEADLINE_EXCEEDED'), limits.deadlineMs);
+      record.deadlineTimer = setTimeout(() => void stop(record, 'DEADLINE_EXCEEDED'), limits.deadlineMs);
     }
     void advance(record);
     return snapshot(record.status);
@@ -592,16 +596,21 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     }
   }
 
-  /** Cancel or deadline: stop the task wherever it is. */
-  function stop(record: TaskRecord, state: 'CANCELLED' | 'DEADLINE_EXCEEDED', reason: TaskReason = state): void {
-    if (record.ending || TERMINAL.has(record.status.state)) return;
+  /**
+   * Cancel or deadline: stop the task wherever it is. A running guest is stopped by terminating its worker (the
+   * only way to stop `loop br 0` or a guest blocked in a read); the task reaches its terminal state only once the
+   * thread is gone, so `CANCELLED` always means "no longer executing".
+   */
+  async function stop(record: TaskRecord, state: 'CANCELLED' | 'DEADLINE_EXCEEDED', reason: TaskReason = state) {
+    if (record.ending || record.stopping || TERMINAL.has(record.status.state)) return;
+    record.stopping = true;
     const worker = record.worker;
     if (worker) {
-      // Terminating the thread is the only way to stop a guest in `loop br 0` or blocked in a read.
       record.worker = undefined;
       metrics.active.add(-1, nodeAttrs);
+      record.killStartedAt = performance.timeOrigin + performance.now();
+      await pool.replace(worker);
       endRunSpans(record, performance.timeOrigin + performance.now());
-      void pool.replace(worker);
     }
     const message =
       reason === 'DEADLINE_EXCEEDED'
@@ -609,7 +618,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         : reason === 'RUNTIME_CLOSED'
           ? 'the runtime closed'
           : 'cancelled';
-    void finish(record, state, reason, { message });
+    await finish(record, state, reason, { message });
   }
 
   async function finish(
@@ -642,7 +651,11 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         logger.warn('state release hook failed', { taskId: record.status.id, error: (err as Error).message });
       }
     }
-    const terminate = tracer.startSpan(SpanNames.terminate, {}, record.rootContext);
+    const terminate = tracer.startSpan(
+      SpanNames.terminate,
+      record.killStartedAt === undefined ? {} : { startTime: toHrTime(record.killStartedAt) },
+      record.rootContext,
+    );
     const status = record.status;
     status.endedAt = Date.now();
     if (reason !== undefined) status.reason = reason;
@@ -727,7 +740,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     submit,
     async cancel(taskId: string): Promise<TaskStatus> {
       const record = find(taskId);
-      stop(record, 'CANCELLED');
+      void stop(record, 'CANCELLED');
       return record.done;
     },
     get(taskId: string): TaskStatus {
@@ -774,7 +787,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       if (closed) return;
       closed = true;
       const live = [...tasks.values()].filter((r) => !r.ending);
-      for (const r of live) stop(r, 'CANCELLED', 'RUNTIME_CLOSED');
+      for (const r of live) void stop(r, 'CANCELLED', 'RUNTIME_CLOSED');
       await Promise.all(live.map((r) => r.done));
       await pool.close();
     },
