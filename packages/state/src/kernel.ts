@@ -834,6 +834,7 @@ class Kernel implements StateKernel {
 
   /** Grants queued binds from the head, as long as they are compatible (FIFO, no overtaking). */
   #processQueue(inst: LiveInstance): void {
+    if (this.#closed) return;
     while (inst.queue.length > 0 && compatible(inst, inst.queue[0]!.access)) inst.queue[0]!.grant();
   }
 
