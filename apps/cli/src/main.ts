@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { runCli } from '@vyr/cli';
+import { registerNodeCommands } from '@vyr/node';
 import { registerCollectorCommands } from './collector.js';
 
 // The `vyr` binary: the composition root that owns the process (stdout, stderr, exit code).
@@ -14,6 +15,6 @@ const code = await runCli(process.argv.slice(2), {
       process.exitCode = c;
     },
   },
-  extraCommands: [registerCollectorCommands],
+  extraCommands: [registerCollectorCommands, registerNodeCommands],
 });
 process.exitCode = code;

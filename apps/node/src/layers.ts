@@ -61,6 +61,7 @@ export interface NodeLayers {
 }
 
 const NODE_RESTART = 'NODE_RESTART';
+const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'DEADLINE_EXCEEDED']);
 
 /**
  * Adapts `@vyr/runtime`, `@vyr/state` and `@vyr/artifact` to the ports of `@vyr/api`. This is the glue of the
@@ -286,7 +287,18 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
           yield { type: 'status' as const, task: known };
           return;
         }
+        let first = true;
         for await (const ev of runtime.watch(taskId, { signal })) {
+          if (first && ev.type === 'status' && TERMINAL.has(ev.status.state)) {
+            // Watching a finished task: the runtime's watch ends at its first (terminal) status event before the
+            // retained output, so send that output from runtime.output() first, then the final status.
+            const retained = runtime.output(taskId);
+            if (retained.stdout.byteLength > 0) yield { type: 'stdout' as const, data: retained.stdout };
+            if (retained.stderr.byteLength > 0) yield { type: 'stderr' as const, data: retained.stderr };
+            yield { type: 'status' as const, task: view(ev.status) };
+            return;
+          }
+          first = false;
           if (ev.type === 'status') yield { type: 'status' as const, task: view(ev.status) };
           else if (ev.type === 'stdout' || ev.type === 'stderr') yield { type: ev.type, data: ev.data };
           // 'dropped' (this watcher read too slowly) has no wire form; the task's own counters still show it.

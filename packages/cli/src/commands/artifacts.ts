@@ -1,0 +1,148 @@
+import { createReadStream } from 'node:fs';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { create } from '@bufbuild/protobuf';
+import type { NodeClient } from '@vyr/api/client';
+import { type Artifact, type ImportArtifactRequest, ImportArtifactRequestSchema } from '@vyr/proto';
+import type { Command } from 'commander';
+import { create as createTar } from 'tar';
+import { type CliContext, emit, type OutputOptions } from '../context.js';
+import { CliError } from '../errors.js';
+import { ExitCode } from '../exit-codes.js';
+import { formatBytes, type NodeFlags, table, withNode, withNodeOptions } from './node-client.js';
+
+/** Chunk size of an upload. */
+const CHUNK_BYTES = 256 * 1024;
+/** Uploads at least this big report progress on stderr. */
+const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
+
+/** Result of {@link uploadArtifact}. */
+export interface UploadResult {
+  artifact: Artifact;
+  alreadyPresent: boolean;
+}
+
+/**
+ * Uploads an artifact (an OCI layout directory or a `.tar` of one) with ImportArtifact: a directory is first
+ * written to a temp tar, then the file is streamed in 256 KiB chunks, never held in memory whole. Reports progress
+ * on stderr for big uploads unless `quiet`.
+ */
+export async function uploadArtifact(
+  ctx: CliContext,
+  client: NodeClient,
+  path: string,
+  options: { quiet?: boolean } = {},
+): Promise<UploadResult> {
+  const abs = resolve(ctx.cwd, path);
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(abs);
+  } catch {
+    throw new CliError('NOT_FOUND', `artifact ${path} does not exist`, ExitCode.NOT_FOUND);
+  }
+  let tarPath = abs;
+  let scratch: string | undefined;
+  try {
+    if (info.isDirectory()) {
+      scratch = await mkdtemp(join(tmpdir(), 'vyr-import-'));
+      tarPath = join(scratch, 'artifact.tar');
+      const entries = (await readdir(abs)).sort();
+      if (!entries.includes('oci-layout') || !entries.includes('index.json')) {
+        throw new CliError(
+          'MALFORMED_LAYOUT',
+          `${path} is not an OCI image layout (no oci-layout or index.json); pack it with \`vyr pack\``,
+          ExitCode.INVALID_INPUT,
+        );
+      }
+      await createTar({ cwd: abs, file: tarPath, portable: true, noMtime: true }, entries);
+    } else if (!info.isFile()) {
+      throw new CliError(
+        'INVALID_ARGUMENT',
+        `artifact ${path} is neither a directory nor a file`,
+        ExitCode.INVALID_INPUT,
+      );
+    }
+    const size = (await stat(tarPath)).size;
+    const showProgress = !options.quiet && size >= PROGRESS_MIN_BYTES;
+    async function* requests(): AsyncGenerator<ImportArtifactRequest> {
+      yield create(ImportArtifactRequestSchema, { part: { case: 'header', value: { sizeBytes: BigInt(size) } } });
+      let sent = 0;
+      let lastTenth = 0;
+      for await (const chunk of createReadStream(tarPath, { highWaterMark: CHUNK_BYTES })) {
+        yield create(ImportArtifactRequestSchema, { part: { case: 'chunk', value: chunk as Buffer } });
+        sent += (chunk as Buffer).byteLength;
+        const tenth = Math.floor((sent / size) * 10);
+        if (showProgress && tenth > lastTenth) {
+          lastTenth = tenth;
+          ctx.stderr.write(`import: ${tenth * 10}% (${formatBytes(sent)} of ${formatBytes(size)})\n`);
+        }
+      }
+    }
+    const res = await client.importArtifact(requests());
+    if (!res.artifact) throw new CliError('INTERNAL', 'the node answered ImportArtifact without an artifact');
+    return { artifact: res.artifact, alreadyPresent: res.alreadyPresent };
+  } finally {
+    if (scratch) await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+function artifactJson(a: Artifact): Record<string, unknown> {
+  return {
+    digest: a.digest,
+    name: a.name,
+    version: a.version,
+    sizeBytes: Number(a.sizeBytes),
+    signerKeyIds: a.signerKeyIds,
+    stateSlots: a.stateSlots,
+    envKeys: a.envKeys,
+  };
+}
+
+/** `vyr import` and `vyr artifacts ls`. */
+export function registerArtifactsCommands(program: Command, ctx: CliContext, output: () => OutputOptions): void {
+  withNodeOptions(
+    program
+      .command('import')
+      .description(
+        'upload an artifact (OCI layout directory or .tar) to a node, which verifies it against its trust set',
+      )
+      .argument('<artifact>', 'artifact directory or .tar'),
+  ).action(async (path: string, flags: NodeFlags) =>
+    withNode(ctx, flags, async ({ client }) => {
+      const { artifact, alreadyPresent } = await uploadArtifact(ctx, client, path, { quiet: output().json });
+      emit(
+        ctx,
+        output(),
+        { artifact: artifactJson(artifact), alreadyPresent },
+        `${artifact.digest}  ${artifact.name}@${artifact.version}${alreadyPresent ? '  (already present)' : '  imported'}`,
+      );
+    }),
+  );
+
+  const group = program.command('artifacts').description("artifacts in a node's store");
+  withNodeOptions(group.command('ls').description('list the artifacts a node has imported')).action(
+    async (flags: NodeFlags) =>
+      withNode(ctx, flags, async ({ client }) => {
+        const { artifacts } = await client.listArtifacts({});
+        emit(
+          ctx,
+          output(),
+          { artifacts: artifacts.map(artifactJson) },
+          artifacts.length === 0
+            ? 'no artifacts; import one with `vyr import ARTIFACT`'
+            : table(
+                ['DIGEST', 'NAME', 'VERSION', 'SIZE', 'SIGNED BY', 'STATE SLOTS'],
+                artifacts.map((a) => [
+                  a.digest.slice(0, 19),
+                  a.name,
+                  a.version,
+                  formatBytes(a.sizeBytes),
+                  a.signerKeyIds.map((k) => k.slice(0, 12)).join(',') || '-',
+                  a.stateSlots.join(',') || '-',
+                ]),
+              ),
+        );
+      }),
+  );
+}
