@@ -12,7 +12,7 @@
  *   (two runtimes of 2 workers each, SDK and OTLP receiver in the same process).
  * Run with `node --expose-gc` for a stable idle RSS.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -203,7 +203,6 @@ async function throughput(
 // ---- cold path ------------------------------------------------------------------------------------------------
 {
   const large = join(work, 'large.wasm');
-  const { writeFile } = await import('node:fs/promises');
   await writeFile(large, await buildLargeModule({ dataBytes: 12 * 1024 * 1024 }));
   const largeArtifact = await packInto(storeDir, large, 'large');
   notes.componentBytes = { ...(notes.componentBytes as object), large: largeArtifact.componentBytes };
