@@ -375,6 +375,14 @@ function requireObject(value: unknown, what: string): Record<string, unknown> {
  * referrers, every blob re-hashed.
  */
 export async function loadArtifact(reader: LayoutReader, desc: Descriptor): Promise<LoadedArtifact> {
+  return (await loadArtifactWithBlobs(reader, desc)).artifact;
+}
+
+/** {@link loadArtifact}, also returning the checked bytes of the manifest, config and layers by digest. */
+export async function loadArtifactWithBlobs(
+  reader: LayoutReader,
+  desc: Descriptor,
+): Promise<{ artifact: LoadedArtifact; blobs: Map<Digest, Uint8Array> }> {
   const manifestBytes = await readBlobChecked(reader, desc, 'manifest', 'manifest');
   const oci = parseOciManifest(manifestBytes, `manifest ${desc.digest}`, reader.path);
   const configBytes = await readBlobChecked(reader, oci.config, 'config', 'config');
@@ -389,7 +397,16 @@ export async function loadArtifact(reader: LayoutReader, desc: Descriptor): Prom
   const manifest = parseVyrManifest(Buffer.from(vyrBytes).toString('utf8'), `VYR manifest layer ${vyrLayer.digest}`);
   const source = oci.annotations?.[SOURCE_ANNOTATION] === 'wasip1-adapted' ? 'wasip1-adapted' : 'wasip2';
   const bundles = await loadReferrerBundles(reader, desc.digest);
-  return { digest: desc.digest, manifest, component, config, ociManifest: oci, manifestBytes, source, bundles };
+  const blobs = new Map<Digest, Uint8Array>([
+    [desc.digest, manifestBytes],
+    [oci.config.digest, configBytes],
+    [wasmLayer.digest, component],
+    [vyrLayer.digest, vyrBytes],
+  ]);
+  return {
+    artifact: { digest: desc.digest, manifest, component, config, ociManifest: oci, manifestBytes, source, bundles },
+    blobs,
+  };
 }
 
 /** Reads the signature referrers of `subject` listed in the layout's index (each blob re-hashed). */
@@ -562,10 +579,7 @@ export async function collectLayoutBlobs(reader: LayoutReader): Promise<Map<Dige
       blobs.set(ref.bundleDesc.digest, await readBlobChecked(reader, ref.bundleDesc, 'signature', 'signature bundle'));
       continue;
     }
-    const a = await loadArtifact(reader, d);
-    blobs.set(d.digest, a.manifestBytes);
-    blobs.set(a.ociManifest.config.digest, await readBlobChecked(reader, a.ociManifest.config, 'config', 'config'));
-    for (const l of a.ociManifest.layers) blobs.set(l.digest, await readBlobChecked(reader, l, 'layer', 'layer'));
+    for (const [digest, bytes] of (await loadArtifactWithBlobs(reader, d)).blobs) blobs.set(digest, bytes);
   }
   return blobs;
 }

@@ -268,8 +268,14 @@ export interface LayoutContent {
  * remove blobs the new index no longer needs. Tar writes replace the file atomically.
  *
  * @param mtimeSeconds - mtime of tar entries (SOURCE_DATE_EPOCH or 0).
+ * @param verified - digests whose files in this layout the caller has just re-hashed (skipped if present).
  */
-export async function writeLayout(path: string, content: LayoutContent, mtimeSeconds = 0): Promise<void> {
+export async function writeLayout(
+  path: string,
+  content: LayoutContent,
+  mtimeSeconds = 0,
+  verified: ReadonlySet<Digest> = new Set(),
+): Promise<void> {
   try {
     if (isTarPath(path)) {
       await mkdir(dirname(path), { recursive: true });
@@ -280,6 +286,8 @@ export async function writeLayout(path: string, content: LayoutContent, mtimeSec
     await mkdir(blobDir, { recursive: true });
     for (const [digest, bytes] of content.blobs) {
       const target = join(blobDir, digestHex(digest));
+      // `verified`: the caller has just read and re-hashed this very file; no need to read it again.
+      if (verified.has(digest) && (await sameSize(target, bytes.byteLength))) continue;
       if (await sameSize(target, bytes.byteLength)) {
         const existing = await readOptional(target);
         if (existing !== undefined && sha256Digest(existing) === digest) continue;

@@ -8,7 +8,6 @@ import {
   EMPTY_JSON_BLOB,
   findArtifactDescriptor,
   KEY_ID_ANNOTATION,
-  loadArtifact,
   readReferrer,
 } from './artifact.js';
 import { ArtifactError } from './errors.js';
@@ -94,22 +93,25 @@ export async function signArtifact(
     typeof key === 'string' ? parsePrivateKeyPem(key) : 'path' in key ? await readPrivateKey(key.path) : key;
   const reader = await openLayout(path);
   const artifactDesc = findArtifactDescriptor(reader);
-  const artifact = await loadArtifact(reader, artifactDesc);
-  const { json, keyId } = await createBundle(artifact.manifestBytes, privateKey);
-  const bundleBytes = new TextEncoder().encode(json);
-  const { bundleDesc, referrer, referrerBytes, referrerDesc } = buildReferrer(artifactDesc, bundleBytes, keyId);
-
-  // Keep the artifact and other keys' signatures; drop this key's previous signature.
+  // Keep the artifact and other keys' signatures; this key's previous signature is replaced below.
+  const signer = new LocalKeySigner(privateKey);
   const kept: Descriptor[] = [];
   for (const d of reader.index.manifests) {
     if (d.artifactType === MediaType.sigstoreBundle) {
       const ref = await readReferrer(reader, d);
-      if (ref.manifest.annotations?.[KEY_ID_ANNOTATION] === keyId && ref.subjectDigest === artifactDesc.digest)
+      if (ref.manifest.annotations?.[KEY_ID_ANNOTATION] === signer.keyId && ref.subjectDigest === artifactDesc.digest) {
         continue;
+      }
     }
     kept.push(d);
   }
+  // One integrity pass: every kept blob is read and re-hashed once, the artifact's included.
   const blobs = await collectLayoutBlobs({ ...reader, index: { ...reader.index, manifests: kept } });
+  const verified = new Set(blobs.keys());
+  const { json, keyId } = await createBundle(blobs.get(artifactDesc.digest)!, privateKey);
+  const bundleBytes = new TextEncoder().encode(json);
+  const { bundleDesc, referrer, referrerBytes, referrerDesc } = buildReferrer(artifactDesc, bundleBytes, keyId);
+
   blobs.set(bundleDesc.digest, bundleBytes);
   blobs.set(referrer.config.digest, EMPTY_JSON_BLOB);
   blobs.set(referrerDesc.digest, referrerBytes);
@@ -117,7 +119,12 @@ export async function signArtifact(
   const signatures = [...kept.filter((d) => d.artifactType === MediaType.sigstoreBundle), referrerDesc].sort((a, b) =>
     a.digest < b.digest ? -1 : 1,
   );
-  await writeLayout(path, { index: encodeIndex([...artifacts, ...signatures]), blobs }, options.sourceDateEpoch ?? 0);
+  await writeLayout(
+    path,
+    { index: encodeIndex([...artifacts, ...signatures]), blobs },
+    options.sourceDateEpoch ?? 0,
+    verified,
+  );
   const detachedPath = detachedBundlePath(path);
   try {
     await writeFileAtomic(detachedPath, bundleBytes);

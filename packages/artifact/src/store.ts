@@ -4,15 +4,25 @@ import { join, resolve } from 'node:path';
 import {
   artifactDescriptors,
   buildReferrer,
+  detachedBundlePath,
   EMPTY_JSON_BLOB,
+  findArtifactDescriptor,
   loadArtifact,
-  readArtifact,
+  loadArtifactWithBlobs,
   readReferrer,
   SUBJECT_ANNOTATION,
 } from './artifact.js';
 import { digestHex, parseDigest, sha256Digest } from './digest.js';
 import { ArtifactError } from './errors.js';
-import { encodeIndex, type LayoutReader, OCI_LAYOUT_FILE, openLayout, parseJson, writeFileAtomic } from './layout.js';
+import {
+  encodeIndex,
+  type LayoutReader,
+  OCI_LAYOUT_FILE,
+  openLayout,
+  parseJson,
+  readFileOrThrow,
+  writeFileAtomic,
+} from './layout.js';
 import type {
   ArtifactStore,
   Descriptor,
@@ -123,16 +133,16 @@ export function createStore(options: StoreOptions): ArtifactStore {
     importOptions: ImportOptions = {},
   ): Promise<StoredArtifact> {
     // Read and re-hash everything before taking the lock: a bad input never touches the store.
-    const artifact = await readArtifact(
-      source,
-      importOptions.bundlePaths === undefined ? {} : { bundlePaths: importOptions.bundlePaths },
-    );
     const sourceReader = await openLayout(source);
-    const newBlobs = new Map<Digest, Uint8Array>();
+    const loaded = await loadArtifactWithBlobs(sourceReader, findArtifactDescriptor(sourceReader));
+    const artifact = loaded.artifact;
+    for (const path of importOptions.bundlePaths ??
+      (typeof source === 'string' ? await existingFile(detachedBundlePath(source)) : [])) {
+      const json = Buffer.from(await readFileOrThrow(path, 'signature bundle')).toString('utf8');
+      if (!artifact.bundles.some((b) => b.json === json)) artifact.bundles.push({ json, location: 'detached' });
+    }
+    const newBlobs = new Map<Digest, Uint8Array>(loaded.blobs);
     const newDescriptors: Descriptor[] = [];
-    newBlobs.set(artifact.digest, artifact.manifestBytes);
-    newBlobs.set(artifact.ociManifest.config.digest, await blobOf(sourceReader, artifact.ociManifest.config));
-    for (const layer of artifact.ociManifest.layers) newBlobs.set(layer.digest, await blobOf(sourceReader, layer));
     const subjectDesc: Descriptor = {
       mediaType: MediaType.ociManifest,
       artifactType: MediaType.wasmConfig,
@@ -285,12 +295,8 @@ async function referrerSubject(r: LayoutReader, d: Descriptor): Promise<Digest |
   }
 }
 
-async function blobOf(r: LayoutReader, d: Descriptor): Promise<Uint8Array> {
-  const bytes = await r.readBlob(d.digest);
-  if (bytes === undefined || sha256Digest(bytes) !== d.digest) {
-    throw new ArtifactError('BLOB_DIGEST_MISMATCH', `blob ${d.digest} changed while it was being imported`);
-  }
-  return bytes;
+async function existingFile(path: string): Promise<string[]> {
+  return (await exists(path)) ? [path] : [];
 }
 
 function summarize(artifact: LoadedArtifact, manifests: readonly Descriptor[]): StoredArtifact {

@@ -60,6 +60,7 @@ describe('pack', () => {
     const b = await packArtifact(input, join(dir, 'b.oci'), { manifest });
     const t1 = await packArtifact(input, join(dir, 't1.tar'), { manifest });
     const t2 = await packArtifact(input, join(dir, 't2.tar'), { manifest });
+    expect(t2.digest).toBe(a.digest);
     expect(b.digest).toBe(a.digest);
     expect(t1.digest).toBe(a.digest);
     // The tar files themselves are byte-identical (fixed order, mtime, owners, modes).
