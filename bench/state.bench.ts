@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { createStateKernel, digestTree, type StateSlot } from '@vyr/state';
 
 /** Summary of one measurement, in milliseconds (or MB/s for throughput rows). */
-export interface BenchRow {
+export interface StateBenchRow {
   name: string;
   unit: 'ms' | 'MB/s';
   samples: number;
@@ -25,7 +25,7 @@ export interface BenchRow {
   max: number;
 }
 
-function summarize(name: string, unit: BenchRow['unit'], values: number[]): BenchRow {
+function summarize(name: string, unit: StateBenchRow['unit'], values: number[]): StateBenchRow {
   const sorted = [...values].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))]!;
   return {
@@ -60,12 +60,12 @@ async function makeTenMegabyteTree(root: string): Promise<void> {
 }
 
 /** Runs every state benchmark and returns the rows. */
-export async function runStateBench(options: { quick?: boolean } = {}): Promise<BenchRow[]> {
+export async function runStateBench(options: { quick?: boolean } = {}): Promise<StateBenchRow[]> {
   const scale = options.quick ? 0.2 : 1;
   const n = (k: number) => Math.max(3, Math.round(k * scale));
   const work = await mkdtemp(join(tmpdir(), 'vyr-state-bench-'));
   const kernel = createStateKernel({ dataDir: join(work, 'data'), sweepIntervalMs: 0 });
-  const rows: BenchRow[] = [];
+  const rows: StateBenchRow[] = [];
   try {
     await kernel.recover();
     const rw: StateSlot[] = [{ name: 'data', mount: '/data', access: 'rw' }];
@@ -141,7 +141,7 @@ export async function runStateBench(options: { quick?: boolean } = {}): Promise<
   return rows;
 }
 
-function format(rows: BenchRow[]): string {
+function format(rows: StateBenchRow[]): string {
   const f = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(2));
   const lines = rows.map(
     (r) =>
