@@ -99,7 +99,10 @@ function traceRequest(batch: number, spans: number): Buffer {
     );
   }
   const scopeSpans = Buffer.concat([field(1, str(1, 'bench')), ...parts]);
-  const resource = Buffer.concat([field(1, kvString('service.name', 'bench')), field(1, kvString('host.name', 'edge-1'))]);
+  const resource = Buffer.concat([
+    field(1, kvString('service.name', 'bench')),
+    field(1, kvString('host.name', 'edge-1')),
+  ]);
   return field(1, Buffer.concat([field(1, resource), field(2, scopeSpans)]));
 }
 

@@ -46,6 +46,8 @@ export class Spool {
   private locked = false;
   /** Serialises space making, so concurrent appends don't all drop for the same free bytes. */
   private spaceChain: Promise<void> = Promise.resolve();
+  /** Appends waiting in {@link spaceChain}; while any wait, new appends queue behind them. */
+  private waitingForRoom = 0;
 
   constructor(opts: SpoolOptions) {
     this.opts = opts;
@@ -137,39 +139,48 @@ export class Spool {
    * arrival time of their first record), reporting each through `onDrop`, and rejects with `SPOOL_FULL` only if
    * nothing more can be dropped.
    */
-  async append(signal: Signal, payload: Uint8Array, items: number, encoding: Encoding): Promise<void> {
+  append(signal: Signal, payload: Uint8Array, items: number, encoding: Encoding): Promise<void> {
     const need = payload.length + HEADER_BYTES;
-    if (this.usedBytes() + need > this.opts.maxBytes) await this.makeRoom(need);
-    await this.queues[signal].append(payload, items, encoding, Date.now());
+    const queue = this.queues[signal];
+    if (this.waitingForRoom === 0 && this.usedBytes() + need <= this.opts.maxBytes) {
+      return queue.append(payload, items, encoding, Date.now());
+    }
+    // Make room and reserve it (queue.append counts the bytes synchronously) in one step of a serial chain, so
+    // concurrent appends neither overshoot the bound nor overtake each other.
+    this.waitingForRoom++;
+    const reserved = this.spaceChain
+      .then(() => this.makeRoom(need))
+      .then(() => ({ durable: queue.append(payload, items, encoding, Date.now()) }))
+      .finally(() => this.waitingForRoom--);
+    this.spaceChain = reserved.then(
+      () => {},
+      () => {},
+    );
+    return reserved.then((r) => r.durable);
   }
 
-  private makeRoom(need: number): Promise<void> {
-    const run = async (): Promise<void> => {
-      while (this.usedBytes() + need > this.opts.maxBytes) {
-        if (this.opts.fullPolicy === 'refuse') throw spoolFull(this.opts, need);
-        let victim: Queue | undefined;
-        let victimAt = Number.POSITIVE_INFINITY;
-        for (const s of SIGNALS) {
-          const seg = this.queues[s].oldestSealed();
-          if (seg && seg.firstReceivedAt < victimAt) {
-            victim = this.queues[s];
-            victimAt = seg.firstReceivedAt;
-          }
+  private async makeRoom(need: number): Promise<void> {
+    while (this.usedBytes() + need > this.opts.maxBytes) {
+      if (this.opts.fullPolicy === 'refuse') throw spoolFull(this.opts, need);
+      let victim: Queue | undefined;
+      let victimAt = Number.POSITIVE_INFINITY;
+      for (const s of SIGNALS) {
+        const seg = this.queues[s].oldestSealed();
+        if (seg && seg.firstReceivedAt < victimAt) {
+          victim = this.queues[s];
+          victimAt = seg.firstReceivedAt;
         }
-        const dropped: DropCount | undefined = await victim?.dropOldest();
-        if (!victim || !dropped) throw spoolFull(this.opts, need);
-        this.opts.logger.warn('spool: full, dropped the oldest segment', {
-          signal: victim.signal,
-          records: dropped.records,
-          items: dropped.items,
-          bytes: dropped.bytes,
-        });
-        this.opts.onDrop(victim.signal, 'spool_full', dropped.items, dropped.records);
       }
-    };
-    const p = this.spaceChain.then(run, run);
-    this.spaceChain = p.catch(() => {});
-    return p;
+      const dropped: DropCount | undefined = await victim?.dropOldest();
+      if (!victim || !dropped) throw spoolFull(this.opts, need);
+      this.opts.logger.warn('spool: full, dropped the oldest segment', {
+        signal: victim.signal,
+        records: dropped.records,
+        items: dropped.items,
+        bytes: dropped.bytes,
+      });
+      this.opts.onDrop(victim.signal, 'spool_full', dropped.items, dropped.records);
+    }
   }
 
   /** Occupancy per signal and in total. */
