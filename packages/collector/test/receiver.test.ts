@@ -207,7 +207,7 @@ describe('OTLP/HTTP receiver', () => {
     await post(`${base}/v1/traces`, traceBody(1, 5, 7));
     const res = await fetch(`${base}/status`);
     expect(res.status).toBe(200);
-    const st = await res.json();
+    const st = (await res.json()) as { state: string; spool: { items: number } };
     expect(st.state).toBe('running');
     expect(st.spool.items).toBe(7);
     await until(() => collector.status().upstream.state === 'down', 5000, 'upstream down');

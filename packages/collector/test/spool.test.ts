@@ -171,6 +171,30 @@ describe('spool', () => {
     }
   });
 
+  it('detects a segment cut short inside its last record and truncates to the last complete record', async () => {
+    const opts = { port: 0, spoolDir: tmp.dir, upstream: `http://127.0.0.1:${port}`, backoff: fastBackoff };
+    const first = createCollector(opts);
+    const { url } = await first.start();
+    for (let b = 1; b <= 3; b++) expect((await post(`${url}/v1/traces`, traceBody(8, b, 25))).status).toBe(200);
+    await first.stop();
+    const [seg] = await segmentsOf(tmp.dir);
+    const segPath = join(tmp.dir, 'traces', seg as string);
+    const bytes = await readFile(segPath);
+    const recordSize = bytes.length / 3;
+    await writeFile(segPath, bytes.subarray(0, bytes.length - 10));
+    expect((await inspectSpool(tmp.dir)).tornTailBytes).toBe(recordSize - 10);
+
+    const second = createCollector(opts);
+    await second.start();
+    try {
+      expect(second.status().spool.recovered?.truncatedBytes).toBe(recordSize - 10);
+      expect(second.status().spool.items).toBe(50);
+      expect((await stat(segPath)).size).toBe(2 * recordSize);
+    } finally {
+      await second.stop();
+    }
+  });
+
   it('never forwards a record twice across clean restarts: the cursor survives', async () => {
     const up = await fakeUpstream([], port);
     const opts = { port: 0, spoolDir: tmp.dir, upstream: up.url, backoff: fastBackoff };
