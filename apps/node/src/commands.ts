@@ -64,6 +64,7 @@ interface StartFlags {
   allowUnsigned: boolean;
   poolSize?: string;
   maxQueue?: string;
+  metricIntervalMs?: string;
   logLevel: LogLevel;
 }
 
@@ -117,6 +118,7 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
     .option('--allow-unsigned', 'run unsigned artifacts (laptop tier only; never the default)', false)
     .option('--pool-size <n>', "worker threads (default: the tier's)")
     .option('--max-queue <n>', "tasks allowed to wait before submit answers resource_exhausted (default: the tier's)")
+    .option('--metric-interval-ms <ms>', "metric collection period in ms (default: the tier's)")
     .addOption(
       new Option('--log-level <level>', 'stderr log level').choices(['debug', 'info', 'warn', 'error']).default('info'),
     )
@@ -136,6 +138,7 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
           : undefined;
       const poolSize = positiveInt(flags.poolSize, '--pool-size');
       const maxQueueLength = positiveInt(flags.maxQueue, '--max-queue');
+      const metricIntervalMs = positiveInt(flags.metricIntervalMs, '--metric-interval-ms');
       const node: VyrNode = await createNode({
         tier: parseTier(flags.tier),
         dataDir: resolve(ctx.cwd, flags.dataDir),
@@ -147,6 +150,7 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
         ...(tls ? { tls } : {}),
         ...(poolSize ? { poolSize } : {}),
         ...(maxQueueLength ? { maxQueueLength } : {}),
+        ...(metricIntervalMs ? { metricIntervalMs } : {}),
         logger,
       });
       const signal = untilSignal();
