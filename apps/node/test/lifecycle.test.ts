@@ -1,0 +1,132 @@
+import { readFile } from 'node:fs/promises';
+import { createNodeClient, describeCallError } from '@vyr/api/client';
+import { TaskStatus } from '@vyr/proto';
+import { cleanupTempDirs, tempDir } from '@vyr/testing';
+import { startOtlpReceiver } from '@vyr/testing/otlp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  buildFixtures,
+  type Fixtures,
+  startNode,
+  startNodeExpectingFailure,
+  uploadOf,
+  waitForStatus,
+  watchToEnd,
+  writeText,
+} from './helpers.js';
+
+let fx: Fixtures;
+
+beforeAll(async () => {
+  fx = await buildFixtures(await tempDir('vyr-node-life-'));
+});
+
+afterAll(async () => {
+  await cleanupTempDirs();
+});
+
+describe('node security: loopback by default, bearer token elsewhere', () => {
+  it('refuses to listen on a non-loopback address without a token', async () => {
+    const dir = await tempDir();
+    const { code, stderr } = await startNodeExpectingFailure(['--data-dir', dir, '--listen', '0.0.0.0:0']);
+    expect(code).toBe(1);
+    expect(stderr).toContain('INSECURE_LISTEN');
+  });
+
+  it('refuses --allow-unsigned outside the laptop tier', async () => {
+    const dir = await tempDir();
+    const { code, stderr } = await startNodeExpectingFailure(['--data-dir', dir, '--tier', 'edge', '--allow-unsigned']);
+    expect(code).toBe(1);
+    expect(stderr).toContain('UNSIGNED_NOT_ALLOWED');
+  });
+
+  it('answers unauthenticated without the right bearer token, and normally with it', async () => {
+    const dir = await tempDir();
+    const tokenFile = await writeText(dir, 'token', 's3cret-token\n');
+    const node = await startNode(['--data-dir', `${dir}/data`, '--token-file', tokenFile, '--trust', fx.trustedPub]);
+    try {
+      for (const token of [undefined, 'wrong-token']) {
+        const c = createNodeClient({ baseUrl: node.url, ...(token ? { token } : {}) });
+        const err = await c.getNodeInfo({}).then(
+          () => undefined,
+          (e: unknown) => describeCallError(e),
+        );
+        expect(err).toMatchObject({ connectCode: 'unauthenticated', errorCode: 'UNAUTHENTICATED' });
+        const raw = await fetch(`${node.url}/vyr.v1.NodeService/ListStates`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+          body: '{}',
+        });
+        expect(raw.status).toBe(401);
+      }
+      const ok = createNodeClient({ baseUrl: node.url, token: 's3cret-token', httpVersion: '2' });
+      expect((await ok.getNodeInfo({})).nodeId).toBe(node.nodeId);
+      const imported = await ok.importArtifact(uploadOf(await readFile(fx.signed.hello?.path as string)));
+      expect(imported.artifact?.digest).toBe(fx.signed.hello?.digest);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  });
+});
+
+describe('node lifecycle: SIGTERM, restart recovery, stable identity', () => {
+  it('on SIGTERM cancels running tasks, flushes their spans to the OTLP endpoint and exits 0', async () => {
+    const receiver = await startOtlpReceiver();
+    const dir = await tempDir();
+    const node = await startNode(['--data-dir', `${dir}/data`, '--trust', fx.trustedPub, '--otlp', receiver.url]);
+    const client = createNodeClient({ baseUrl: node.url });
+    try {
+      await client.importArtifact(uploadOf(await readFile(fx.signed.loop?.path as string)));
+      const { task } = await client.submitTask({ artifactDigest: fx.signed.loop?.digest as string });
+      await waitForStatus(client, task?.id as string, TaskStatus.RUNNING);
+      const watching = watchToEnd(client, task?.id as string).catch((e: unknown) => e);
+      expect(await node.stop('SIGTERM')).toBe(0);
+      const last = await watching;
+      if (!(last instanceof Error)) expect(last.task.status).toBe(TaskStatus.CANCELLED);
+      // The task's root span was exported before the process exited.
+      const root = receiver.spans().find((s) => s.name === 'vyr.task' && s.attributes['vyr.task.id'] === task?.id);
+      expect(root?.attributes['vyr.task.outcome']).toBe('CANCELLED');
+      expect(root?.resource['vyr.node.id']).toBe(node.nodeId);
+    } finally {
+      await node.stop();
+      await receiver.close();
+    }
+  });
+
+  it('after SIGKILL, a restarted node reports the interrupted task FAILED(NODE_RESTART), keeps named state and its id', async () => {
+    const dir = await tempDir();
+    const args = ['--data-dir', `${dir}/data`, '--trust', fx.trustedPub];
+    const first = await startNode(args);
+    const c1 = createNodeClient({ baseUrl: first.url });
+    await c1.importArtifact(uploadOf(await readFile(fx.signed.loopState?.path as string)));
+    await c1.importArtifact(uploadOf(await readFile(fx.signed.fs?.path as string)));
+    const { state } = await c1.createState({ name: 'survivor' });
+    const { task } = await c1.submitTask({
+      artifactDigest: fx.signed.loopState?.digest as string,
+      bindings: [{ slot: 'data', stateId: state?.id as string }],
+    });
+    await waitForStatus(c1, task?.id as string, TaskStatus.RUNNING);
+    await first.stop('SIGKILL');
+
+    const second = await startNode(args);
+    try {
+      expect(second.nodeId).toBe(first.nodeId);
+      const c2 = createNodeClient({ baseUrl: second.url });
+      const { task: after } = await c2.getTask({ taskId: task?.id as string });
+      expect(after?.status).toBe(TaskStatus.FAILED);
+      expect(after?.reason).toBe('NODE_RESTART');
+      const { states } = await c2.listStates({});
+      expect(states.map((s) => s.id)).toContain(state?.id);
+      // The named instance is free again: a new task can bind it rw and run.
+      const next = await c2.submitTask({
+        artifactDigest: fx.signed.fs?.digest as string,
+        bindings: [{ slot: 'data', stateId: state?.id as string }],
+      });
+      const done = await watchToEnd(c2, next.task?.id as string);
+      expect(done.task.status).toBe(TaskStatus.SUCCEEDED);
+      expect((await c2.getNodeInfo({})).artifacts).toBe(2);
+    } finally {
+      expect(await second.stop()).toBe(0);
+    }
+  });
+});
