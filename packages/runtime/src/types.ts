@@ -184,7 +184,7 @@ export interface RuntimeOptions {
   defaultLimits?: TaskLimits;
   /** Upper bound on any task's memory limit, bytes. Default: 4 GiB. */
   maxMemoryBytes?: number;
-  /** Output kept per task and stream for `watch` replays and `output()`, bytes. Default: 1 MiB. */
+  /** Output kept per task (stdout and stderr together) for `watch` replays and `output()`, bytes; oldest chunks are dropped first. Default: 2 MiB. */
   maxRetainedOutputBytes?: number;
   /** Output a watcher may lag behind before its oldest chunks are dropped, bytes. Default: 4 MiB. */
   maxWatcherBufferBytes?: number;
