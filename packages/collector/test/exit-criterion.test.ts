@@ -5,9 +5,9 @@ import { describe, expect, it } from 'vitest';
 import {
   decodeTraceId,
   fakeUpstream,
-  freePort,
   post,
   spanIdsOf,
+  switchableProxy,
   tempDir,
   traceBody,
   traceIdFor,
@@ -64,9 +64,11 @@ describe('exit criterion: no acknowledged telemetry is lost across kill -9 of th
   it(`delivers every acknowledged span of ${SPANS} exactly once or as a counted duplicate, at most one batch per crash, in order`, async () => {
     const edgeSpool = await tempDir('vyr-edge-');
     const cloudSpool = await tempDir('vyr-cloud-');
-    const edgePort = await freePort();
-    const cloudPort = await freePort();
-    const cloudUrl = `http://127.0.0.1:${cloudPort}`;
+    // The edge restarts on a fresh port each time (the generator follows it); the cloud sits behind a proxy that
+    // holds the upstream address for the whole test, resetting connections until the cloud is up.
+    const edgePort = 0;
+    const proxy = await switchableProxy();
+    const cloudUrl = proxy.url;
     const final = await fakeUpstream();
     const logs: string[] = [];
     let edge = await startCollector(edgeSpool.dir, edgePort, cloudUrl, logs);
@@ -118,7 +120,8 @@ describe('exit criterion: no acknowledged telemetry is lost across kill -9 of th
       expect((await statusOf(edge.url)).spool.records).toBeGreaterThanOrEqual(BATCHES);
 
       // The upstream comes up: a second collector chained to the final receiver.
-      cloud = await startCollector(cloudSpool.dir, cloudPort, final.url, logs);
+      cloud = await startCollector(cloudSpool.dir, 0, final.url, logs);
+      proxy.setTarget(Number(new URL(cloud.url).port));
       // One more crash of the edge while it drains.
       await until(() => final.seen.length >= BATCHES / 3, 60_000, 'a third of the backlog at the final receiver');
       await kill9(edge);
@@ -177,6 +180,7 @@ describe('exit criterion: no acknowledged telemetry is lost across kill -9 of th
     } finally {
       await kill9(edge);
       if (cloud) await kill9(cloud);
+      await proxy.close();
       await final.close();
       await edgeSpool.cleanup();
       await cloudSpool.cleanup();

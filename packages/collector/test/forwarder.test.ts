@@ -5,9 +5,9 @@ import { ExportTraceServiceResponseSchema } from '@vyr/proto/otlp';
 import { describe, expect, it } from 'vitest';
 import {
   type Answer,
+  deadUpstream,
   decodeTraceId,
   fakeUpstream,
-  freePort,
   post,
   spanIdsOf,
   tempDir,
@@ -116,11 +116,11 @@ describe('forwarder (OTLP/HTTP client rules)', () => {
 
   it('keeps retrying through connection failures and delivers once the upstream comes up', async () => {
     const tmp = await tempDir();
-    const port = await freePort();
+    const dead = await deadUpstream();
     const collector = createCollector({
       port: 0,
       spoolDir: tmp.dir,
-      upstream: `http://127.0.0.1:${port}`,
+      upstream: dead.url,
       backoff: fastBackoff,
     });
     const { url } = await collector.start();
@@ -131,13 +131,15 @@ describe('forwarder (OTLP/HTTP client rules)', () => {
       expect(collector.status().upstream.state).toBe('down');
       expect(collector.status().spool.items).toBe(15);
       expect(collector.status().spool.oldestAgeMs).toBeGreaterThan(0);
-      up = await fakeUpstream([], port);
+      await dead.close();
+      up = await fakeUpstream([], dead.port);
       await until(() => collector.status().spool.records === 0, 10_000, 'drained');
       expect(batchesSeen(up)).toEqual([1, 2, 3, 4, 5]);
       expect(collector.status().upstream.state).toBe('up');
     } finally {
       await collector.stop();
       await up?.close();
+      await dead.close();
       await tmp.cleanup();
     }
   });

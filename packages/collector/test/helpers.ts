@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { connect, createServer as createTcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -141,13 +142,71 @@ export async function fakeUpstream(
   };
 }
 
-/** A port nothing listens on (bound and released). */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
+/**
+ * An upstream that is down but whose port stays taken: every connection is reset at once. Unlike a port that was
+ * bound and released, no other test can start listening on it meanwhile. `close()` frees the port (for a
+ * `fakeUpstream(…, port)` that comes up there right after).
+ */
+export async function deadUpstream(): Promise<{ url: string; port: number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((sock) => {
+    sockets.add(sock);
+    sock.on('error', () => {});
+    sock.resetAndDestroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        if (!server.listening) return resolve();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
+ * A TCP proxy that holds its port for the whole test: while `target` is undefined it resets every connection
+ * (the upstream is down); once set, it relays connections to that port (the upstream is up).
+ */
+export async function switchableProxy(): Promise<{
+  url: string;
+  setTarget(port: number | undefined): void;
+  close(): Promise<void>;
+}> {
+  let target: number | undefined;
+  const sockets = new Set<Socket>();
+  const server = createTcpServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => {});
+    if (target === undefined) {
+      sock.resetAndDestroy();
+      return;
+    }
+    const up = connect(target, '127.0.0.1');
+    sockets.add(up);
+    up.on('close', () => sockets.delete(up));
+    up.on('error', () => sock.destroy());
+    sock.on('error', () => up.destroy());
+    sock.pipe(up).pipe(sock);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    setTarget: (p) => {
+      target = p;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 /** Polls `check` until it returns true (or throws after `timeoutMs`). */

@@ -8,7 +8,7 @@ import {
   ExportTraceServiceResponseSchema,
 } from '@vyr/proto/otlp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { fakeUpstream, freePort, post, spanIdsOf, tempDir, traceBody, traceRequest, until } from './helpers.js';
+import { deadUpstream, fakeUpstream, post, spanIdsOf, tempDir, traceBody, traceRequest, until } from './helpers.js';
 
 /** Decodes a protobuf google.rpc.Status body (field 1 code, field 2 message). */
 function statusMessage(body: Uint8Array): { code: number; message: string } {
@@ -40,14 +40,16 @@ describe('OTLP/HTTP receiver', () => {
   let tmp: Awaited<ReturnType<typeof tempDir>>;
   let collector: Collector;
   let base: string;
+  let dead: Awaited<ReturnType<typeof deadUpstream>>;
 
   beforeEach(async () => {
     tmp = await tempDir();
+    dead = await deadUpstream();
     // The upstream is down throughout: everything accepted stays in the spool where status() counts it.
     collector = createCollector({
       port: 0,
       spoolDir: tmp.dir,
-      upstream: `http://127.0.0.1:${await freePort()}`,
+      upstream: dead.url,
       maxSpoolBytes: 4 * 1024 * 1024,
       maxRequestBytes: 256 * 1024,
       backoff: { initialDelayMs: 50, maxDelayMs: 200 },
@@ -56,6 +58,7 @@ describe('OTLP/HTTP receiver', () => {
   });
   afterEach(async () => {
     await collector.stop();
+    await dead.close();
     await tmp.cleanup();
   });
 
@@ -211,7 +214,7 @@ describe('OTLP/HTTP receiver', () => {
     expect(st.state).toBe('running');
     expect(st.spool.items).toBe(7);
     await until(() => collector.status().upstream.state === 'down', 5000, 'upstream down');
-    expect(collector.status().upstream.lastError).toMatch(/ECONNREFUSED/);
+    expect(collector.status().upstream.lastError).toMatch(/connection failure/);
   });
 });
 

@@ -2,7 +2,7 @@ import { appendFile, readdir, readFile, stat, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { CollectorError, createCollector, inspectSpool } from '@vyr/collector';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { decodeTraceId, fakeUpstream, freePort, post, spanIdsOf, tempDir, traceBody, until } from './helpers.js';
+import { deadUpstream, decodeTraceId, fakeUpstream, post, spanIdsOf, tempDir, traceBody, until } from './helpers.js';
 
 const fastBackoff = { initialDelayMs: 10, maxDelayMs: 50 };
 
@@ -18,11 +18,16 @@ async function segmentsOf(dir: string): Promise<string[]> {
 describe('spool', () => {
   let tmp: Awaited<ReturnType<typeof tempDir>>;
   let port: number;
+  let dead: Awaited<ReturnType<typeof deadUpstream>>;
   beforeEach(async () => {
     tmp = await tempDir();
-    port = await freePort();
+    dead = await deadUpstream();
+    port = dead.port;
   });
-  afterEach(() => tmp.cleanup());
+  afterEach(async () => {
+    await dead.close();
+    await tmp.cleanup();
+  });
 
   it('full policy refuse: answers 503 with Retry-After and a Status once the byte bound is reached', async () => {
     const c = createCollector({
@@ -72,7 +77,7 @@ describe('spool', () => {
       expect(st.spool.bytes).toBeLessThanOrEqual(64 * 1024);
       expect(st.counters.received.traces).toBe(4000);
       expect(st.counters.dropped.spool_full).toBeGreaterThan(0);
-      up = await fakeUpstream([], port);
+      up = await dead.close().then(() => fakeUpstream([], port));
       await until(() => c.status().spool.records === 0, 10_000, 'drained');
       const end = c.status();
       // Nothing unaccounted for: every received item was either forwarded or counted as dropped.
@@ -89,9 +94,7 @@ describe('spool', () => {
   });
 
   it('stores concurrent requests with group commit, each exactly once', async () => {
-    const up = await fakeUpstream([], port);
-    await up.close(); // down for now
-    const c = createCollector({ port: 0, spoolDir: tmp.dir, upstream: up.url, backoff: fastBackoff });
+    const c = createCollector({ port: 0, spoolDir: tmp.dir, upstream: dead.url, backoff: fastBackoff });
     const { url } = await c.start();
     let up2: Awaited<ReturnType<typeof fakeUpstream>> | undefined;
     try {
@@ -100,7 +103,7 @@ describe('spool', () => {
       );
       expect(results.every((r) => r.status === 200)).toBe(true);
       expect(c.status().spool.records).toBe(50);
-      up2 = await fakeUpstream([], port);
+      up2 = await dead.close().then(() => fakeUpstream([], port));
       await until(() => c.status().spool.records === 0, 10_000, 'drained');
       expect(batchesSeen(up2).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
     } finally {
@@ -134,7 +137,7 @@ describe('spool', () => {
       expect(rec?.truncatedBytes).toBe(57);
       expect(rec?.items).toBe(75);
       expect((await stat(segPath)).size).toBe(good);
-      up = await fakeUpstream([], port);
+      up = await dead.close().then(() => fakeUpstream([], port));
       await until(() => second.status().spool.records === 0, 10_000, 'drained');
       expect(batchesSeen(up)).toEqual([1, 2, 3]);
     } finally {
@@ -162,7 +165,7 @@ describe('spool', () => {
     try {
       expect(second.status().spool.recovered?.truncatedBytes).toBe(recordSize);
       expect(second.status().spool.items).toBe(50);
-      up = await fakeUpstream([], port);
+      up = await dead.close().then(() => fakeUpstream([], port));
       await until(() => second.status().spool.records === 0, 10_000, 'drained');
       expect(batchesSeen(up)).toEqual([1, 2]);
     } finally {
@@ -196,7 +199,7 @@ describe('spool', () => {
   });
 
   it('never forwards a record twice across clean restarts: the cursor survives', async () => {
-    const up = await fakeUpstream([], port);
+    const up = await dead.close().then(() => fakeUpstream([], port));
     const opts = { port: 0, spoolDir: tmp.dir, upstream: up.url, backoff: fastBackoff };
     try {
       for (let round = 1; round <= 3; round++) {

@@ -3,7 +3,7 @@ import { type DataPoint, MeterProvider, MetricReader } from '@opentelemetry/sdk-
 import { createCollector, LocalMetricNames } from '@vyr/collector';
 import { MetricNames } from '@vyr/telemetry';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeUpstream, freePort, post, tempDir, traceBody, until } from './helpers.js';
+import { deadUpstream, fakeUpstream, post, tempDir, traceBody, until } from './helpers.js';
 
 /** A pull reader: the test collects when it wants. */
 class TestReader extends MetricReader {
@@ -40,7 +40,8 @@ describe('own telemetry through @opentelemetry/api', () => {
 
   it('reports received, forwarded, retries, dropped by reason, spool gauges and upstream state', async () => {
     const tmp = await tempDir();
-    const port = await freePort();
+    const dead = await deadUpstream();
+    const port = dead.port;
     const c = createCollector({
       port: 0,
       spoolDir: tmp.dir,
@@ -62,6 +63,7 @@ describe('own telemetry through @opentelemetry/api', () => {
       expect(sum(m.get(LocalMetricNames.upstreamState), { state: 'down' })).toBe(1);
       expect(sum(m.get(LocalMetricNames.requests), { outcome: 'malformed' })).toBe(1);
 
+      await dead.close();
       up = await fakeUpstream([{ status: 400 }], port);
       await until(() => c.status().spool.records === 0, 10_000, 'drained');
       m = await points();
@@ -72,6 +74,7 @@ describe('own telemetry through @opentelemetry/api', () => {
     } finally {
       await c.stop();
       await up?.close();
+      await dead.close();
       await tmp.cleanup();
     }
   });
