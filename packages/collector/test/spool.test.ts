@@ -77,7 +77,8 @@ describe('spool', () => {
       expect(st.spool.bytes).toBeLessThanOrEqual(64 * 1024);
       expect(st.counters.received.traces).toBe(4000);
       expect(st.counters.dropped.spool_full).toBeGreaterThan(0);
-      up = await dead.close().then(() => fakeUpstream([], port));
+      await dead.close();
+      up = await fakeUpstream([], port);
       await until(() => c.status().spool.records === 0, 10_000, 'drained');
       const end = c.status();
       // Nothing unaccounted for: every received item was either forwarded or counted as dropped.
@@ -103,7 +104,8 @@ describe('spool', () => {
       );
       expect(results.every((r) => r.status === 200)).toBe(true);
       expect(c.status().spool.records).toBe(50);
-      up2 = await dead.close().then(() => fakeUpstream([], port));
+      await dead.close();
+      up2 = await fakeUpstream([], port);
       await until(() => c.status().spool.records === 0, 10_000, 'drained');
       expect(batchesSeen(up2).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
     } finally {
@@ -137,7 +139,8 @@ describe('spool', () => {
       expect(rec?.truncatedBytes).toBe(57);
       expect(rec?.items).toBe(75);
       expect((await stat(segPath)).size).toBe(good);
-      up = await dead.close().then(() => fakeUpstream([], port));
+      await dead.close();
+      up = await fakeUpstream([], port);
       await until(() => second.status().spool.records === 0, 10_000, 'drained');
       expect(batchesSeen(up)).toEqual([1, 2, 3]);
     } finally {
@@ -165,7 +168,8 @@ describe('spool', () => {
     try {
       expect(second.status().spool.recovered?.truncatedBytes).toBe(recordSize);
       expect(second.status().spool.items).toBe(50);
-      up = await dead.close().then(() => fakeUpstream([], port));
+      await dead.close();
+      up = await fakeUpstream([], port);
       await until(() => second.status().spool.records === 0, 10_000, 'drained');
       expect(batchesSeen(up)).toEqual([1, 2]);
     } finally {
@@ -199,7 +203,8 @@ describe('spool', () => {
   });
 
   it('never forwards a record twice across clean restarts: the cursor survives', async () => {
-    const up = await dead.close().then(() => fakeUpstream([], port));
+    await dead.close();
+    const up = await fakeUpstream([], port);
     const opts = { port: 0, spoolDir: tmp.dir, upstream: up.url, backoff: fastBackoff };
     try {
       for (let round = 1; round <= 3; round++) {
