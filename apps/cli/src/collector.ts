@@ -8,6 +8,7 @@ import {
   inspectSpool,
   type SpoolInspection,
 } from '@vyr/collector';
+import { type SelfMetrics, startSelfMetrics } from './collector-metrics.js';
 
 type Logger = NonNullable<CollectorOptions['logger']>;
 
@@ -31,6 +32,11 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
     .option('--full-policy <policy>', 'when the spool is full: drop-oldest or refuse', 'drop-oldest')
     .option('--max-request-bytes <n>', 'largest accepted request body (default min(16 MiB, spool/4))')
     .option('--compression <gzip|none>', 'compression of upstream requests', 'gzip')
+    .option(
+      '--self-metrics-interval-ms <ms>',
+      "period of the collector's own metrics, sent through its own spool to the upstream; 0 turns them off",
+      '10000',
+    )
     .action(async (o: StartFlags) => {
       const out = output();
       const { host, port } = parseListen(o.listen);
@@ -41,6 +47,17 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
       if (o.compression !== 'gzip' && o.compression !== 'none') {
         throw new CliError('INVALID_INPUT', `--compression ${o.compression} must be gzip or none`, ExitCode.USAGE);
       }
+      const intervalMs = Number(o.selfMetricsIntervalMs);
+      if (!Number.isInteger(intervalMs) || intervalMs < 0) {
+        throw new CliError(
+          'INVALID_INPUT',
+          `--self-metrics-interval-ms ${o.selfMetricsIntervalMs} must be a whole number of milliseconds (0 = off)`,
+          ExitCode.USAGE,
+        );
+      }
+      // Registered before the collector creates its instruments; attached once the receiver listens.
+      const self: SelfMetrics | undefined =
+        intervalMs > 0 ? startSelfMetrics({ intervalMs, serviceInstanceId: `${o.listen}:${o.spool}` }) : undefined;
       const collector = wrap(() =>
         createCollector({
           host,
@@ -56,6 +73,7 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
         }),
       );
       const info = await wrapAsync(() => collector.start());
+      self?.attach(info.url);
       emit(
         ctx,
         out,
@@ -67,6 +85,8 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
         process.once('SIGTERM', () => resolve('SIGTERM'));
         process.once('SIGINT', () => resolve('SIGINT'));
       });
+      // The last self-metrics collection goes into the spool before the receiver closes.
+      await self?.shutdown();
       await collector.stop();
       const st = collector.status();
       emit(
@@ -105,6 +125,7 @@ interface StartFlags {
   fullPolicy: string;
   maxRequestBytes?: string;
   compression: 'gzip' | 'none';
+  selfMetricsIntervalMs: string;
 }
 
 function resolvePath(ctx: CliContext, p: string): string {

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startOtlpReceiver } from '@vyr/testing/otlp';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 // The real `vyr` binary as built (`pnpm -F vyr build`).
@@ -49,6 +50,55 @@ describe('vyr collector', () => {
     dir = await mkdtemp(join(tmpdir(), 'vyr-cli-collector-'));
   });
   afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it('exports its own health metrics through its own spool to the upstream', async () => {
+    const upstream = await startOtlpReceiver();
+    const { child } = await startCollector(
+      '--spool',
+      join(dir, 'spool'),
+      '--upstream',
+      upstream.url,
+      '--self-metrics-interval-ms',
+      '200',
+    );
+    try {
+      const requests = await upstream.waitForMetrics((reqs) => reqs.length >= 2, 20_000);
+      const names = new Set(
+        requests.flatMap((r) =>
+          r.resourceMetrics.flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics.map((m) => m.name))),
+        ),
+      );
+      for (const name of [
+        'vyr.collector.spool.items',
+        'vyr.collector.spool.bytes',
+        'vyr.collector.spool.oldest_age',
+        'vyr.collector.upstream.state',
+      ]) {
+        expect(names).toContain(name);
+      }
+      const service = requests[0]?.resourceMetrics[0]?.resource?.attributes.find((a) => a.key === 'service.name');
+      expect(service?.value?.value).toEqual({ case: 'stringValue', value: 'vyr-collector' });
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+      await upstream.close();
+    }
+  });
+
+  it('refuses a self-metrics interval that is not a whole number of milliseconds', async () => {
+    const r = await vyr(
+      'collector',
+      'start',
+      '--spool',
+      join(dir, 's'),
+      '--upstream',
+      'http://127.0.0.1:9',
+      '--self-metrics-interval-ms',
+      'soon',
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--self-metrics-interval-ms soon must be a whole number/);
+  });
 
   it('start runs until SIGTERM, status --addr asks it, status --spool reads the backlog offline', async () => {
     const spool = join(dir, 'spool');
