@@ -544,6 +544,20 @@ class Kernel implements StateKernel {
     return removed;
   }
 
+  /**
+   * Removes a failed create's staging directory. Never throws: the create's own error is what the caller needs.
+   * `maxRetries` rides out ENOTEMPTY/EBUSY from a writer that is still finishing; what is left is logged and removed
+   * by the next sweep (a `tmp/` entry of no create in progress is an orphan).
+   */
+  async #removeStaging(staging: string): Promise<void> {
+    await rm(staging, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }).catch((err: unknown) => {
+      this.#c.logger.warn('cannot remove the staging directory of a failed create; the sweep will retry', {
+        path: staging,
+        error: (err as Error).message,
+      });
+    });
+  }
+
   /** Moves an instance directory out of `instances/` (atomic), then removes it. */
   async #destroyDir(id: string): Promise<void> {
     const trash = join(this.dataDir, 'tmp', `trash-${id}-${randomBytes(4).toString('hex')}`);
@@ -607,7 +621,7 @@ class Kernel implements StateKernel {
           summary = await digestTree(staging);
           await rename(staging, this.#hostPath(id));
         } catch (err) {
-          await rm(staging, { recursive: true, force: true });
+          await this.#removeStaging(staging);
           throw asStateError(err, `cannot create state instance`);
         }
         try {

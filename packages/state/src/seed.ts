@@ -128,6 +128,13 @@ function checkTarPath(source: string, raw: string, what: string): string {
   return parts.join('/');
 }
 
+/** The entry a node-tar warning is about: its `entry` (a ReadEntry), else the `path` of the error. */
+function warnedPath(data: Record<string, unknown>): string {
+  const entryPath = (data.entry as { path?: unknown } | undefined)?.path;
+  if (typeof entryPath === 'string') return entryPath;
+  return typeof data.path === 'string' ? data.path : '(unknown entry)';
+}
+
 /** Seeds `dest` (an empty staging directory) from the tar file `file` (plain or gzip). */
 export async function seedFromTar(file: string, dest: string, limits: SeedLimits): Promise<void> {
   const source = `tar '${file}'`;
@@ -184,12 +191,38 @@ export async function seedFromTar(file: string, dest: string, limits: SeedLimits
   }
   if (refusal) throw refusal;
   // Pass 2: extract into staging. node-tar also refuses to write through symlinks; ownership is never restored.
+  // Not `strict`: in strict mode node-tar rejects on the first refused entry while its writes of later entries are
+  // still in flight, so the caller's cleanup races them. Non-strict, every refusal arrives as a warning and the
+  // promise settles only once extraction has ended; any warning then refuses the whole seed, naming its entry.
+  let firstWarning: { path: string; why: string; cause: unknown } | undefined;
   try {
-    await tar.x({ file, cwd: dest, strict: true, preserveOwner: false, noMtime: true });
+    await tar.x({
+      file,
+      cwd: dest,
+      strict: false,
+      preserveOwner: false,
+      noMtime: true,
+      // Once one entry is refused, skip (read past) the rest instead of writing them.
+      filter: () => firstWarning === undefined,
+      onwarn: (code, message, data) => {
+        firstWarning ??= {
+          path: warnedPath(data),
+          why: `could not be extracted safely (${data.code ?? code}: ${message})`,
+          cause: data,
+        };
+      },
+    });
   } catch (err) {
     throw new StateError('UNSAFE_SEED_ENTRY', `${source} could not be extracted safely: ${(err as Error).message}`, {
       cause: err,
     });
+  }
+  if (firstWarning) {
+    throw new StateError(
+      'UNSAFE_SEED_ENTRY',
+      `seed ${source}: entry '${firstWarning.path}' ${firstWarning.why}; remove it from the seed`,
+      { cause: firstWarning.cause },
+    );
   }
   await verifyAndNormalize(dest, limits, source);
 }

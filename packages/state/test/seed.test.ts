@@ -129,6 +129,27 @@ describe('seeding from a tar', () => {
     await expectNothingLeft(kernel);
   });
 
+  it('refuses a hard link written through a symlinked directory, naming the entry, and leaves no staging behind', async () => {
+    // node-tar refuses `d/h` (TAR_SYMLINK_ERROR: `d` is a symlink) but keeps extracting the later entries; the
+    // refusal must still come out as UNSAFE_SEED_ENTRY naming the entry, after extraction stopped writing.
+    const kernel = await openKernel();
+    const file = join(await tempDir(), 'link-through-symlink.tar');
+    const many: RawTarEntry[] = Array.from({ length: 200 }, (_, i) => ({
+      path: `sub/later-${i}.txt`,
+      type: 'File',
+      body: 'x'.repeat(2000),
+    }));
+    await craftTar(file, [
+      { path: 'sub/', type: 'Directory' },
+      { path: 'f', type: 'File', body: 'target' },
+      { path: 'd', type: 'SymbolicLink', linkpath: 'sub' },
+      { path: 'd/h', type: 'Link', linkpath: 'f' },
+      ...many,
+    ]);
+    await expectCode(kernel.create({ scope: 'named', seed: { tar: file } }), 'UNSAFE_SEED_ENTRY', /'d\/h'/);
+    await expectNothingLeft(kernel);
+  });
+
   it('refuses a tar over the quota from its headers, before extracting', async () => {
     const kernel = await openKernel();
     const file = join(await tempDir(), 'big.tar');
