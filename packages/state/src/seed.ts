@@ -2,7 +2,8 @@
  * Seeding a new instance from a directory or a tar. Everything is materialised in a staging directory, then checked
  * again and normalised there, so the instance directory only ever holds a tree that passed every check. Refused
  * (UNSAFE_SEED_ENTRY): `..` components, absolute paths, devices, FIFOs, sockets, symlinks that lead outside the
- * tree, hard links outside it. Refused (QUOTA_EXCEEDED): more bytes or entries than the quota, found before copying.
+ * tree, hard links whose other names are outside it, files swapped between the walk and the copy. Refused
+ * (QUOTA_EXCEEDED): more bytes or entries than the quota, found before copying.
  */
 import { constants, createWriteStream } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
@@ -60,12 +61,30 @@ export async function verifyAndNormalize(root: string, limits: SeedLimits, sourc
   await mapLimit(wrong, COPY_CONCURRENCY, (e) => chmod(join(root, e.path), e.mode));
 }
 
-/** Copies a regular file without following a symlink swapped in at its last component (O_NOFOLLOW + fstat). */
-async function copyRegularFile(from: string, to: string, mode: number): Promise<void> {
-  const handle = await open(from, constants.O_RDONLY | constants.O_NOFOLLOW);
+/**
+ * Copies the regular file `entry` of `src` to `to`, refusing anything but the file the walk recorded. O_NOFOLLOW
+ * only covers the last component: a parent directory swapped for a symlink after the walk would make `open` reach
+ * another file, so the opened file's device and inode must equal the walk's.
+ */
+async function copyRegularFile(src: string, entry: TreeEntry, to: string, source: string): Promise<void> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(join(src, entry.path), constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOTDIR' || code === 'ENOENT') {
+      throw new StateError('UNSAFE_SEED_ENTRY', `seed ${source}: entry '${entry.path}' changed while copying`, {
+        cause: err,
+      });
+    }
+    throw err;
+  }
   try {
     const st = await handle.stat();
-    if (!st.isFile()) throw new StateError('UNSAFE_SEED_ENTRY', `seed entry ${from} changed type while copying`);
+    if (!st.isFile() || st.dev !== entry.dev || st.ino !== entry.ino) {
+      throw unsafe(source, entry.path, 'was replaced (or reached through a swapped-in symlink) while copying');
+    }
+    const mode = entry.mode;
     if (st.size <= SMALL_FILE_BYTES) {
       await writeFile(to, await handle.readFile(), { flag: 'wx', mode });
     } else {
@@ -96,22 +115,53 @@ export async function seedFromDir(src: string, dest: string, limits: SeedLimits)
       throw unsafe(source, entry.path, `is a symlink to '${entry.linkTarget}', which leads outside the seed`);
     }
   }
+  refuseOutsideHardLinks(entries, source);
   checkQuota(bytes, entries.length, limits, source);
-  // Directories first (parents sort before children), then files and links in parallel.
-  for (const entry of entries) if (entry.type === 'd') await copyEntry(src, dest, entry);
-  await mapLimit(
-    entries.filter((e) => e.type !== 'd'),
-    COPY_CONCURRENCY,
-    (e) => copyEntry(src, dest, e),
-  );
+  await copySeedEntries(src, dest, entries, source);
   await verifyAndNormalize(dest, limits, source);
 }
 
-async function copyEntry(src: string, dest: string, entry: TreeEntry): Promise<void> {
-  const to = join(dest, entry.path);
-  if (entry.type === 'd') await mkdir(to, { mode: 0o755 });
-  else if (entry.type === 'l') await symlink(await readlink(join(src, entry.path)), to);
-  else await copyRegularFile(join(src, entry.path), to, entry.mode);
+/**
+ * Refuses a regular file with more links than the walk found inside the seed: its other names are outside, so it
+ * is (or could be) a file of someone else's, e.g. `ln /etc/shadow seed/x`. Links that are all inside the seed are
+ * fine; each name is copied as its own file.
+ */
+function refuseOutsideHardLinks(entries: readonly TreeEntry[], source: string): void {
+  const seen = new Map<string, number>();
+  const key = (e: TreeEntry) => `${e.dev}:${e.ino}`;
+  for (const e of entries) if (e.type === 'f' && e.nlink > 1) seen.set(key(e), (seen.get(key(e)) ?? 0) + 1);
+  for (const e of entries) {
+    if (e.type === 'f' && e.nlink > 1 && (seen.get(key(e)) ?? 0) < e.nlink) {
+      throw unsafe(
+        source,
+        e.path,
+        `is a hard link with ${e.nlink} names, ${seen.get(key(e))} of them inside the seed; copy the file instead of linking it`,
+      );
+    }
+  }
+}
+
+/**
+ * Copies walked `entries` of `src` into `dest`: directories first (parents sort before children), then files and
+ * links in parallel. A file that is no longer the one the walk recorded (same device and inode) is refused with
+ * `UNSAFE_SEED_ENTRY`. Exported for tests that swap the source between the walk and the copy.
+ */
+export async function copySeedEntries(
+  src: string,
+  dest: string,
+  entries: readonly TreeEntry[],
+  source: string,
+): Promise<void> {
+  for (const entry of entries) if (entry.type === 'd') await mkdir(join(dest, entry.path), { mode: 0o755 });
+  await mapLimit(
+    entries.filter((e) => e.type !== 'd'),
+    COPY_CONCURRENCY,
+    async (entry) => {
+      const to = join(dest, entry.path);
+      if (entry.type === 'l') await symlink(await readlink(join(src, entry.path)), to);
+      else await copyRegularFile(src, entry, to, source);
+    },
+  );
 }
 
 /** Tar entry types a seed may hold. */

@@ -26,6 +26,10 @@ export interface TreeEntry {
   size: number;
   /** Symlink target as stored. */
   linkTarget?: string;
+  /** Device, inode and link count as the walk saw them (lstat), to detect swaps and hard links. */
+  dev: number;
+  ino: number;
+  nlink: number;
 }
 
 /** Result of walking a tree: entries sorted by bytewise path, and entries of other types (FIFOs, sockets, …). */
@@ -96,6 +100,9 @@ export async function walkTree(root: string): Promise<TreeWalk> {
         mode: canonicalMode(type, st.mode),
         rawMode: st.mode & 0o7777,
         size: type === 'f' ? st.size : 0,
+        dev: st.dev,
+        ino: st.ino,
+        nlink: st.nlink,
       };
       if (type === 'l') {
         entry.linkTarget = await readlink(join(root, path));

@@ -1,9 +1,23 @@
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdir, readdir, readFile, readlink, stat, symlink, writeFile } from 'node:fs/promises';
+import {
+  link,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  readlink,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tar from 'tar';
 import { describe, expect, it } from 'vitest';
 import { digestTree } from '../src/index.js';
+import { copySeedEntries } from '../src/seed.js';
+import { walkTree } from '../src/tree.js';
 import { expectCode } from './expect.js';
 import { craftTar, openKernel, type RawTarEntry, tempDir, writeTree } from './helpers.js';
 
@@ -50,6 +64,58 @@ describe('seeding from a directory', () => {
     await plant(src);
     await expectCode(kernel.create({ scope: 'named', seed: { dir: src } }), 'UNSAFE_SEED_ENTRY');
     await expectNothingLeft(kernel);
+  });
+
+  it('refuses a hard link to a file outside the seed (UNSAFE_SEED_ENTRY naming it), writing nothing', async () => {
+    const kernel = await openKernel();
+    const outside = await tempDir();
+    await writeFile(join(outside, 'secret'), 'not yours');
+    const src = await tempDir();
+    await writeTree(src, { 'ok.txt': 'fine' });
+    await mkdir(join(src, 'etc'));
+    await link(join(outside, 'secret'), join(src, 'etc/host'));
+    await expectCode(
+      kernel.create({ scope: 'named', seed: { dir: src } }),
+      'UNSAFE_SEED_ENTRY',
+      /'etc\/host'.*hard link/,
+    );
+    await expectNothingLeft(kernel);
+  });
+
+  it('accepts hard links whose every name is inside the seed, copying each name', async () => {
+    const kernel = await openKernel();
+    const src = await tempDir();
+    await writeTree(src, { 'a.txt': 'shared' });
+    await mkdir(join(src, 'sub'));
+    await link(join(src, 'a.txt'), join(src, 'sub/b.txt'));
+    const info = await kernel.create({ scope: 'named', seed: { dir: src } });
+    expect(await readFile(join(info.hostPath, 'sub/b.txt'), 'utf8')).toBe('shared');
+    expect(info.digest).toBe((await digestTree(src)).digest);
+  });
+
+  it('refuses a file reached through a parent directory swapped for a symlink after the walk', async () => {
+    // O_NOFOLLOW guards only the last component; the copy compares the opened file's device/inode with the walk's.
+    const src = await tempDir();
+    await writeTree(src, { 'conf/app.toml': 'port = 1\n' });
+    const walk = await walkTree(src);
+    const outside = await tempDir();
+    await writeTree(outside, { 'app.toml': 'secret = "outside"\n' });
+    await rename(join(src, 'conf'), join(src, 'conf-old'));
+    await symlink(outside, join(src, 'conf'));
+    const dest = await tempDir();
+    await expectCode(copySeedEntries(src, dest, walk.entries, 'test'), 'UNSAFE_SEED_ENTRY', /'conf\/app.toml'/);
+    await expect(readFile(join(dest, 'conf/app.toml'), 'utf8')).rejects.toThrow(/ENOENT/);
+  });
+
+  it('refuses a file replaced by another after the walk', async () => {
+    const src = await tempDir();
+    await writeTree(src, { 'data.bin': 'original' });
+    const walk = await walkTree(src);
+    const outside = await tempDir();
+    await writeTree(outside, { other: 'other content' });
+    await rm(join(src, 'data.bin'));
+    await link(join(outside, 'other'), join(src, 'data.bin'));
+    await expectCode(copySeedEntries(src, await tempDir(), walk.entries, 'test'), 'UNSAFE_SEED_ENTRY', /data\.bin/);
   });
 
   it('refuses seeds over the byte or the entry quota before copying', async () => {
