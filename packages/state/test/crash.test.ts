@@ -9,7 +9,8 @@ import { expectCode, expectThrowsCode } from './expect.js';
 import { onCleanup, openKernel, tempDir } from './helpers.js';
 
 const CHILD = new URL('./fixtures/crash-child.mjs', import.meta.url).pathname;
-const DIST = new URL('../dist/index.js', import.meta.url).pathname;
+/** Preload that makes the child run src/*.ts (Node 24 type stripping), so the test never checks a stale dist/. */
+const RUN_SOURCE = new URL('./fixtures/run-source.mjs', import.meta.url).pathname;
 
 interface ChildReport {
   namedId: string;
@@ -20,7 +21,9 @@ interface ChildReport {
 
 /** Starts the child node process and resolves with its report once it holds its bindings. */
 async function startHolder(dataDir: string): Promise<{ child: ChildProcess; report: ChildReport }> {
-  const child = spawn(process.execPath, [CHILD, dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', RUN_SOURCE, CHILD, dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   onCleanup(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
@@ -38,7 +41,6 @@ async function startHolder(dataDir: string): Promise<{ child: ChildProcess; repo
 
 describe('crash safety with a real process killed by SIGKILL', () => {
   it('fails the running tasks (node_restart), deletes their task-scoped state, keeps named state bindable', async () => {
-    expect(existsSync(DIST), 'build @vyr/state first: pnpm -F @vyr/state build').toBe(true);
     const dataDir = await tempDir();
     const { child, report } = await startHolder(dataDir);
 
