@@ -68,6 +68,9 @@ describe('vyr state create / bind / ls / export / rm and vyr run --state', () =>
     const client = createNodeClient({ baseUrl: node.url });
     const { task } = await client.submitTask({ artifactDigest: fx.tars.fs?.digest as string });
     expect(task?.status).toBe(TaskStatus.PENDING);
+    const undeclared = await run('state', 'bind', id, task?.id as string, '--slot', 'nope');
+    expect(undeclared.code).toBe(ExitCode.INVALID_INPUT);
+    expect(undeclared.stderr).toMatch(/^vyr: UNDECLARED_SLOT: /);
     const bound = await run('--json', 'state', 'bind', id, task?.id as string, '--slot', 'data');
     expect(bound.code).toBe(0);
     for (let i = 0; i < 200; i++) {
@@ -78,9 +81,6 @@ describe('vyr state create / bind / ls / export / rm and vyr run --state', () =>
     const got = JSON.parse((await run('--json', 'task', 'get', task?.id as string)).stdout);
     expect(got.task).toMatchObject({ status: 'SUCCEEDED', stateResults: [{ slot: 'data', stateId: id }] });
 
-    const undeclared = await run('state', 'bind', id, task?.id as string, '--slot', 'nope');
-    expect(undeclared.code).toBe(ExitCode.INVALID_INPUT);
-    expect(undeclared.stderr).toMatch(/^vyr: UNDECLARED_SLOT: /);
     const ended = await run('state', 'bind', id, task?.id as string, '--slot', 'data');
     expect(ended.code).toBe(ExitCode.PERMISSION_DENIED);
     expect(ended.stderr).toMatch(/^vyr: TASK_TERMINATED: /);

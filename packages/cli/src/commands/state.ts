@@ -1,9 +1,6 @@
-import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { Access, type StateInstance, StateScope } from '@vyr/proto';
 import type { Command } from 'commander';
 import { create as createTar, extract as extractTar } from 'tar';
@@ -176,20 +173,35 @@ export function registerStateCommands(program: Command, ctx: CliContext, output:
     withNode(ctx, flags, async ({ client }) => {
       const out = resolve(ctx.cwd, flags.out);
       const asTar = out.endsWith('.tar');
-      const chunks = client.exportState({ stateId });
+      // Check the destination before opening the stream, and abort the call on any local failure, so a refused
+      // destination never leaves a half-read stream (and an open connection) behind.
+      const abort = new AbortController();
       let bytes = 0;
-      async function* counted(): AsyncGenerator<Uint8Array> {
-        for await (const c of chunks) {
+      async function* chunks(): AsyncGenerator<Uint8Array> {
+        for await (const c of client.exportState({ stateId }, { signal: abort.signal })) {
           bytes += c.chunk.byteLength;
           yield c.chunk;
         }
       }
-      if (asTar) {
-        await pipeline(counted(), createWriteStream(out, { flags: 'wx' })).catch((err: NodeJS.ErrnoException) => {
-          if (err.code === 'EEXIST')
+      const download = async (path: string): Promise<void> => {
+        const file = await open(path, 'wx').catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'EEXIST') {
             throw new CliError('ALREADY_EXISTS', `${flags.out} exists; choose another --out`, ExitCode.ALREADY_EXISTS);
+          }
           throw err;
         });
+        try {
+          for await (const chunk of chunks()) await file.write(chunk);
+        } catch (err) {
+          await rm(path, { force: true });
+          throw err;
+        } finally {
+          abort.abort();
+          await file.close();
+        }
+      };
+      if (asTar) {
+        await download(out);
       } else {
         const existing = await readdir(out).catch(() => undefined);
         if (existing && existing.length > 0) {
@@ -199,8 +211,16 @@ export function registerStateCommands(program: Command, ctx: CliContext, output:
             ExitCode.ALREADY_EXISTS,
           );
         }
-        await mkdir(out, { recursive: true });
-        await pipeline(counted(), extractTar({ cwd: out, strict: true }) as unknown as Writable);
+        // Download to a temp tar, then unpack: the archive is checked whole before anything lands in --out.
+        const scratch = await mkdtemp(join(tmpdir(), 'vyr-export-'));
+        try {
+          const tarPath = join(scratch, 'state.tar');
+          await download(tarPath);
+          await mkdir(out, { recursive: true });
+          await extractTar({ file: tarPath, cwd: out, strict: true });
+        } finally {
+          await rm(scratch, { recursive: true, force: true });
+        }
       }
       emit(
         ctx,
