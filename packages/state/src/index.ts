@@ -30,7 +30,7 @@
  */
 
 export { StateError, type StateErrorCode } from './errors.js';
-export { createStateKernel, NODE_RESTART_REASON, type StateKernel } from './kernel.js';
+export { createStateKernel, NODE_RESTART_REASON, ORPHANED_REASON, type StateKernel } from './kernel.js';
 export { digestTree, type TreeSummary } from './tree.js';
 export type {
   BindRequest,
@@ -51,6 +51,7 @@ export type {
   StateSeed,
   StateSlot,
   StateUsage,
+  SweepReport,
   TaskBindingStatus,
   TaskReleaseReport,
 } from './types.js';

@@ -24,6 +24,7 @@ import type {
   StateScope,
   StateSlot,
   StateUsage,
+  SweepReport,
   TaskBindingStatus,
   TaskReleaseReport,
 } from './types.js';
@@ -91,8 +92,12 @@ export interface StateKernel {
   export(request: ExportRequest): Promise<ExportResult>;
   /** Deletes an unbound instance. `INSTANCE_IN_USE` while bound, queued for, or exported. */
   delete(instanceId: string): Promise<void>;
-  /** Deletes expired, unbound named instances and leftover directories; returns the deleted ids. */
-  sweep(): Promise<{ expiredInstanceIds: string[] }>;
+  /**
+   * Deletes expired, unbound named instances, destroys orphaned task-scoped instances (see
+   * {@link StateKernelOptions.orphanGraceMs}) and removes leftover directories; returns the ids. Runs every
+   * `sweepIntervalMs` in the background.
+   */
+  sweep(): Promise<SweepReport>;
   /** Stops the sweep, fails waiters with `CLOSED`, closes the registry and frees the data directory. */
   close(): Promise<void>;
 }
@@ -105,12 +110,15 @@ const DEFAULTS = {
   defaultQuotaEntries: 100_000,
   pendingTimeoutMs: 300_000,
   sweepIntervalMs: 60_000,
+  orphanGraceMs: 15 * 60_000,
   /** Ended tasks are remembered (to refuse late binds with TASK_TERMINATED) for this long. */
   endedTaskRetentionMs: 7 * DAY_MS,
 };
 
 /** Task end reason recorded by recovery. */
 export const NODE_RESTART_REASON = 'node_restart';
+/** Task end reason recorded when the sweep destroys the task-scoped instances of a task that never ran. */
+export const ORPHANED_REASON = 'state_orphaned';
 
 /** Attribute keys not (yet) in @vyr/telemetry's Attr table; local on purpose (telemetry is owned elsewhere). */
 const ATTR_STATE_SCOPE = 'vyr.state.scope';
@@ -306,6 +314,10 @@ export function createStateKernel(options: StateKernelOptions): StateKernel {
   }
   const defaultTtlMs = options.defaultTtlMs ?? DEFAULTS.defaultTtlMs;
   if (!(defaultTtlMs > 0)) throw invalid(`defaultTtlMs ${defaultTtlMs} is invalid: use a positive number or Infinity`);
+  const orphanGraceMs = options.orphanGraceMs ?? DEFAULTS.orphanGraceMs;
+  if (typeof orphanGraceMs !== 'number' || !(orphanGraceMs > 0)) {
+    throw invalid(`orphanGraceMs ${String(orphanGraceMs)} is invalid: use a positive number or Infinity`);
+  }
   const config = {
     dataDir,
     conflictPolicy,
@@ -314,6 +326,7 @@ export function createStateKernel(options: StateKernelOptions): StateKernel {
     defaultQuotaEntries: checkQuota(options.defaultQuotaEntries, 'defaultQuotaEntries') ?? DEFAULTS.defaultQuotaEntries,
     pendingTimeoutMs: checkQuota(options.pendingTimeoutMs, 'pendingTimeoutMs') ?? DEFAULTS.pendingTimeoutMs,
     sweepIntervalMs: options.sweepIntervalMs ?? DEFAULTS.sweepIntervalMs,
+    orphanGraceMs,
     logger: options.logger ?? silentLogger,
     tracer: options.tracer ?? vyrTracer(),
     meter: options.meter ?? vyrMeter(),
@@ -352,6 +365,7 @@ type Config = {
   defaultQuotaEntries: number;
   pendingTimeoutMs: number;
   sweepIntervalMs: number;
+  orphanGraceMs: number;
   logger: Logger;
   tracer: StateKernelOptions['tracer'] & {};
   meter: StateKernelOptions['meter'] & {};
@@ -1130,7 +1144,7 @@ class Kernel implements StateKernel {
     this.#c.logger.debug('state instance deleted', { instanceId });
   }
 
-  async sweep(): Promise<{ expiredInstanceIds: string[] }> {
+  async sweep(): Promise<SweepReport> {
     this.#ensureOpen();
     const now = this.#c.now();
     const expired = [...this.#instances.values()].filter(
@@ -1146,6 +1160,7 @@ class Kernel implements StateKernel {
       await this.#destroy(inst);
       expiredInstanceIds.push(inst.row.id);
     }
+    const orphanedInstanceIds = await this.#destroyOrphans(now);
     const cutoff = now - DEFAULTS.endedTaskRetentionMs;
     for (const [id, task] of this.#tasks) {
       if (task.row.state === 'ended' && (task.row.endedAtMs ?? 0) < cutoff) this.#tasks.delete(id);
@@ -1153,7 +1168,55 @@ class Kernel implements StateKernel {
     this.#registry.pruneEndedTasks(cutoff);
     await this.#removeOrphans();
     if (expiredInstanceIds.length > 0) this.#c.logger.info('expired state instances deleted', { expiredInstanceIds });
-    return { expiredInstanceIds: expiredInstanceIds.sort() };
+    return { expiredInstanceIds: expiredInstanceIds.sort(), orphanedInstanceIds: orphanedInstanceIds.sort() };
+  }
+
+  /**
+   * Destroys task-scoped instances whose task will never release them: the task is unknown, already ended (a
+   * release that failed half-way), or known only from task-scoped creates (never registered with its declared
+   * slots, so no runtime will run or release it). Only once every instance of that task is older than
+   * `orphanGraceMs` and none is bound, queued for, or exported. A create-only task is released with reason
+   * {@link ORPHANED_REASON}, so late binds and creates for it get `TASK_TERMINATED`.
+   */
+  async #destroyOrphans(now: number): Promise<string[]> {
+    const byTask = new Map<string, LiveInstance[]>();
+    for (const inst of this.#instances.values()) {
+      if (inst.row.scope !== 'task' || inst.row.taskId === undefined) continue;
+      const owned = byTask.get(inst.row.taskId) ?? [];
+      owned.push(inst);
+      byTask.set(inst.row.taskId, owned);
+    }
+    const destroyed: string[] = [];
+    const taskIds: string[] = [];
+    for (const [taskId, owned] of byTask) {
+      const task = this.#tasks.get(taskId);
+      if (task?.release) continue; // being released right now
+      const neverRegistered = task?.row.state === 'active' && task.row.slots === undefined && task.bound.size === 0;
+      if (task && task.row.state === 'active' && !neverRegistered) continue;
+      const settled = owned.every(
+        (i) =>
+          now - i.row.createdAtMs >= this.#c.orphanGraceMs &&
+          i.holders.length === 0 &&
+          i.queue.length === 0 &&
+          i.exporters === 0,
+      );
+      if (!settled) continue;
+      if (task?.row.state === 'active') {
+        await this.releaseTask(taskId, { reason: ORPHANED_REASON });
+      } else {
+        for (const inst of owned) await this.#destroy(inst);
+      }
+      destroyed.push(...owned.map((i) => i.row.id));
+      taskIds.push(taskId);
+    }
+    if (destroyed.length > 0) {
+      this.#c.logger.warn('orphaned task-scoped state instances destroyed: their task never ran or never released', {
+        count: destroyed.length,
+        instanceIds: destroyed,
+        taskIds,
+      });
+    }
+    return destroyed;
   }
 
   async close(): Promise<void> {

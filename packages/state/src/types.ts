@@ -49,6 +49,14 @@ export interface StateKernelOptions {
   pendingTimeoutMs?: number;
   /** Period of the background TTL sweep; default 60,000 ms; `0` disables it (call {@link StateKernel.sweep}). */
   sweepIntervalMs?: number;
+  /**
+   * How long a task-scoped instance may wait for its task to run before the sweep destroys it as an orphan;
+   * default 900,000 ms (15 min); `Infinity` disables it. An orphan is an unbound task-scoped instance, older than
+   * this, whose task is unknown, already ended, or known only from task-scoped creates (never registered with its
+   * declared slots, never bound), e.g. created for a task id that was never submitted. Such a task is ended with
+   * reason `state_orphaned`.
+   */
+  orphanGraceMs?: number;
   /** Tracer for `vyr.state.*` spans; default: the global VYR tracer. */
   tracer?: Tracer;
   /** Meter for the `vyr.state.bytes` gauge; default: the global VYR meter. */
@@ -234,6 +242,14 @@ export interface RecoveryReport {
   interruptedInstanceIds: string[];
   /** Leftover directories (crashed creates/deletes) removed. */
   removedOrphans: number;
+}
+
+/** Result of {@link StateKernel.sweep}. */
+export interface SweepReport {
+  /** Named instances deleted because their TTL passed. */
+  expiredInstanceIds: string[];
+  /** Task-scoped instances destroyed as orphans (see {@link StateKernelOptions.orphanGraceMs}). */
+  orphanedInstanceIds: string[];
 }
 
 /** The readiness of a task's declared slots. */

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { access, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Logger } from '@vyr/telemetry';
 import { describe, expect, it } from 'vitest';
 import { createStateKernel, digestTree, type StateSlot } from '../src/index.js';
 import { expectCode, expectThrowsCode, settled } from './expect.js';
@@ -203,11 +204,77 @@ describe('TTL expiry of named instances', () => {
         .map((i) => i.id)
         .sort(),
     ).toEqual([held.id, long.id].sort());
-    expect(await kernel.sweep()).toEqual({ expiredInstanceIds: [short.id] });
+    expect(await kernel.sweep()).toEqual({ expiredInstanceIds: [short.id], orphanedInstanceIds: [] });
     expect(await exists(short.hostPath)).toBe(false);
     await kernel.releaseTask('t');
-    expect(await kernel.sweep()).toEqual({ expiredInstanceIds: [held.id] });
+    expect(await kernel.sweep()).toEqual({ expiredInstanceIds: [held.id], orphanedInstanceIds: [] });
     expect(kernel.list().map((i) => i.id)).toEqual([long.id]);
+  });
+});
+
+describe('orphaned task-scoped instances', () => {
+  /** A logger that keeps what it is given. */
+  function recordingLogger(): { logger: Logger; lines: Array<{ level: string; message: string; fields?: object }> } {
+    const lines: Array<{ level: string; message: string; fields?: object }> = [];
+    const at =
+      (level: string) =>
+      (message: string, fields?: object): void => {
+        lines.push({ level, message, fields });
+      };
+    return { logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }, lines };
+  }
+
+  it('destroys, after orphanGraceMs, the instances of a task that was never submitted, counted and logged', async () => {
+    let now = 0;
+    const { logger, lines } = recordingLogger();
+    const kernel = await openKernel({ now: () => now, orphanGraceMs: 60_000, logger });
+    const a = await kernel.create({ scope: 'task', taskId: 'never-submitted' });
+    const b = await kernel.create({ scope: 'task', taskId: 'never-submitted' });
+    now = 59_999;
+    expect(await kernel.sweep()).toEqual({ expiredInstanceIds: [], orphanedInstanceIds: [] });
+    expect(kernel.list({ taskId: 'never-submitted' })).toHaveLength(2);
+
+    now = 60_000;
+    expect(await kernel.sweep()).toEqual({ expiredInstanceIds: [], orphanedInstanceIds: [a.id, b.id].sort() });
+    expectThrowsCode(() => kernel.get(a.id), 'NOT_FOUND');
+    expect(await exists(a.hostPath)).toBe(false);
+    expect(await exists(b.hostPath)).toBe(false);
+    const warned = lines.find((l) => l.level === 'warn' && /orphaned/.test(l.message));
+    expect(warned?.fields).toMatchObject({ count: 2, taskIds: ['never-submitted'] });
+    // The task is over: it cannot come back and pick up state.
+    await expectCode(kernel.create({ scope: 'task', taskId: 'never-submitted' }), 'TASK_TERMINATED', /state_orphaned/);
+    expectThrowsCode(() => kernel.registerTask('never-submitted', RW), 'TASK_TERMINATED');
+  });
+
+  it('keeps the instances of a registered task however long it stays pending', async () => {
+    let now = 0;
+    const kernel = await openKernel({ now: () => now, orphanGraceMs: 1_000 });
+    kernel.registerTask('pending', RW);
+    const scratch = await kernel.create({ scope: 'task', taskId: 'pending' });
+    const unregistered = await kernel.create({ scope: 'task', taskId: 'later' });
+    now = 10_000;
+    // 'later' is orphaned only once every instance of it is past the grace period.
+    const fresh = await kernel.create({ scope: 'task', taskId: 'later' });
+    expect(await kernel.sweep()).toEqual({ expiredInstanceIds: [], orphanedInstanceIds: [] });
+    expect(kernel.get(scratch.id).taskId).toBe('pending');
+    expect(kernel.get(unregistered.id).taskId).toBe('later');
+    now = 11_000;
+    expect((await kernel.sweep()).orphanedInstanceIds).toEqual([unregistered.id, fresh.id].sort());
+    expect(kernel.get(scratch.id).taskId).toBe('pending');
+    // Released normally, the task's instance is destroyed by the release, not by the sweep.
+    expect((await kernel.releaseTask('pending')).releases[0]).toMatchObject({ destroyed: true });
+  });
+
+  it('refuses an orphanGraceMs that is not positive; Infinity turns the sweep of orphans off', async () => {
+    const dataDir = await tempDir();
+    expectThrowsCode(() => createStateKernel({ dataDir, orphanGraceMs: 0 }), 'INVALID_ARGUMENT');
+    expectThrowsCode(() => createStateKernel({ dataDir, orphanGraceMs: -5 }), 'INVALID_ARGUMENT');
+    let now = 0;
+    const kernel = await openKernel({ dataDir, now: () => now, orphanGraceMs: Number.POSITIVE_INFINITY });
+    const kept = await kernel.create({ scope: 'task', taskId: 'never-submitted' });
+    now = 365 * 24 * 3600_000;
+    expect((await kernel.sweep()).orphanedInstanceIds).toEqual([]);
+    expect(kernel.get(kept.id).scope).toBe('task');
   });
 });
 
