@@ -184,8 +184,31 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Takes `dataDir/kernel.lock` (holding our pid); a lock left by a dead process is taken over. */
-function acquireLock(dataDir: string): string {
+/**
+ * The start time of process `pid` (field 22 of `/proc/PID/stat`, clock ticks since boot), or undefined where /proc
+ * is unavailable. With the pid it names one process for good: a pid reused later has another start time.
+ */
+function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // `pid (comm) state ppid …`: comm may hold spaces and ')', so count fields from the last ')'; the field after
+    // it is field 3, hence field 22 is the 20th.
+    const start = stat
+      .slice(stat.lastIndexOf(')') + 2)
+      .split(' ')[19]
+      ?.trim();
+    return start && /^\d+$/.test(start) ? start : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Takes `dataDir/kernel.lock`, holding `PID START` (START: {@link processStartTime}; omitted without /proc). A lock
+ * left by a dead process is taken over, and so is one whose pid now belongs to another process (its start time
+ * differs). A lock without a start time, or a holder whose start time cannot be read, falls back to the pid alone.
+ */
+function acquireLock(dataDir: string, logger: Logger): string {
   const path = join(dataDir, 'kernel.lock');
   if (openDataDirs.has(dataDir)) {
     throw new StateError(
@@ -193,10 +216,11 @@ function acquireLock(dataDir: string): string {
       `data directory ${dataDir} is already open in this process; close it first`,
     );
   }
+  const myStart = processStartTime(process.pid);
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o644);
-      writeSync(fd, String(process.pid));
+      writeSync(fd, myStart === undefined ? `${process.pid}\n` : `${process.pid} ${myStart}\n`);
       fsyncSync(fd);
       closeSync(fd);
       openDataDirs.add(dataDir);
@@ -205,16 +229,28 @@ function acquireLock(dataDir: string): string {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw asStateError(err, `cannot lock ${dataDir}`);
     }
     let holder = 0;
+    let holderStart: string | undefined;
     try {
-      holder = Number.parseInt(readFileSync(path, 'utf8'), 10);
+      const [pidText, startText] = readFileSync(path, 'utf8').trim().split(/\s+/);
+      holder = Number.parseInt(pidText ?? '', 10);
+      holderStart = startText;
     } catch {
       // Vanished or unreadable: try again.
     }
     if (holder > 0 && holder !== process.pid && pidAlive(holder)) {
-      throw new StateError(
-        'DATA_DIR_LOCKED',
-        `data directory ${dataDir} is in use by process ${holder}; stop it or use another --data-dir`,
-      );
+      const startNow = holderStart === undefined ? undefined : processStartTime(holder);
+      if (startNow === undefined || startNow === holderStart) {
+        throw new StateError(
+          'DATA_DIR_LOCKED',
+          `data directory ${dataDir} is in use by process ${holder}; stop it or use another --data-dir`,
+        );
+      }
+      logger.warn('taking over a stale state lock: its pid now belongs to another process', {
+        path,
+        pid: holder,
+        lockedStart: holderStart,
+        currentStart: startNow,
+      });
     }
     try {
       unlinkSync(path);
@@ -338,7 +374,7 @@ export function createStateKernel(options: StateKernelOptions): StateKernel {
   } catch (err) {
     throw asStateError(err, `cannot create data directory ${dataDir}`);
   }
-  const lockPath = acquireLock(dataDir);
+  const lockPath = acquireLock(dataDir, config.logger);
   let registry: Registry;
   try {
     registry = new Registry(join(dataDir, 'state.db'));

@@ -1,11 +1,11 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { access, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '@vyr/telemetry';
 import { describe, expect, it } from 'vitest';
 import { createStateKernel, digestTree, type StateSlot } from '../src/index.js';
 import { expectCode, expectThrowsCode, settled } from './expect.js';
-import { openKernel, tempDir, writeTree } from './helpers.js';
+import { onCleanup, openKernel, tempDir, writeTree } from './helpers.js';
 
 const RW: StateSlot[] = [{ name: 'data', mount: '/data', access: 'rw' }];
 const RO: StateSlot[] = [{ name: 'data', mount: '/data', access: 'ro' }];
@@ -382,6 +382,49 @@ describe('kernel lifetime', () => {
     const again = createStateKernel({ dataDir: kernel.dataDir, sweepIntervalMs: 0 });
     expect(again.get(id).bindings).toEqual([]);
     await again.close();
+  });
+
+  describe('the data directory lock (kernel.lock: PID and process start time)', () => {
+    /** A live process that is not a state kernel: what a recycled pid points at. */
+    function unrelatedProcess(): number {
+      const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+      onCleanup(async () => {
+        child.kill('SIGKILL');
+      });
+      return child.pid!;
+    }
+    /** Field 22 of /proc/PID/stat (start time in clock ticks since boot). */
+    async function startTime(pid: number): Promise<string> {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
+    }
+
+    it('records our pid and start time in the lock', async () => {
+      const kernel = await openKernel();
+      const lock = await readFile(join(kernel.dataDir, 'kernel.lock'), 'utf8');
+      expect(lock).toBe(`${process.pid} ${await startTime(process.pid)}\n`);
+    });
+
+    it('takes over a lock whose pid now belongs to an unrelated process (start time differs)', async () => {
+      const dataDir = await tempDir();
+      const pid = unrelatedProcess();
+      const start = await startTime(pid);
+      // The node that wrote this lock died; the pid was then reused by the `sleep` process.
+      await writeFile(join(dataDir, 'kernel.lock'), `${pid} ${BigInt(start) - 1000n}\n`);
+      const kernel = await openKernel({ dataDir });
+      expect(kernel.list()).toEqual([]);
+      expect(await readFile(join(dataDir, 'kernel.lock'), 'utf8')).toMatch(new RegExp(`^${process.pid} `));
+    });
+
+    it('refuses while the process that wrote the lock lives (same pid and start time), or with a pid-only lock', async () => {
+      const dataDir = await tempDir();
+      const pid = unrelatedProcess();
+      await writeFile(join(dataDir, 'kernel.lock'), `${pid} ${await startTime(pid)}\n`);
+      expectThrowsCode(() => createStateKernel({ dataDir }), 'DATA_DIR_LOCKED');
+      // A lock written where /proc was unavailable holds only the pid: the pid alone decides.
+      await writeFile(join(dataDir, 'kernel.lock'), `${pid}`);
+      expectThrowsCode(() => createStateKernel({ dataDir }), 'DATA_DIR_LOCKED');
+    });
   });
 
   it('refuses a corrupt registry with IO_ERROR and frees the directory lock', async () => {
