@@ -72,6 +72,7 @@ const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'DEADLINE_EXCEEDED
 export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
   const { store, policy, kernel } = options;
   const metas = new Map<string, ArtifactMeta>();
+  const runtimeArtifacts = new Map<string, RuntimeArtifact>();
   const results = new Map<string, StateResultView[]>();
   const maxResults = options.maxRememberedResults ?? 4000;
   const restarted = new Map<string, TaskView>();
@@ -128,8 +129,15 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
 
   const source: ArtifactSource = {
     async load(digest: string): Promise<RuntimeArtifact> {
+      // Re-hashed and verified on every load (ARCHITECTURE.md §2); the object handed to the runtime is shared per
+      // digest, so retained finished tasks do not each keep their own copy of the component bytes.
       const loaded = await loadVerified(digest);
-      return { digest: loaded.digest, manifest: loaded.manifest, component: loaded.component };
+      let artifact = runtimeArtifacts.get(loaded.digest);
+      if (!artifact) {
+        artifact = { digest: loaded.digest, manifest: loaded.manifest, component: loaded.component };
+        runtimeArtifacts.set(loaded.digest, artifact);
+      }
+      return artifact;
     },
   };
 
