@@ -3,9 +3,10 @@
  * order with canonical modes, uid/gid 0, empty user/group names and mtime 0, so the same content gives the same
  * bytes on every machine (ustar headers, PAX extended headers only for names over 100 bytes).
  */
+import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream } from 'node:fs';
 import { mkdir, open, readlink, rename, rm, symlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Header, Pax } from 'tar';
 import { StateError } from './errors.js';
@@ -60,15 +61,31 @@ async function* tarStream(root: string, entries: readonly TreeEntry[]): AsyncGen
   yield Buffer.alloc(BLOCK * 2);
 }
 
-/** Writes `entries` of `root` as a deterministic tar to `out`, atomically (temp file, then rename). */
+/**
+ * Writes `entries` of `root` as a deterministic tar to `out`, atomically and durably: a temp file next to `out`,
+ * fsynced, renamed over `out`, then the directory fsynced so the rename itself survives a power loss (rename(2)
+ * only orders the name change, it does not persist it).
+ */
 export async function exportTar(root: string, entries: readonly TreeEntry[], out: string): Promise<void> {
-  const tmp = `${out}.partial-${process.pid}`;
+  const tmp = `${out}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
-    await pipeline(tarStream(root, entries), createWriteStream(tmp, { flags: 'w', mode: 0o644 }));
+    // `flush`: the stream fsyncs the file before closing it, and the pipeline settles only after that close.
+    await pipeline(tarStream(root, entries), createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true }));
     await rename(tmp, out);
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
+  }
+  await syncDirectory(dirname(out));
+}
+
+/** fsync(2) on a directory, persisting the names created or renamed in it. */
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 

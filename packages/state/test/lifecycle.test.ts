@@ -8,6 +8,19 @@ import { expectCode, expectThrowsCode, settled } from './expect.js';
 import { onCleanup, openKernel, tempDir, writeTree } from './helpers.js';
 
 const RW: StateSlot[] = [{ name: 'data', mount: '/data', access: 'rw' }];
+/** Preload that makes a child process run src/*.ts, and a child that exports one instance to a tar. */
+const RUN_SOURCE = new URL('./fixtures/run-source.mjs', import.meta.url).pathname;
+const EXPORT_CHILD = new URL('./fixtures/export-child.mjs', import.meta.url).pathname;
+
+/** Whether strace is installed and allowed to trace here (ptrace can be forbidden in containers). */
+function straceWorks(): boolean {
+  try {
+    execFileSync('strace', ['-qq', '-o', '/dev/null', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 const RO: StateSlot[] = [{ name: 'data', mount: '/data', access: 'ro' }];
 
 const exists = (p: string) =>
@@ -312,6 +325,44 @@ describe('export', () => {
     const again = await kernel.create({ scope: 'named', seed: { tar: join(out, 'one.tar') } });
     expect(again.digest).toBe(r1.digest);
   });
+
+  it.skipIf(!straceWorks())(
+    'fsyncs the tar before renaming it into place, and its directory after (seen with strace)',
+    async () => {
+      const dataDir = await tempDir();
+      const outDir = await tempDir();
+      const out = join(outDir, 'snap.tar');
+      const log = join(await tempDir(), 'strace.log');
+      // -f: libuv runs fs calls on its thread pool; -y: print the path behind each fd.
+      execFileSync('strace', [
+        '-f',
+        '-y',
+        '-qq',
+        '-o',
+        log,
+        '-e',
+        'trace=fsync,fdatasync,rename,renameat,renameat2',
+        process.execPath,
+        '--import',
+        RUN_SOURCE,
+        EXPORT_CHILD,
+        dataDir,
+        out,
+      ]);
+      const calls = (await readFile(log, 'utf8')).split('\n');
+      const at = (re: RegExp) => calls.findIndex((line) => re.test(line));
+      const partial = `${out.replace(/[.]/g, '[.]')}[.]partial-[^>"]*`;
+      const fileSynced = at(new RegExp(`f(data)?sync\\(\\d+<${partial}>`));
+      const renamed = at(new RegExp(`rename(at2?)?\\(.*"${partial}".*"${out.replace(/[.]/g, '[.]')}"`));
+      const dirSynced = calls.findIndex(
+        (line, i) => i > renamed && line.includes(`fsync(`) && line.includes(`<${outDir}>`),
+      );
+      expect(fileSynced, calls.join('\n')).toBeGreaterThanOrEqual(0);
+      expect(renamed, calls.join('\n')).toBeGreaterThan(fileSynced);
+      expect(dirSynced, calls.join('\n')).toBeGreaterThan(renamed);
+      expect(execFileSync('tar', ['-tf', out], { encoding: 'utf8' })).toBe('a.txt\n');
+    },
+  );
 
   it('exports to a directory with the same digest, refusing a non-empty destination', async () => {
     const kernel = await openKernel();
