@@ -255,11 +255,9 @@ export async function seedFromTar(file: string, dest: string, limits: SeedLimits
       // Once one entry is refused, skip (read past) the rest instead of writing them.
       filter: () => firstWarning === undefined,
       onwarn: (code, message, data) => {
-        firstWarning ??= {
-          path: warnedPath(data),
-          why: `could not be extracted safely (${data.code ?? code}: ${message})`,
-          cause: data,
-        };
+        const tarCode = data.code ?? code;
+        const text = message.startsWith(`${tarCode}:`) ? message : `${tarCode}: ${message}`;
+        firstWarning ??= { path: warnedPath(data), why: `could not be extracted safely (${text})`, cause: data };
       },
     });
   } catch (err) {
