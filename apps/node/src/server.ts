@@ -51,7 +51,7 @@ export async function listenDual(options: ListenOptions): Promise<DualServer> {
     h2 = http2.createServer(options.handler);
     const h1s = h1;
     const h2s = h2;
-    outer = net.createServer((socket) => {
+    outer = net.createServer({ noDelay: true }, (socket) => {
       // Peek without switching the socket to flowing mode, then push the bytes back for the real server.
       const onReadable = (): void => {
         const available = socket.readableLength;
