@@ -1,13 +1,14 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CollectorError } from './errors.js';
-import { Forwarder, type UpstreamStatus } from './forwarder.js';
+import { Forwarder } from './forwarder.js';
 import { type CollectorOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { createHandler } from './receiver.js';
 import type { RecoveryReport } from './spool/queue.js';
 import { SIGNALS, type Signal } from './spool/record.js';
 import { type FullPolicy, Spool, type SpoolStats } from './spool/spool.js';
-import { type CollectorCounters, CollectorTelemetry, type UpstreamState } from './telemetry.js';
+import { type CollectorCounters, CollectorTelemetry } from './telemetry.js';
+import { redactUrl, type SignalUpstreamStatus, type UpstreamState, UpstreamTracker } from './upstream.js';
 
 /** A snapshot of a collector: what it holds, what it did, how the upstream looks. Served on `GET /status`. */
 export interface CollectorStatus {
@@ -15,14 +16,8 @@ export interface CollectorStatus {
   state: 'created' | 'running' | 'stopping' | 'stopped';
   /** The receiver's base URL once listening, e.g. `http://127.0.0.1:4318`. */
   url: string | undefined;
-  upstream: {
-    url: string;
-    state: UpstreamState;
-    lastError: string | undefined;
-    lastSuccessAt: string | undefined;
-    consecutiveFailures: number;
-    nextAttemptAt: string | undefined;
-  };
+  /** The upstream: the most severe state across signals and each signal's own. The URL has no credentials. */
+  upstream: UpstreamStatusView & { url: string; signals: Record<Signal, UpstreamStatusView> };
   spool: SpoolStats & {
     dir: string;
     maxBytes: number;
@@ -34,6 +29,15 @@ export interface CollectorStatus {
     recovered: RecoveryReport | undefined;
   };
   counters: CollectorCounters;
+}
+
+/** Upstream state as `status()` shows it: times as ISO 8601 strings. */
+export interface UpstreamStatusView {
+  state: UpstreamState;
+  lastError: string | undefined;
+  lastSuccessAt: string | undefined;
+  consecutiveFailures: number;
+  nextAttemptAt: string | undefined;
 }
 
 /** A running OTLP store-and-forward collector (see {@link createCollector}). */
@@ -65,14 +69,7 @@ export function createCollector(options: CollectorOptions): Collector {
   let url: string | undefined;
   let server: Server | undefined;
   let forwarders: Forwarder[] = [];
-  const upstream: UpstreamStatus = {
-    url: opts.upstream.href,
-    state: 'unknown',
-    lastError: undefined,
-    lastSuccessAt: undefined,
-    consecutiveFailures: 0,
-    nextAttemptAt: undefined,
-  };
+  const upstream = new UpstreamTracker(opts.upstream);
   let telemetry: CollectorTelemetry | undefined;
   const spool = new Spool({
     dir: opts.spoolDir,
@@ -89,16 +86,21 @@ export function createCollector(options: CollectorOptions): Collector {
     const now = Date.now();
     const iso = (t: number | undefined): string | undefined =>
       t === undefined ? undefined : new Date(t).toISOString();
+    const view = (u: SignalUpstreamStatus): UpstreamStatusView => ({
+      state: u.state,
+      lastError: u.lastError,
+      lastSuccessAt: iso(u.lastSuccessAt),
+      consecutiveFailures: u.consecutiveFailures,
+      nextAttemptAt: iso(u.nextAttemptAt),
+    });
+    const up = upstream.snapshot();
     return {
       state,
       url,
       upstream: {
-        url: upstream.url,
-        state: upstream.state,
-        lastError: upstream.lastError,
-        lastSuccessAt: iso(upstream.lastSuccessAt),
-        consecutiveFailures: upstream.consecutiveFailures,
-        nextAttemptAt: iso(upstream.nextAttemptAt),
+        url: up.url,
+        ...view(up),
+        signals: { traces: view(up.signals.traces), metrics: view(up.signals.metrics), logs: view(up.signals.logs) },
       },
       spool: {
         ...total,
@@ -121,7 +123,7 @@ export function createCollector(options: CollectorOptions): Collector {
           spoolRecords: total.records,
           spoolBytes: total.bytes,
           oldestAgeSeconds: total.oldestReceivedAt === undefined ? 0 : (Date.now() - total.oldestReceivedAt) / 1000,
-          upstreamState: upstream.state,
+          upstreamState: upstream.state(),
         };
       });
     }
@@ -175,7 +177,7 @@ export function createCollector(options: CollectorOptions): Collector {
       forwarders = SIGNALS.map((s) => new Forwarder(spool.queues[s], opts, t, upstream));
       for (const f of forwarders) f.start();
       state = 'running';
-      opts.logger.info('collector: listening', { url, upstream: opts.upstream.href });
+      opts.logger.info('collector: listening', { url, upstream: redactUrl(opts.upstream) });
       return { url, host: addr.address, port: addr.port };
     },
 

@@ -1,6 +1,5 @@
-export { type Collector, type CollectorStatus, createCollector } from './collector.js';
+export { type Collector, type CollectorStatus, createCollector, type UpstreamStatusView } from './collector.js';
 export { CollectorError, type CollectorErrorCode } from './errors.js';
-export type { UpstreamStatus } from './forwarder.js';
 export type { BackoffOptions, CollectorOptions } from './options.js';
 export type { RecoveryReport } from './spool/queue.js';
 export type { Encoding, Signal } from './spool/record.js';
@@ -10,5 +9,10 @@ export {
   type DropReason,
   LocalMetricNames,
   type RequestOutcome,
-  type UpstreamState,
 } from './telemetry.js';
+export {
+  redactUrl,
+  type SignalUpstreamStatus,
+  type UpstreamState,
+  type UpstreamStatus,
+} from './upstream.js';

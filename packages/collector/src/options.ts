@@ -1,6 +1,7 @@
 import { type Logger, silentLogger } from '@vyr/telemetry';
 import { CollectorError } from './errors.js';
 import type { FullPolicy } from './spool/spool.js';
+import { redactUrl } from './upstream.js';
 
 /** Retry timing of the forwarder (OTLP specification: exponential back-off with jitter). */
 export interface BackoffOptions {
@@ -77,10 +78,13 @@ export function resolveOptions(o: CollectorOptions): ResolvedOptions {
   try {
     upstream = new URL(o.upstream);
   } catch (err) {
-    invalid(`upstream ${JSON.stringify(o.upstream)} is not a URL; give e.g. http://collector.example:4318`, err);
+    invalid(
+      `upstream ${JSON.stringify(redactUrl(String(o.upstream)))} is not a URL; give e.g. http://collector.example:4318`,
+      err,
+    );
   }
   if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') {
-    invalid(`upstream ${o.upstream} must be an http:// or https:// URL`);
+    invalid(`upstream ${redactUrl(upstream)} must be an http:// or https:// URL`);
   }
   const maxSpoolBytes = o.maxSpoolBytes ?? 1024 * MiB;
   if (!Number.isSafeInteger(maxSpoolBytes) || maxSpoolBytes < 64 * KiB) {

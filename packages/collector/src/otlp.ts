@@ -1,4 +1,13 @@
-import { create, type DescMessage, fromBinary, fromJson, type JsonValue, toBinary, toJson } from '@bufbuild/protobuf';
+import {
+  clone,
+  create,
+  type DescMessage,
+  fromBinary,
+  fromJson,
+  type JsonValue,
+  toBinary,
+  toJson,
+} from '@bufbuild/protobuf';
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 import {
   type ExportLogsServiceRequest,
@@ -82,39 +91,121 @@ const REJECTED_FIELD: Record<Signal, string> = {
  * @throws MalformedRequest when the body does not decode.
  */
 export function ingest(signal: Signal, encoding: Encoding, body: Uint8Array): IngestResult {
-  const schema = REQUEST[signal];
-  let msg: AnyRequest;
-  try {
-    if (encoding === 'protobuf') {
-      msg = fromBinary(schema, body) as AnyRequest;
-    } else {
-      const json = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.length).toString('utf8')) as JsonValue;
-      mapIds(json, hexToBase64);
-      msg = fromJson(schema, json, { ignoreUnknownFields: true }) as AnyRequest;
-    }
-  } catch (err) {
-    throw new MalformedRequest(
-      `body is not a valid ${schema.name} in ${CONTENT_TYPE[encoding]}: ${err instanceof Error ? err.message : String(err)}`,
-      { cause: err },
-    );
-  }
+  let msg: AnyRequest | undefined = decodeRequest(signal, encoding, body);
   const counted =
     signal === 'traces'
       ? validateTraces(msg as ExportTraceServiceRequest)
       : signal === 'metrics'
         ? validateMetrics(msg as ExportMetricsServiceRequest)
         : validateLogs(msg as ExportLogsServiceRequest);
-  let payload = body;
-  if (counted.rejected > 0) {
-    if (encoding === 'protobuf') {
-      payload = toBinary(schema, msg);
-    } else {
-      const json = toJson(schema, msg, { enumAsInteger: true });
-      mapIds(json, base64ToHex);
-      payload = Buffer.from(JSON.stringify(json), 'utf8');
+  const payload = counted.rejected > 0 ? encodeRequest(signal, encoding, msg) : body;
+  // The decoded objects are several times the size of the wire bytes: let them go before the spool write.
+  msg = undefined;
+  return { accepted: counted.accepted, rejected: counted.rejected, rejectReason: counted.reason, payload };
+}
+
+/** Decodes an Export*ServiceRequest in either encoding. @throws MalformedRequest */
+function decodeRequest(signal: Signal, encoding: Encoding, body: Uint8Array): AnyRequest {
+  const schema = REQUEST[signal];
+  try {
+    if (encoding === 'protobuf') return fromBinary(schema, body) as AnyRequest;
+    const json = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.length).toString('utf8')) as JsonValue;
+    mapIds(json, hexToBase64);
+    return fromJson(schema, json, { ignoreUnknownFields: true }) as AnyRequest;
+  } catch (err) {
+    throw new MalformedRequest(
+      `body is not a valid ${schema.name} in ${CONTENT_TYPE[encoding]}: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  }
+}
+
+/** Encodes a request in the given encoding (OTLP/JSON with hex ids). */
+function encodeRequest(signal: Signal, encoding: Encoding, msg: AnyRequest): Uint8Array {
+  const schema = REQUEST[signal];
+  if (encoding === 'protobuf') return toBinary(schema, msg);
+  const json = toJson(schema, msg, { enumAsInteger: true });
+  mapIds(json, base64ToHex);
+  return Buffer.from(JSON.stringify(json), 'utf8');
+}
+
+/** One half of a split request: its body and its item count. */
+export interface RequestPart {
+  payload: Uint8Array;
+  items: number;
+}
+
+/**
+ * Splits a stored request into two requests of about half its spans, metrics or log records each, keeping their
+ * order and their resource and scope envelopes (empty envelopes are left out). Used when the upstream answers
+ * `413 Content Too Large` (OTLP specification: the same request must not be retried). Returns `undefined` when the
+ * request holds a single span, metric or log record and cannot be split, or does not decode.
+ */
+export function splitRequest(
+  signal: Signal,
+  encoding: Encoding,
+  body: Uint8Array,
+): [RequestPart, RequestPart] | undefined {
+  let msg: AnyRequest;
+  try {
+    msg = decodeRequest(signal, encoding, body);
+  } catch {
+    return undefined;
+  }
+  const total = leafLists(signal, msg).reduce((n, l) => n + l.items.length, 0);
+  if (total < 2) return undefined;
+  const half = Math.floor(total / 2);
+  const part = (keep: (index: number) => boolean): RequestPart => {
+    const copy = clone(REQUEST[signal], msg) as AnyRequest;
+    let index = 0;
+    let items = 0;
+    for (const l of leafLists(signal, copy)) {
+      const kept = l.items.filter(() => keep(index++));
+      for (const leaf of kept) items += signal === 'metrics' ? dataPoints(leaf as Metric) : 1;
+      l.set(kept);
+    }
+    pruneEmpty(signal, copy);
+    return { payload: encodeRequest(signal, encoding, copy), items };
+  };
+  return [part((i) => i < half), part((i) => i >= half)];
+}
+
+/** The innermost lists of a request (spans, metrics or log records per scope), in order, with a setter each. */
+function leafLists(signal: Signal, msg: AnyRequest): { items: unknown[]; set(items: unknown[]): void }[] {
+  const out: { items: unknown[]; set(items: unknown[]): void }[] = [];
+  if (signal === 'traces') {
+    for (const rs of (msg as ExportTraceServiceRequest).resourceSpans) {
+      for (const ss of rs.scopeSpans) out.push({ items: ss.spans, set: (v) => (ss.spans = v as Span[]) });
+    }
+  } else if (signal === 'metrics') {
+    for (const rm of (msg as ExportMetricsServiceRequest).resourceMetrics) {
+      for (const sm of rm.scopeMetrics) out.push({ items: sm.metrics, set: (v) => (sm.metrics = v as Metric[]) });
+    }
+  } else {
+    for (const rl of (msg as ExportLogsServiceRequest).resourceLogs) {
+      for (const sl of rl.scopeLogs) {
+        out.push({ items: sl.logRecords, set: (v) => (sl.logRecords = v as typeof sl.logRecords) });
+      }
     }
   }
-  return { accepted: counted.accepted, rejected: counted.rejected, rejectReason: counted.reason, payload };
+  return out;
+}
+
+/** Removes scopes and resources left without items (OTLP specification, "Empty Telemetry Envelopes"). */
+function pruneEmpty(signal: Signal, msg: AnyRequest): void {
+  if (signal === 'traces') {
+    const m = msg as ExportTraceServiceRequest;
+    for (const rs of m.resourceSpans) rs.scopeSpans = rs.scopeSpans.filter((ss) => ss.spans.length > 0);
+    m.resourceSpans = m.resourceSpans.filter((rs) => rs.scopeSpans.length > 0);
+  } else if (signal === 'metrics') {
+    const m = msg as ExportMetricsServiceRequest;
+    for (const rm of m.resourceMetrics) rm.scopeMetrics = rm.scopeMetrics.filter((sm) => sm.metrics.length > 0);
+    m.resourceMetrics = m.resourceMetrics.filter((rm) => rm.scopeMetrics.length > 0);
+  } else {
+    const m = msg as ExportLogsServiceRequest;
+    for (const rl of m.resourceLogs) rl.scopeLogs = rl.scopeLogs.filter((sl) => sl.logRecords.length > 0);
+    m.resourceLogs = m.resourceLogs.filter((rl) => rl.scopeLogs.length > 0);
+  }
 }
 
 interface Counted {
@@ -270,26 +361,45 @@ export function statusBody(encoding: Encoding, code: number, message: string): U
     .finish();
 }
 
-/** Parses an upstream's success response. `undefined` when the body is not a valid response message. */
+/**
+ * Parses an upstream's 2xx response body as the signal's Export*ServiceResponse (OTLP specification, "Full
+ * Success"). The encoding is the response's Content-Type, or the request's when the response has none. Returns
+ * `undefined` when the body is not such a message: a Content-Type other than protobuf or JSON with a non-empty body
+ * (an HTML page, say), or bytes that do not decode. An empty body is accepted as an empty message.
+ */
 export function parseSuccess(
   signal: Signal,
   contentType: string | undefined,
+  requestEncoding: Encoding,
   body: Uint8Array,
 ): { rejected: number; message: string } | undefined {
   if (body.length === 0) return { rejected: 0, message: '' };
+  const declared = contentType === undefined || contentType.trim() === '' ? undefined : responseEncodingOf(contentType);
+  if (contentType !== undefined && contentType.trim() !== '' && declared === undefined) return undefined;
+  const encoding = declared ?? requestEncoding;
   const schema = RESPONSE[signal];
   try {
-    const msg = (
-      encodingOf(contentType) === 'json'
-        ? fromJson(schema, JSON.parse(Buffer.from(body).toString('utf8')) as JsonValue, { ignoreUnknownFields: true })
-        : fromBinary(schema, body)
-    ) as { partialSuccess?: Record<string, unknown> & { errorMessage: string } };
+    let msg: { partialSuccess?: Record<string, unknown> & { errorMessage: string } };
+    if (encoding === 'json') {
+      const json = JSON.parse(Buffer.from(body).toString('utf8')) as JsonValue;
+      if (json === null || typeof json !== 'object' || Array.isArray(json)) return undefined;
+      msg = fromJson(schema, json, { ignoreUnknownFields: true }) as typeof msg;
+    } else {
+      msg = fromBinary(schema, body) as typeof msg;
+    }
     const ps = msg.partialSuccess;
     if (!ps) return { rejected: 0, message: '' };
     return { rejected: Number(ps[REJECTED_FIELD[signal]] ?? 0n), message: ps.errorMessage };
   } catch {
     return undefined;
   }
+}
+
+/** Encoding of a response Content-Type; also accepts `application/protobuf`, which some receivers send. */
+function responseEncodingOf(contentType: string): Encoding | undefined {
+  const media = contentType.split(';')[0]?.trim().toLowerCase();
+  if (media === 'application/protobuf') return 'protobuf';
+  return encodingOf(contentType);
 }
 
 /** Decodes a `google.rpc.Status` message from an error response, best effort, for logs. */

@@ -1,6 +1,7 @@
 import type { BatchObservableCallback, Counter, Meter, ObservableGauge } from '@opentelemetry/api';
 import { MetricNames, vyrMeter } from '@vyr/telemetry';
 import type { Signal } from './spool/record.js';
+import { UPSTREAM_STATES, type UpstreamState } from './upstream.js';
 
 /** Why telemetry items left the collector without reaching the upstream. */
 export type DropReason =
@@ -10,8 +11,10 @@ export type DropReason =
   | 'invalid'
   /** The upstream answered with partial success and rejected these items (never retried). */
   | 'upstream_rejected'
-  /** The upstream answered with a non-retryable status (e.g. 400, 401, 413, 500); the request was dropped. */
+  /** The upstream answered 400 (bad data, OTLP specification): the request was dropped, never retried. */
   | 'upstream_status'
+  /** The upstream answered 413 to a request that holds a single span, metric or log record: dropped. */
+  | 'upstream_too_large'
   /** A spool record failed its checksum while being read for forwarding. */
   | 'corrupt';
 
@@ -25,9 +28,6 @@ export type RequestOutcome =
   | 'unavailable'
   | 'not_found';
 
-/** State of the upstream as the forwarder last saw it. */
-export type UpstreamState = 'unknown' | 'up' | 'backoff' | 'down';
-
 /**
  * Instrument names not (yet) in `@vyr/telemetry` names: requests by outcome and upstream state. Kept here so
  * `names.ts` stays owned by the telemetry package; they follow the same `vyr.collector.*` namespace.
@@ -35,6 +35,7 @@ export type UpstreamState = 'unknown' | 'up' | 'backoff' | 'down';
 export const LocalMetricNames = {
   requests: 'vyr.collector.requests',
   upstreamState: 'vyr.collector.upstream.state',
+  upstreamMisconfigured: 'vyr.collector.upstream.misconfigured',
 } as const;
 
 const DROP_REASONS: readonly DropReason[] = [
@@ -42,6 +43,7 @@ const DROP_REASONS: readonly DropReason[] = [
   'invalid',
   'upstream_rejected',
   'upstream_status',
+  'upstream_too_large',
   'corrupt',
 ];
 const OUTCOMES: readonly RequestOutcome[] = [
@@ -66,6 +68,11 @@ export interface CollectorCounters {
   forwardedRequests: number;
   /** Upstream attempts that will be retried (429/502/503/504 or connection failure). */
   retries: number;
+  /**
+   * Upstream answers taken as a misconfiguration (401, 403, 404, 405, 501, unfollowed redirects, 2xx without an
+   * export response, …): the request stayed in the spool and the signal paused.
+   */
+  misconfigured: number;
   /** Items dropped, by reason. */
   dropped: Record<DropReason, number>;
   /** Incoming requests, by outcome. */
@@ -91,6 +98,7 @@ export class CollectorTelemetry {
     forwarded: perSignal(),
     forwardedRequests: 0,
     retries: 0,
+    misconfigured: 0,
     dropped: Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>,
     requests: Object.fromEntries(OUTCOMES.map((r) => [r, 0])) as Record<RequestOutcome, number>,
   };
@@ -100,6 +108,7 @@ export class CollectorTelemetry {
   private readonly retries: Counter;
   private readonly dropped: Counter;
   private readonly requests: Counter;
+  private readonly misconfigured: Counter;
   private readonly gauges: ObservableGauge[];
   private readonly callback: BatchObservableCallback;
 
@@ -125,6 +134,10 @@ export class CollectorTelemetry {
       unit: '{request}',
       description: 'Incoming OTLP/HTTP requests, by outcome',
     });
+    this.misconfigured = meter.createCounter(LocalMetricNames.upstreamMisconfigured, {
+      unit: '{request}',
+      description: 'Upstream answers taken as a misconfiguration; the request stays in the spool',
+    });
     const items = meter.createObservableGauge(MetricNames.collectorSpoolItems, {
       unit: '{item}',
       description: 'Telemetry items in the spool waiting for the upstream',
@@ -147,7 +160,7 @@ export class CollectorTelemetry {
       result.observe(items, o.spoolItems);
       result.observe(bytes, o.spoolBytes);
       result.observe(age, o.oldestAgeSeconds);
-      for (const s of ['up', 'backoff', 'down', 'unknown'] as const) {
+      for (const s of UPSTREAM_STATES) {
         result.observe(state, s === o.upstreamState ? 1 : 0, { state: s });
       }
     };
@@ -171,6 +184,12 @@ export class CollectorTelemetry {
   addRetry(signal: Signal, cause: string): void {
     this.counters.retries++;
     this.retries.add(1, { signal, cause });
+  }
+
+  /** One upstream answer taken as a misconfiguration (`status` is the HTTP status). */
+  addMisconfigured(signal: Signal, status: string): void {
+    this.counters.misconfigured++;
+    this.misconfigured.add(1, { signal, status });
   }
 
   /** Items dropped for `reason`. */

@@ -74,22 +74,208 @@ describe('forwarder (OTLP/HTTP client rules)', () => {
     });
   });
 
-  it('does not retry a 400 (or any other non-retryable status): drops the request, counted, and moves on', async () => {
+  it('does not retry a 400 (bad data): drops that request, counted, keeps the upstream "up" and moves on', async () => {
     await withCollector(
-      [
-        { status: 400, headers: { 'content-type': 'application/json' }, body: '{"code":3,"message":"bad data"}' },
-        { status: 500 },
-      ],
+      [{ status: 400, headers: { 'content-type': 'application/json' }, body: '{"code":3,"message":"bad data"}' }],
       async ({ url, up, collector }) => {
         for (let b = 1; b <= 3; b++) expect((await post(`${url}/v1/traces`, traceBody(1, b, 6))).status).toBe(200);
         await until(() => collector.status().spool.records === 0, 10_000, 'drained');
         expect(batchesSeen(up)).toEqual([1, 2, 3]);
         const st = collector.status();
         expect(st.counters.retries).toBe(0);
-        expect(st.counters.dropped.upstream_status).toBe(12);
-        expect(st.counters.forwarded.traces).toBe(6);
+        expect(st.counters.dropped.upstream_status).toBe(6);
+        expect(st.counters.forwarded.traces).toBe(12);
+        expect(st.upstream.state).toBe('up');
+        expect(st.upstream.signals.traces.state).toBe('up');
       },
     );
+  });
+
+  it('remembers a 400 as the last error of an upstream that is reachable (state up, not unknown)', async () => {
+    await withCollector(
+      [{ status: 400, headers: { 'content-type': 'application/json' }, body: '{"code":3,"message":"bad data"}' }],
+      async ({ url, collector }) => {
+        expect((await post(`${url}/v1/traces`, traceBody(1, 1, 2))).status).toBe(200);
+        await until(() => collector.status().spool.records === 0, 10_000, 'drained');
+        const st = collector.status().upstream;
+        expect(st.state).toBe('up');
+        expect(st.lastError).toBe('HTTP 400: bad data');
+        expect(st.signals.traces.consecutiveFailures).toBe(1);
+      },
+    );
+  });
+
+  const notOtlp: [string, Answer][] = [
+    ['501 (a server without POST)', { status: 501, body: 'Not Implemented' }],
+    ['401 (missing credentials)', { status: 401, body: 'Unauthorized' }],
+    ['403 (wrong credentials)', { status: 403 }],
+    ['404 (wrong path)', { status: 404, headers: { 'content-type': 'text/html' }, body: '<h1>Not Found</h1>' }],
+    ['405 (method not allowed)', { status: 405 }],
+    ['500 (a broken upstream)', { status: 500 }],
+    ['301 (a redirect POST cannot follow)', { status: 301, headers: { location: 'http://elsewhere.invalid/' } }],
+    ['302 (a redirect POST cannot follow)', { status: 302, headers: { location: '/login' } }],
+    [
+      '200 with an HTML page instead of an export response',
+      { status: 200, headers: { 'content-type': 'text/html' }, body: '<html><body>Welcome</body></html>' },
+    ],
+    [
+      '200 with bytes that are not an ExportTraceServiceResponse',
+      { status: 200, headers: { 'content-type': 'application/x-protobuf' }, body: 'not protobuf at all' },
+    ],
+  ];
+  it.each(notOtlp)(
+    'keeps the backlog when the upstream answers %s: state misconfigured, nothing dropped, all delivered once it is fixed',
+    async (_what, answer) => {
+      await withCollector([answer, answer, answer], async ({ url, up, collector }) => {
+        for (let b = 1; b <= 3; b++) expect((await post(`${url}/v1/traces`, traceBody(1, b, 5))).status).toBe(200);
+        await until(() => collector.status().counters.misconfigured >= 2, 10_000, 'two refused probes');
+        const mid = collector.status();
+        expect(mid.upstream.state).toBe('misconfigured');
+        expect(mid.upstream.signals.traces.state).toBe('misconfigured');
+        expect(mid.upstream.lastError).toMatch(new RegExp(`HTTP ${answer.status}`));
+        expect(Object.values(mid.counters.dropped).reduce((a, b) => a + b, 0)).toBe(0);
+        expect(mid.counters.retries).toBe(0);
+        // The upstream is fixed (the script runs out: 200 from now on): everything arrives, in order, once.
+        await until(() => collector.status().spool.records === 0, 10_000, 'drained');
+        expect(batchesSeen(up)).toEqual([1, 1, 1, 1, 2, 3]);
+        const end = collector.status();
+        expect(end.counters.forwarded.traces).toBe(15);
+        expect(end.counters.misconfigured).toBe(3);
+        expect(end.upstream.state).toBe('up');
+      });
+    },
+  );
+
+  it('follows 307 and 308 redirects with the same method and body, without sending configured headers to another origin', async () => {
+    const tmp = await tempDir();
+    const target = await fakeUpstream();
+    const front = await fakeUpstream([
+      { status: 307, headers: { location: '/moved/v1/traces' } },
+      { status: 308, headers: { location: `${target.url}/v1/traces` } },
+    ]);
+    const collector = createCollector({
+      port: 0,
+      spoolDir: tmp.dir,
+      upstream: front.url,
+      upstreamHeaders: { authorization: 'Bearer front-only' },
+      compression: 'none',
+      backoff: fastBackoff,
+    });
+    const { url } = await collector.start();
+    try {
+      expect((await post(`${url}/v1/traces`, traceBody(1, 1, 4))).status).toBe(200);
+      await until(() => collector.status().spool.records === 0, 10_000, 'drained');
+      expect(front.seen.map((s) => s.path)).toEqual(['/v1/traces', '/moved/v1/traces']);
+      expect(front.seen.every((s) => s.headers.authorization === 'Bearer front-only')).toBe(true);
+      expect(batchesSeen(target)).toEqual([1]);
+      expect(target.seen[0]?.headers.authorization).toBeUndefined();
+      expect(target.seen[0]?.body.equals(front.seen[0]?.body as Buffer)).toBe(true);
+      expect(collector.status().counters.forwarded.traces).toBe(4);
+    } finally {
+      await collector.stop();
+      await front.close();
+      await target.close();
+      await tmp.cleanup();
+    }
+  });
+
+  it('answers a 413 by sending the request in two halves, in order, and drops (counted) a single item that is still too large', async () => {
+    await withCollector(
+      [{ status: 413 }, { status: 200 }, { status: 200 }, { status: 413 }],
+      async ({ url, up, collector }) => {
+        // Batch 1 (10 spans): 413, then its halves (5 + 5) are accepted.
+        expect((await post(`${url}/v1/traces`, traceBody(1, 1, 10))).status).toBe(200);
+        await until(() => collector.status().spool.records === 0, 10_000, 'batch 1 settled');
+        const sizes = up.seen.map((s) => spanIdsOf(s.body).length);
+        expect(sizes).toEqual([10, 5, 5]);
+        const ids = up.seen.slice(1).flatMap((s) => spanIdsOf(s.body).map((id) => decodeTraceId(id).index));
+        expect(ids).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        expect(collector.status().counters.forwarded.traces).toBe(10);
+        // Batch 2 (1 span): 413 and nothing to split.
+        expect((await post(`${url}/v1/traces`, traceBody(1, 2, 1))).status).toBe(200);
+        await until(() => collector.status().spool.records === 0, 10_000, 'batch 2 settled');
+        const st = collector.status();
+        expect(st.counters.dropped.upstream_too_large).toBe(1);
+        expect(st.counters.forwarded.traces).toBe(10);
+        expect(st.counters.retries).toBe(0);
+      },
+    );
+  });
+
+  it('waits at least the initial back-off after "Retry-After: 0" instead of busy-looping', async () => {
+    const tmp = await tempDir();
+    const up = await fakeUpstream([{ status: 503, headers: { 'retry-after': '0' } }]);
+    const collector = createCollector({
+      port: 0,
+      spoolDir: tmp.dir,
+      upstream: up.url,
+      backoff: { initialDelayMs: 800, maxDelayMs: 1000 },
+    });
+    const { url } = await collector.start();
+    try {
+      expect((await post(`${url}/v1/traces`, traceBody(1, 1, 2))).status).toBe(200);
+      await until(() => collector.status().upstream.nextAttemptAt !== undefined, 5000, 'the 503');
+      const next = Date.parse(collector.status().upstream.nextAttemptAt as string);
+      expect(next - (up.seen[0]?.at ?? 0)).toBeGreaterThanOrEqual(800);
+      await until(() => collector.status().spool.records === 0, 5000, 'drained');
+      expect(up.seen).toHaveLength(2);
+    } finally {
+      await collector.stop();
+      await up.close();
+      await tmp.cleanup();
+    }
+  });
+
+  it('honours Retry-After given as an HTTP-date', async () => {
+    const at = new Date(Math.ceil((Date.now() + 2500) / 1000) * 1000);
+    await withCollector(
+      [{ status: 429, headers: { 'retry-after': at.toUTCString() } }],
+      async ({ url, up, collector }) => {
+        expect((await post(`${url}/v1/traces`, traceBody(1, 1, 2))).status).toBe(200);
+        await until(() => collector.status().upstream.nextAttemptAt !== undefined, 5000, 'the 429');
+        const next = Date.parse(collector.status().upstream.nextAttemptAt as string);
+        // The back-off alone (10–50 ms) would retry long before the date.
+        expect(Math.abs(next - at.getTime())).toBeLessThan(250);
+        await until(() => up.seen.length === 2, 10_000, 'the retry');
+        expect(up.seen[1]?.at ?? 0).toBeGreaterThanOrEqual(at.getTime() - 5);
+      },
+    );
+  });
+
+  it('never shows the user name and password of the upstream URL, yet sends them as Basic credentials', async () => {
+    const tmp = await tempDir();
+    const up = await fakeUpstream();
+    const logs: string[] = [];
+    const log = (m: string, f?: Record<string, unknown>): void => {
+      logs.push(`${m} ${JSON.stringify(f ?? {})}`);
+    };
+    const upstream = up.url.replace('http://', 'http://user:s3cret@');
+    const collector = createCollector({
+      port: 0,
+      spoolDir: tmp.dir,
+      upstream,
+      backoff: fastBackoff,
+      logger: { debug: log, info: log, warn: log, error: log },
+    });
+    const { url } = await collector.start();
+    try {
+      expect((await post(`${url}/v1/traces`, traceBody(1, 1, 2))).status).toBe(200);
+      await until(() => collector.status().spool.records === 0, 5000, 'drained');
+      expect(up.seen[0]?.headers.authorization).toBe(`Basic ${Buffer.from('user:s3cret').toString('base64')}`);
+      const st = collector.status();
+      expect(st.upstream.url).toBe(`${up.url.replace('http://', 'http://***@')}/`);
+      const served = await (await fetch(`${url}/status`)).text();
+      expect(served).not.toMatch(/s3cret/);
+      expect(logs.join('\n')).not.toMatch(/s3cret/);
+      expect(logs.join('\n')).toMatch(/\*\*\*@127\.0\.0\.1/);
+      expect(() => createCollector({ spoolDir: tmp.dir, upstream: 'ftp://user:s3cret@x' })).toThrow(
+        /^upstream ftp:\/\/\*\*\*@x\/? must be/,
+      );
+    } finally {
+      await collector.stop();
+      await up.close();
+      await tmp.cleanup();
+    }
   });
 
   it('never retries a partial success and counts the items the upstream rejected', async () => {
