@@ -94,6 +94,99 @@ describe('spool', () => {
     }
   });
 
+  it('full policy drop-oldest: concurrent requests larger than a segment all get 200, with the oldest data dropped and counted', async () => {
+    // Scaled down from a 64 MiB spool with twelve concurrent 13.8 MB requests: 1 MiB spool (64 KiB segments),
+    // twelve concurrent ~200 KB requests. Group commits must not pile them into one unbounded active segment.
+    const c = createCollector({
+      port: 0,
+      spoolDir: tmp.dir,
+      upstream: dead.url,
+      maxSpoolBytes: 1024 * 1024,
+      backoff: fastBackoff,
+    });
+    const { url } = await c.start();
+    try {
+      const bodies = Array.from({ length: 12 }, (_, i) => traceBody(9, i + 1, 1600));
+      expect(bodies[0]?.length).toBeGreaterThan(150_000);
+      const results = await Promise.all(bodies.map((b) => post(`${url}/v1/traces`, b)));
+      expect(results.map((r) => r.status)).toEqual(Array(12).fill(200));
+      const st = c.status();
+      expect(st.counters.requests.spool_full).toBe(0);
+      expect(st.counters.received.traces).toBe(12 * 1600);
+      expect(st.counters.dropped.spool_full).toBeGreaterThan(0);
+      expect(st.spool.bytes).toBeLessThanOrEqual(1024 * 1024);
+      // Nothing unaccounted for (a dropped record the forwarder was holding is counted when it next looks).
+      await until(
+        () => c.status().spool.items + c.status().counters.dropped.spool_full === 12 * 1600,
+        5000,
+        'every item stored or counted as dropped',
+      );
+      // Segments stay near their size: none holds more than one of these requests.
+      const sizes = await Promise.all((await segmentsOf(tmp.dir)).map((n) => stat(join(tmp.dir, 'traces', n))));
+      for (const f of sizes) expect(f.size).toBeLessThan(2 * (bodies[0]?.length ?? 0));
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('full policy drop-oldest: drops an active segment when no queue has a sealed one', async () => {
+    // Each signal's data sits in its active segment (below segmentBytes); a new request does not fit.
+    const c = createCollector({
+      port: 0,
+      spoolDir: tmp.dir,
+      upstream: dead.url,
+      maxSpoolBytes: 128 * 1024,
+      segmentBytes: 32 * 1024,
+      maxRequestBytes: 64 * 1024,
+      backoff: fastBackoff,
+    });
+    const { url } = await c.start();
+    const json = { 'content-type': 'application/json' };
+    const logs = JSON.stringify({
+      resourceLogs: [
+        {
+          scopeLogs: [{ logRecords: Array.from({ length: 240 }, () => ({ body: { stringValue: 'x'.repeat(100) } })) }],
+        },
+      ],
+    });
+    const metrics = JSON.stringify({
+      resourceMetrics: [
+        {
+          scopeMetrics: [
+            {
+              metrics: [
+                {
+                  name: 'm',
+                  gauge: { dataPoints: Array.from({ length: 850 }, (_, i) => ({ asDouble: i, timeUnixNano: '1' })) },
+                },
+              ],
+            },
+          ],
+        },
+      ],
+    });
+    try {
+      expect((await post(`${url}/v1/traces`, traceBody(10, 1, 320))).status).toBe(200);
+      expect((await post(`${url}/v1/logs`, logs, json)).status).toBe(200);
+      expect((await post(`${url}/v1/metrics`, metrics, json)).status).toBe(200);
+      const before = c.status().spool;
+      expect(before.segments).toBe(3);
+      const big = traceBody(10, 2, 480);
+      expect(before.bytes + big.length).toBeGreaterThan(128 * 1024);
+      expect((await post(`${url}/v1/traces`, big)).status).toBe(200);
+      const st = c.status();
+      // The oldest data (the first traces request) went; the newest request is stored.
+      await until(() => c.status().counters.dropped.spool_full === 320, 5000, 'the first request counted');
+      expect(st.spool.signals.traces.items).toBe(480);
+      expect(st.spool.signals.logs.items).toBe(240);
+      expect(st.spool.signals.metrics.items).toBe(850);
+      expect(st.spool.bytes).toBeLessThanOrEqual(128 * 1024);
+      expect(st.counters.requests.spool_full).toBe(0);
+    } finally {
+      await c.stop();
+    }
+  });
+
   it('stores concurrent requests with group commit, each exactly once', async () => {
     const c = createCollector({ port: 0, spoolDir: tmp.dir, upstream: dead.url, backoff: fastBackoff });
     const { url } = await c.start();

@@ -161,6 +161,8 @@ export class SpoolQueue {
   private pending: Pending[] = [];
   private pendingBytes = 0;
   private flushing: Promise<void> | undefined;
+  /** The group commit being written (set for the whole write, including sealing or creating its segment). */
+  private writing: Promise<void> | undefined;
   private waiters: (() => void)[] = [];
   private reader: { seg: Segment | undefined; fh: FileHandle | undefined; offset: number; itemsRead: number } = {
     seg: undefined,
@@ -284,50 +286,83 @@ export class SpoolQueue {
   private async flushLoop(): Promise<void> {
     try {
       while (this.pending.length > 0) {
-        const batch = this.pending.splice(0);
-        const batchBytes = batch.reduce((n, p) => n + p.buf.length, 0);
-        try {
-          await this.writeBatch(batch, batchBytes);
-          for (const p of batch) p.resolve();
-        } catch (err) {
-          const e = err instanceof CollectorError ? err : ioError(`append to the ${this.signal} spool`, this.dir, err);
-          this.opts.logger.error('spool: write failed', { signal: this.signal, error: String(err) });
-          for (const p of batch) p.reject(e);
-        } finally {
-          this.pendingBytes -= batchBytes;
-        }
+        const write = this.writeNext();
+        this.writing = write;
+        await write;
+        this.writing = undefined;
         this.notify();
       }
     } finally {
+      this.writing = undefined;
       this.flushing = undefined;
     }
   }
 
-  private async writeBatch(batch: Pending[], batchBytes: number): Promise<void> {
-    let cur = this.active;
-    if (cur && cur.seg.records > 0 && cur.seg.bytes + batchBytes > this.opts.segmentBytes) {
-      await this.sealActive();
-      cur = undefined;
+  /**
+   * Writes the next group commit: the pending records that fit in the active segment (at least one), with one
+   * write and one sync. A group never crosses `segmentBytes`, so segments stay bounded and the full policy can
+   * drop them one by one; a record larger than `segmentBytes` gets a segment of its own. Never throws: the
+   * records of a failed group are rejected.
+   */
+  private async writeNext(): Promise<void> {
+    const segmentBytes = this.opts.segmentBytes;
+    let chunk: Pending[] = [];
+    let chunkBytes = 0;
+    try {
+      let cur = this.active;
+      const first = this.pending[0] as Pending;
+      if (cur && cur.seg.records > 0 && cur.seg.bytes + first.buf.length > segmentBytes) {
+        await this.sealActive();
+        cur = undefined;
+      }
+      if (!cur) cur = await this.createSegment((this.pending[0] as Pending).seq);
+      let room = segmentBytes - cur.seg.bytes;
+      while (this.pending.length > 0) {
+        const p = this.pending[0] as Pending;
+        if (chunk.length > 0 && p.buf.length > room) break;
+        this.pending.shift();
+        chunk.push(p);
+        chunkBytes += p.buf.length;
+        room -= p.buf.length;
+      }
+      await this.writeChunk(cur, chunk, chunkBytes);
+      this.pendingBytes -= chunkBytes;
+      chunkBytes = 0;
+      for (const p of chunk) p.resolve();
+      // A full segment is sealed at once, so that it is a drop candidate for the full policy.
+      if (cur.seg.bytes >= segmentBytes && this.active === cur) await this.sealActive();
+    } catch (err) {
+      if (chunk.length === 0) {
+        // Failed before any record was taken (creating or sealing a segment): fail everything pending.
+        chunk = this.pending.splice(0);
+        chunkBytes = chunk.reduce((n, p) => n + p.buf.length, 0);
+      }
+      this.pendingBytes -= chunkBytes;
+      const e = err instanceof CollectorError ? err : ioError(`append to the ${this.signal} spool`, this.dir, err);
+      this.opts.logger.error('spool: write failed', { signal: this.signal, error: String(err) });
+      for (const p of chunk) p.reject(e);
     }
-    if (!cur) cur = await this.createSegment((batch[0] as Pending).seq);
+  }
+
+  private async writeChunk(cur: { seg: Segment; fh: FileHandle }, chunk: Pending[], chunkBytes: number): Promise<void> {
     const { seg, fh } = cur;
     try {
-      const { bytesWritten } = await fh.writev(
-        batch.map((p) => p.buf),
+      await writeFully(
+        fh,
+        chunk.map((p) => p.buf),
         seg.bytes,
       );
-      if (bytesWritten !== batchBytes) throw new Error(`short write: ${bytesWritten} of ${batchBytes} bytes`);
       await fh.datasync();
     } catch (err) {
       // Cut the partial write off so the segment keeps ending on a record boundary.
       await fh.truncate(seg.bytes).catch(() => {});
-      throw ioError(`write ${batchBytes} bytes to segment`, seg.path, err);
+      throw ioError(`write ${chunkBytes} bytes to segment`, seg.path, err);
     }
-    if (seg.records === 0) seg.firstReceivedAt = (batch[0] as Pending).receivedAt;
-    seg.bytes += batchBytes;
-    seg.records += batch.length;
-    for (const p of batch) seg.items += p.items;
-    seg.lastSeq = (batch[batch.length - 1] as Pending).seq;
+    if (seg.records === 0) seg.firstReceivedAt = (chunk[0] as Pending).receivedAt;
+    seg.bytes += chunkBytes;
+    seg.records += chunk.length;
+    for (const p of chunk) seg.items += p.items;
+    seg.lastSeq = (chunk[chunk.length - 1] as Pending).seq;
   }
 
   private async createSegment(firstSeq: number): Promise<{ seg: Segment; fh: FileHandle }> {
@@ -376,19 +411,37 @@ export class SpoolQueue {
     return seq <= this.droppedThroughSeq && seq > this.ackedSeq;
   }
 
-  /** The oldest sealed segment (a drop candidate) and when its first record arrived. */
-  oldestSealed(): Segment | undefined {
+  /**
+   * The oldest segment holding data, as a drop candidate for the full policy: the oldest sealed segment, or the
+   * active one when it is the only segment and holds records.
+   */
+  oldestSegment(): Segment | undefined {
     const s = this.segments[0];
-    return s?.sealed ? s : undefined;
+    return s && (s.sealed || s.records > 0) ? s : undefined;
+  }
+
+  /** Resolves when the group commit in flight (if any) has been written; `undefined` when none is. */
+  writeInFlight(): Promise<void> | undefined {
+    return this.writing ?? this.flushing;
   }
 
   /**
-   * Removes the oldest sealed segment (full policy `drop-oldest`). Returns what was lost: records already handed
-   * to the forwarder are not counted here (the forwarder counts the one in flight if it never got through).
+   * Removes the oldest segment (full policy `drop-oldest`). When that is the active segment, it is sealed first,
+   * after the group commit being written to it (records not yet durable, not yet acknowledged) has landed; those
+   * records are never dropped before their write completes. Returns what was lost: records already handed to the
+   * forwarder are not counted here (the forwarder counts the one in flight if it never got through).
    */
   async dropOldest(): Promise<DropCount | undefined> {
-    const seg = this.oldestSealed();
+    while (this.writing) await this.writing;
+    // From here to the shift below nothing awaits: no write can start on the segment being dropped.
+    const seg = this.oldestSegment();
     if (!seg) return undefined;
+    let closing: FileHandle | undefined;
+    if (!seg.sealed) {
+      closing = this.active?.fh;
+      this.active = undefined;
+      seg.sealed = true;
+    }
     this.segments.shift();
     seg.dropped = true;
     const readItems = this.reader.seg === seg ? this.reader.itemsRead : 0;
@@ -396,7 +449,9 @@ export class SpoolQueue {
     const consumedItems = Math.max(readItems, seg.ackedItems);
     const consumedRecords = Math.max(readRecords, seg.ackedRecords);
     this.droppedThroughSeq = Math.max(this.droppedThroughSeq, seg.lastSeq);
+    await closing?.close().catch(() => {});
     await unlink(seg.path).catch(() => {});
+    this.notify();
     return { records: seg.records - consumedRecords, items: seg.items - consumedItems, bytes: seg.bytes };
   }
 
@@ -606,6 +661,31 @@ export class SpoolQueue {
     await this.deleteAcknowledged();
     await this.cursorFh?.close();
     this.cursorFh = undefined;
+  }
+}
+
+/**
+ * Writes every byte of `bufs` at `position`. `writev` may write less than asked (a full disk writes what fits);
+ * writing the rest then fails with the real error (`ENOSPC`) instead of an anonymous short count.
+ */
+async function writeFully(fh: FileHandle, bufs: Buffer[], position: number): Promise<void> {
+  let rest = bufs;
+  let pos = position;
+  while (rest.length > 0) {
+    const { bytesWritten } = await fh.writev(rest, pos);
+    if (bytesWritten === 0) throw Object.assign(new Error('no bytes written'), { code: 'EIO' });
+    pos += bytesWritten;
+    let skip = bytesWritten;
+    const next: Buffer[] = [];
+    for (const b of rest) {
+      if (skip >= b.length) {
+        skip -= b.length;
+        continue;
+      }
+      next.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
+    }
+    rest = next;
   }
 }
 

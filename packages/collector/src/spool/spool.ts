@@ -162,23 +162,33 @@ export class Spool {
   private async makeRoom(need: number): Promise<void> {
     while (this.usedBytes() + need > this.opts.maxBytes) {
       if (this.opts.fullPolicy === 'refuse') throw spoolFull(this.opts, need);
+      // The oldest data across the queues, by arrival time of the first record of each queue's oldest segment.
       let victim: Queue | undefined;
       let victimAt = Number.POSITIVE_INFINITY;
       for (const s of SIGNALS) {
-        const seg = this.queues[s].oldestSealed();
+        const seg = this.queues[s].oldestSegment();
         if (seg && seg.firstReceivedAt < victimAt) {
           victim = this.queues[s];
           victimAt = seg.firstReceivedAt;
         }
       }
-      const dropped: DropCount | undefined = await victim?.dropOldest();
-      if (!victim || !dropped) throw spoolFull(this.opts, need);
-      this.opts.logger.warn('spool: full, dropped the oldest segment', {
-        signal: victim.signal,
-        records: dropped.records,
-        items: dropped.items,
-        bytes: dropped.bytes,
-      });
+      if (!victim) {
+        // Nothing on disk yet: what fills the spool is still being written. Once written it can be dropped.
+        const writes = SIGNALS.map((s) => this.queues[s].writeInFlight()).filter((w) => w !== undefined);
+        if (writes.length === 0) throw spoolFull(this.opts, need);
+        await Promise.race(writes);
+        continue;
+      }
+      const dropped: DropCount | undefined = await victim.dropOldest();
+      if (!dropped) continue;
+      if (dropped.items > 0) {
+        this.opts.logger.warn('spool: full, dropped the oldest segment', {
+          signal: victim.signal,
+          records: dropped.records,
+          items: dropped.items,
+          bytes: dropped.bytes,
+        });
+      }
       this.opts.onDrop(victim.signal, 'spool_full', dropped.items, dropped.records);
     }
   }
