@@ -7,6 +7,11 @@ root="$PWD"
 vyr() { "$root/vyr" "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ vyr %s\n' "$*"; vyr "$@"; }
+arch="$(uname -m | sed -e 's/x86_64/x64/' -e 's/aarch64/arm64/')"
+node_bin="$root/.toolchain/node/node_modules/node-linux-$arch/bin/node"
+[ -x "$node_bin" ] || node_bin="node"
+# json EXPR: prints a JS expression over the JSON document read from stdin, which the expression calls `d`.
+json() { "$node_bin" -e 'let t="";process.stdin.on("data",(c)=>(t+=c)).on("end",()=>{const d=JSON.parse(t);console.log(new Function("d","return ("+process.argv[1]+")")(d)??"")})' "$1"; }
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/vyr-demo.XXXXXX")"
 node_pid=""
@@ -41,12 +46,15 @@ cp -r event-transform.oci tampered.oci
 cp event-transform.oci.sigstore.json tampered.oci.sigstore.json
 blob="$(ls -S tampered.oci/blobs/sha256/ | head -n 1)"
 printf '\x00' | dd of="tampered.oci/blobs/sha256/$blob" bs=1 seek=100 conv=notrunc status=none
-if vyr verify tampered.oci --trust keys/vyr.pub; then echo "UNEXPECTED: tampered artifact verified" >&2; exit 1; fi
-echo "(refused, exit code $((65)) = verification failed)"
+rc=0; vyr verify tampered.oci --trust keys/vyr.pub || rc=$?
+[ "$rc" -eq 65 ] || { echo "UNEXPECTED: tampered artifact gave exit code $rc, not 65" >&2; exit 1; }
+echo "(refused with exit code $rc: verification failed)"
 
 say "6. A key this node does not trust: refused too."
 run key generate --out other-keys >/dev/null
-if vyr verify event-transform.oci --trust other-keys/vyr.pub; then echo "UNEXPECTED: untrusted key accepted" >&2; exit 1; fi
+rc=0; vyr verify event-transform.oci --trust other-keys/vyr.pub || rc=$?
+[ "$rc" -eq 65 ] || { echo "UNEXPECTED: untrusted key gave exit code $rc, not 65" >&2; exit 1; }
+echo "(refused with exit code $rc)"
 
 say "7. Start a node (laptop tier) that trusts only our key."
 "$root/vyr" node start --data-dir node-data --listen 127.0.0.1:0 --trust keys/vyr.pub --otlp none >node.out 2>node.err &
@@ -61,13 +69,19 @@ export VYR_NODE="$url"
 echo "node at $VYR_NODE"
 
 say "8. Create a state instance for the workload's declared 'data' slot."
-state_id="$(vyr --json state create --name demo-data | sed -n 's/.*"id":"\(st_[^"]*\)".*/\1/p')"
+state_id="$(vyr --json state create --name demo-data | json 'd.state.id')"
 echo "state instance $state_id"
 
 say "9. Run: import (verified against the node's trust set), execute in a sandbox, stream output."
 run run event-transform.oci --stdin events.jsonl --env LOG_LEVEL=info --state "data=$state_id"
 
-say "10. The same run again gives the same state digest (task-scoped state, same inputs)."
+say "10. Predictable state: the same run on a fresh instance leaves the same content digest."
+second="$(vyr --json state create --name demo-data-2 | json 'd.state.id')"
+first_digest="$(vyr --json state ls | json "d.states.find((s) => s.id === '$state_id').lastDigest")"
+second_digest="$(vyr --json run event-transform.oci --stdin events.jsonl --env LOG_LEVEL=info --state "data=$second" | json 'd.task.stateResults[0].digest')"
+echo "first run's state digest:  $first_digest"
+echo "second run's state digest: $second_digest"
+[ "$first_digest" = "$second_digest" ] || { echo "UNEXPECTED: digests differ" >&2; exit 1; }
 run state ls
 
 say "11. The trace the task left: verify -> prepare -> bind -> instantiate -> run -> release."
