@@ -110,6 +110,9 @@ describe('vyr import / run / cancel / task get against a node', () => {
     expect((await run('run', `sha256:${'a'.repeat(64)}`)).code).toBe(ExitCode.NOT_FOUND);
     expect((await run('run', 'sha256:123')).code).toBe(ExitCode.INVALID_INPUT);
     expect((await run('run', fx.tars.hello?.digest as string, '--memory', 'lots')).code).toBe(ExitCode.USAGE);
+    const missing = await run('run', join(fx.dir, 'no-such.tar'));
+    expect(missing.code).toBe(ExitCode.NOT_FOUND);
+    expect(missing.stderr).toMatch(/^vyr: NOT_FOUND: /);
     const down = await vyr(['artifacts', 'ls', '--node', 'http://127.0.0.1:1'], {}, fx.dir);
     expect(down.code).toBe(ExitCode.UNAVAILABLE);
     expect(down.stderr).toContain('cannot reach the node at http://127.0.0.1:1');

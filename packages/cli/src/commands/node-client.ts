@@ -105,6 +105,17 @@ export function exitCodeFor(e: NodeCallError): ExitCodeValue {
  */
 export function toNodeCliError(err: unknown, url: string): CliError {
   if (err instanceof CliError) return err;
+  // Local artifact errors (reading ARTIFACT before an upload) keep their code too.
+  if (err instanceof Error && err.name === 'ArtifactError') {
+    const code = (err as { code?: string }).code ?? 'INVALID_INPUT';
+    const exit =
+      code === 'NOT_FOUND'
+        ? ExitCode.NOT_FOUND
+        : VERIFY_CODES.has(code)
+          ? ExitCode.VERIFY_FAILED
+          : ExitCode.INVALID_INPUT;
+    return new CliError(code, err.message, exit, { cause: err });
+  }
   const e = describeCallError(err);
   if (e.connectCode === 'unavailable' && e.domain === 'transport') {
     return new CliError(

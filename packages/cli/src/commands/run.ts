@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
+import { describeCallError } from '@vyr/api/client';
+import { readArtifact } from '@vyr/artifact';
 import { Access, type StateBinding, StateBindingSchema, type Task, TaskStatus } from '@vyr/proto';
 import type { Command } from 'commander';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
@@ -159,6 +161,7 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
       const bindings = flags.state.map(parseStateFlag);
 
       let digest = target;
+      let localPath: string | undefined;
       if (!DIGEST_RE.test(target)) {
         if (target.startsWith('sha256:')) {
           throw new CliError(
@@ -167,21 +170,33 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
             ExitCode.INVALID_INPUT,
           );
         }
-        digest = (await uploadArtifact(ctx, client, target, { quiet: json })).artifact.digest;
+        // The digest is known locally; upload only when the node does not have the artifact yet.
+        localPath = resolve(ctx.cwd, target);
+        digest = (await readArtifact(localPath)).digest;
       }
       // Our own trace context, so the task's trace and this invocation share a trace id.
       const traceparent = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
-      const submitted = await client.submitTask({
-        artifactDigest: digest,
-        args,
-        env,
-        stdin,
-        deadlineMs: BigInt(deadlineMs),
-        memoryBytes: BigInt(memoryBytes),
-        bindings,
-        idempotencyKey: flags.idempotencyKey ?? '',
-        traceparent,
-      });
+      const submit = () =>
+        client.submitTask({
+          artifactDigest: digest,
+          args,
+          env,
+          stdin,
+          deadlineMs: BigInt(deadlineMs),
+          memoryBytes: BigInt(memoryBytes),
+          bindings,
+          idempotencyKey: flags.idempotencyKey ?? '',
+          traceparent,
+        });
+      let submitted: Awaited<ReturnType<typeof submit>>;
+      try {
+        submitted = await submit();
+      } catch (err) {
+        const e = describeCallError(err);
+        if (localPath === undefined || e.errorCode !== 'NOT_FOUND' || e.domain !== 'artifact') throw err;
+        await uploadArtifact(ctx, client, localPath, { quiet: json });
+        submitted = await submit();
+      }
       let task = submitted.task as Task;
       const out: Buffer[] = [];
       const err: Buffer[] = [];
