@@ -28,6 +28,8 @@ export interface CollectorStatus {
     /** What the last start found on disk (backlog resumed, torn tail truncated). */
     recovered: RecoveryReport | undefined;
   };
+  /** Requests being processed now: their bytes count against `maxInflightBytes`. */
+  receiver: { inflightBytes: number; maxInflightBytes: number };
   counters: CollectorCounters;
 }
 
@@ -80,6 +82,7 @@ export function createCollector(options: CollectorOptions): Collector {
     onDrop: (signal, reason, items) => telemetry?.addDropped(signal, reason, items),
   });
   const inflight = new Set<Promise<unknown>>();
+  const inflightBytes = { bytes: 0 };
 
   const status = (): CollectorStatus => {
     const { total, signals } = spool.stats();
@@ -111,6 +114,7 @@ export function createCollector(options: CollectorOptions): Collector {
         signals,
         recovered: spool.recovered(),
       },
+      receiver: { inflightBytes: inflightBytes.bytes, maxInflightBytes: opts.maxInflightBytes },
       counters: structuredClone(tel().counters),
     };
   };
@@ -147,13 +151,15 @@ export function createCollector(options: CollectorOptions): Collector {
         telemetry: t,
         status,
         stopping: () => state !== 'running',
+        inflight: inflightBytes,
       });
-      const srv = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+      const srv = createServer({ keepAliveTimeout: 30_000, requestTimeout: 120_000 }, (req, res) => {
         const p = new Promise<void>((resolve) => res.on('close', resolve));
         inflight.add(p);
         void p.then(() => inflight.delete(p));
         handler(req, res);
       });
+      srv.maxConnections = opts.maxConnections;
       try {
         await new Promise<void>((resolve, reject) => {
           srv.once('error', reject);

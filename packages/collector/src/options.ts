@@ -17,8 +17,13 @@ export interface BackoffOptions {
 
 /** Options of {@link createCollector}. */
 export interface CollectorOptions {
-  /** Interface to listen on. Default `127.0.0.1`. */
+  /**
+   * Interface to listen on. Default `127.0.0.1`. The receiver has no authentication and no TLS, so an address
+   * other than loopback (`127.0.0.0/8`, `::1`, `localhost`) is refused unless {@link allowRemote} is set.
+   */
   host?: string;
+  /** Allow a non-loopback {@link host} although anyone who reaches it can write into the spool. Default false. */
+  allowRemote?: boolean;
   /** TCP port; 0 picks a free one. Default 4318 (the OTLP/HTTP port). */
   port?: number;
   /** Directory of the durable spool; created if missing. Required. */
@@ -36,6 +41,14 @@ export interface CollectorOptions {
   fullPolicy?: FullPolicy;
   /** Largest accepted request body, in bytes, both as sent and after gzip decoding. Default min(16 MiB, maxSpoolBytes / 4). */
   maxRequestBytes?: number;
+  /**
+   * Bound on the bytes of requests being received, decoded and stored at the same time, across all connections
+   * (the body as sent plus its gzip-decoded size). A request that would exceed it gets 503 with `Retry-After`
+   * before its body is read. Default max(64 MiB, maxRequestBytes); at least maxRequestBytes.
+   */
+  maxInflightBytes?: number;
+  /** Most simultaneous client connections; more are refused by the server. Default 512. */
+  maxConnections?: number;
   /** Segment file size at which a new segment is started, in bytes. Default maxSpoolBytes / 16, within 4 KiB…64 MiB. */
   segmentBytes?: number;
   /** `Retry-After` sent with 503 responses (spool full, stopping), in seconds. Default 5. */
@@ -53,6 +66,9 @@ export interface CollectorOptions {
 /** {@link CollectorOptions} with every default applied. */
 export interface ResolvedOptions {
   host: string;
+  allowRemote: boolean;
+  maxInflightBytes: number;
+  maxConnections: number;
   port: number;
   spoolDir: string;
   upstream: URL;
@@ -102,6 +118,21 @@ export function resolveOptions(o: CollectorOptions): ResolvedOptions {
   if (!Number.isSafeInteger(segmentBytes) || segmentBytes < 1 || segmentBytes > maxSpoolBytes / 4) {
     invalid(`segmentBytes ${segmentBytes} must be between 1 and a quarter of maxSpoolBytes`);
   }
+  const maxInflightBytes = o.maxInflightBytes ?? Math.max(64 * MiB, maxRequestBytes);
+  if (!Number.isSafeInteger(maxInflightBytes) || maxInflightBytes < maxRequestBytes) {
+    invalid(`maxInflightBytes ${maxInflightBytes} must be an integer of at least maxRequestBytes (${maxRequestBytes})`);
+  }
+  const maxConnections = o.maxConnections ?? 512;
+  if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) {
+    invalid(`maxConnections ${maxConnections} must be a positive integer`);
+  }
+  const host = o.host ?? '127.0.0.1';
+  const allowRemote = o.allowRemote ?? false;
+  if (!allowRemote && !isLoopback(host)) {
+    invalid(
+      `refusing to listen on ${JSON.stringify(host)}: the receiver has no authentication or TLS, so anyone who reaches it can fill the spool; listen on 127.0.0.1 (or ::1), or allow it explicitly (allowRemote, --allow-remote) behind a firewall or an authenticating proxy`,
+    );
+  }
   const port = o.port ?? 4318;
   if (!Number.isInteger(port) || port < 0 || port > 65535) invalid(`port ${port} must be an integer in 0…65535`);
   const compression = o.compression ?? 'gzip';
@@ -118,7 +149,10 @@ export function resolveOptions(o: CollectorOptions): ResolvedOptions {
   }
   if (backoff.jitter < 0 || backoff.jitter > 1) invalid(`backoff.jitter ${backoff.jitter} must be within 0…1`);
   return {
-    host: o.host ?? '127.0.0.1',
+    host,
+    allowRemote,
+    maxInflightBytes,
+    maxConnections,
     port,
     spoolDir: o.spoolDir,
     upstream,
@@ -133,6 +167,14 @@ export function resolveOptions(o: CollectorOptions): ResolvedOptions {
     backoff,
     logger: o.logger ?? silentLogger,
   };
+}
+
+/** True for loopback addresses and names: `127.0.0.0/8`, `::1`, `localhost`. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  if (/^::ffff:127\./.test(h)) return true;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 function invalid(message: string, cause?: unknown): never {

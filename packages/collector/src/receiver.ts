@@ -20,6 +20,8 @@ export interface ReceiverDeps {
   status(): unknown;
   /** True once the collector is stopping: new exports get 503. */
   stopping(): boolean;
+  /** Bytes of requests being processed now, across connections (bounded by `maxInflightBytes`). */
+  inflight: { bytes: number };
 }
 
 /**
@@ -106,8 +108,38 @@ async function handle(deps: ReceiverDeps, req: IncomingMessage, res: ServerRespo
   const declared = Number(req.headers['content-length'] ?? Number.NaN);
   if (declared > opts.maxRequestBytes) return tooLarge(`${declared} bytes`);
 
-  let body: Buffer | undefined = await readBody(req, opts.maxRequestBytes);
-  if (!body) return tooLarge(`more than ${opts.maxRequestBytes} bytes`);
+  // Memory bound: the bytes of every request being read, decoded and stored count against maxInflightBytes,
+  // reserved before they are read; the reservation ends when the response is done.
+  let reserved = 0;
+  res.once('close', () => {
+    deps.inflight.bytes -= reserved;
+    reserved = 0;
+  });
+  const reserve = (n: number): boolean => {
+    if (deps.inflight.bytes + n > opts.maxInflightBytes) return false;
+    deps.inflight.bytes += n;
+    reserved += n;
+    return true;
+  };
+  const busy = (): void => {
+    // The body is discarded as it arrives (it is at most maxRequestBytes), so the client reads a clean 503 rather
+    // than a reset connection; nothing of it is kept.
+    req.resume();
+    fail(
+      503,
+      'busy',
+      RpcCode.UNAVAILABLE,
+      `the collector is already processing ${deps.inflight.bytes} bytes of requests (maxInflightBytes ${opts.maxInflightBytes}); retry later`,
+      { 'retry-after': String(opts.retryAfterSeconds) },
+    );
+  };
+  if (Number.isSafeInteger(declared) && declared >= 0 && !reserve(declared)) return busy();
+  // Without a Content-Length (chunked), bytes are reserved as they arrive.
+  const read = await readBody(req, opts.maxRequestBytes, Number.isSafeInteger(declared) ? undefined : reserve);
+  if (read === 'too_large') return tooLarge(`more than ${opts.maxRequestBytes} bytes`);
+  if (read === 'busy') return busy();
+  // One variable for the body in its current form, so the compressed bytes can go once decoded.
+  let body = read;
   if (contentEncoding === 'gzip') {
     try {
       body = await gunzipAsync(body, opts.maxRequestBytes);
@@ -117,6 +149,7 @@ async function handle(deps: ReceiverDeps, req: IncomingMessage, res: ServerRespo
       }
       return fail(400, 'malformed', RpcCode.INVALID_ARGUMENT, `body is not valid gzip: ${(err as Error).message}`);
     }
+    if (!reserve(body.length)) return busy();
   }
   let result: ReturnType<typeof ingest>;
   try {
@@ -157,19 +190,27 @@ function reply(res: ServerResponse, status: number, encoding: Encoding, body: Ui
   res.end(body);
 }
 
-/** Reads the whole body; `undefined` (and the socket closed after the reply) if it grows beyond `limit`. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  return new Promise<Buffer | undefined>((resolve, reject) => {
+/**
+ * Reads the whole body. Stops reading (the socket is closed after the reply) with `'too_large'` once it grows
+ * beyond `limit`, or with `'busy'` when `reserve` refuses a chunk.
+ */
+function readBody(
+  req: IncomingMessage,
+  limit: number,
+  reserve: ((n: number) => boolean) | undefined,
+): Promise<Buffer | 'too_large' | 'busy'> {
+  return new Promise<Buffer | 'too_large' | 'busy'>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let n = 0;
+    const stop = (why: 'too_large' | 'busy'): void => {
+      req.off('data', onData);
+      req.pause();
+      resolve(why);
+    };
     const onData = (c: Buffer): void => {
       n += c.length;
-      if (n > limit) {
-        req.off('data', onData);
-        req.pause();
-        resolve(undefined);
-        return;
-      }
+      if (n > limit) return stop('too_large');
+      if (reserve && !reserve(c.length)) return stop('busy');
       chunks.push(c);
     };
     req.on('data', onData);

@@ -26,6 +26,8 @@ export type RequestOutcome =
   | 'unsupported_media_type'
   | 'spool_full'
   | 'unavailable'
+  /** Refused with 503 because `maxInflightBytes` of requests were already being processed. */
+  | 'busy'
   | 'not_found';
 
 /**
@@ -53,6 +55,7 @@ const OUTCOMES: readonly RequestOutcome[] = [
   'unsupported_media_type',
   'spool_full',
   'unavailable',
+  'busy',
   'not_found',
 ];
 

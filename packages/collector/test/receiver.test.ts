@@ -1,3 +1,6 @@
+import { once } from 'node:events';
+import { request } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { fromBinary, toJson } from '@bufbuild/protobuf';
 import { type Collector, createCollector } from '@vyr/collector';
@@ -247,5 +250,119 @@ describe('byte-faithful forwarding', () => {
       await up.close();
       await tmp.cleanup();
     }
+  });
+});
+
+/** Starts a POST whose body is sent only in part; `finish()` sends the rest and resolves with the status. */
+function partialPost(
+  url: string,
+  body: Uint8Array,
+  sendFirst: number,
+  chunked = false,
+): { finish(): Promise<number>; response: Promise<{ status: number; retryAfter: string | undefined; body: string }> } {
+  const req = request(`${url}/v1/traces`, {
+    method: 'POST',
+    headers: chunked
+      ? { 'content-type': 'application/x-protobuf', 'transfer-encoding': 'chunked' }
+      : { 'content-type': 'application/x-protobuf', 'content-length': String(body.length) },
+  });
+  const response = new Promise<{ status: number; retryAfter: string | undefined; body: string }>((resolve, reject) => {
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          retryAfter: res.headers['retry-after'] as string | undefined,
+          body: Buffer.concat(chunks).toString('latin1'),
+        }),
+      );
+    });
+    req.on('error', reject);
+  });
+  req.write(body.subarray(0, sendFirst));
+  return {
+    response,
+    finish: async () => {
+      req.end(body.subarray(sendFirst));
+      return (await response).status;
+    },
+  };
+}
+
+describe('OTLP/HTTP receiver memory bound', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  let dead: Awaited<ReturnType<typeof deadUpstream>>;
+  beforeEach(async () => {
+    tmp = await tempDir();
+    dead = await deadUpstream();
+  });
+  afterEach(async () => {
+    await dead.close();
+    await tmp.cleanup();
+  });
+
+  it('answers 503 with Retry-After, before reading the body, when requests in flight would exceed maxInflightBytes', async () => {
+    const c = createCollector({
+      port: 0,
+      spoolDir: tmp.dir,
+      upstream: dead.url,
+      maxSpoolBytes: 4 * 1024 * 1024,
+      maxRequestBytes: 256 * 1024,
+      maxInflightBytes: 300 * 1024,
+      retryAfterSeconds: 3,
+    });
+    const { url } = await c.start();
+    try {
+      const big = traceBody(1, 1, 2000);
+      expect(big.length).toBeGreaterThan(160 * 1024);
+      // The first request holds its reservation while its body trickles in.
+      const first = partialPost(url, big, 1000);
+      await until(() => c.status().receiver.inflightBytes === big.length, 5000, 'the first reservation');
+      const second = await partialPost(url, traceBody(1, 2, 2000), 10).response;
+      expect(second.status).toBe(503);
+      expect(second.retryAfter).toBe('3');
+      expect(second.body).toMatch(/maxInflightBytes 307200/);
+      // Without a Content-Length the bytes are counted as they arrive.
+      const third = await partialPost(url, traceBody(1, 3, 2000), 150 * 1024, true).response;
+      expect(third.status).toBe(503);
+      expect(await first.finish()).toBe(200);
+      // The reservations ended with their responses: the next request fits again.
+      expect((await post(`${url}/v1/traces`, traceBody(1, 4, 2000))).status).toBe(200);
+      const st = c.status();
+      expect(st.counters.requests.busy).toBe(2);
+      expect(st.counters.requests.accepted).toBe(2);
+      expect(st.spool.items).toBe(4000);
+      await until(() => c.status().receiver.inflightBytes === 0, 5000, 'every reservation released');
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('limits simultaneous connections (maxConnections)', async () => {
+    const c = createCollector({ port: 0, spoolDir: tmp.dir, upstream: dead.url, maxConnections: 2 });
+    const { port } = await c.start();
+    const sockets: Socket[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const s = connect(port, '127.0.0.1');
+        await once(s, 'connect');
+        sockets.push(s);
+      }
+      const extra = connect(port, '127.0.0.1');
+      sockets.push(extra);
+      extra.on('error', () => {});
+      await once(extra, 'close');
+      expect(sockets[0]?.destroyed).toBe(false);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await c.stop();
+    }
+  });
+
+  it('validates maxInflightBytes against maxRequestBytes', () => {
+    expect(() =>
+      createCollector({ spoolDir: tmp.dir, upstream: dead.url, maxRequestBytes: 1024 * 1024, maxInflightBytes: 1024 }),
+    ).toThrow(/maxInflightBytes 1024 must be an integer of at least maxRequestBytes/);
   });
 });
