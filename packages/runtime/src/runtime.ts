@@ -40,6 +40,7 @@ import type {
   StateHookContext,
   SubmitRequest,
   TaskEvent,
+  TaskOutcome,
   TaskReason,
   TaskState,
   TaskStatus,
@@ -50,6 +51,22 @@ const MiB = 1024 * 1024;
 const TERMINAL: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'DEADLINE_EXCEEDED']);
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const ENV_KEY = /^[^=\0]+$/;
+/**
+ * `ArtifactError` codes that are a verification verdict (signature, trust policy, content re-hash): reported as
+ * `UNTRUSTED`. Anything else an `ArtifactSource` throws (a missing blob, an I/O error) is `INTERNAL`, `NOT_FOUND`
+ * stays `NOT_FOUND`.
+ */
+const VERIFICATION_CODES: ReadonlySet<string> = new Set([
+  'UNSIGNED',
+  'UNTRUSTED_KEY',
+  'SIGNATURE_INVALID',
+  'MESSAGE_DIGEST_MISMATCH',
+  'MALFORMED_BUNDLE',
+  'BLOB_DIGEST_MISMATCH',
+  'MANIFEST_TAMPERED',
+  'CONFIG_TAMPERED',
+  'UNTRUSTED',
+]);
 
 interface Watcher {
   events: TaskEvent[];
@@ -74,6 +91,10 @@ interface TaskRecord {
   worker?: PoolWorker;
   deadlineTimer?: NodeJS.Timeout;
   stdinAbort: AbortController;
+  /** Aborted when the task ends: the `bind` hook's `signal`. */
+  bindAbort: AbortController;
+  /** The `bind` hook while it runs (it may reject); `finish` awaits it before calling `release`. */
+  binding?: Promise<unknown>;
   stdin?: SharedArrayBuffer;
   output: OutputChunk[];
   retainedBytes: number;
@@ -208,9 +229,15 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     {
       onIdle: () => dispatch(),
       onMessage: (worker, message) => onWorkerMessage(worker, message),
-      onCrash: (_worker, taskId, error) => {
+      onCrash: (worker, taskId, error) => {
         const record = taskId ? tasks.get(taskId) : undefined;
-        if (!record || record.ending) return;
+        if (!record) return;
+        // The task no longer runs anywhere: leave the active gauge and forget the dead worker.
+        if (record.worker === worker) {
+          record.worker = undefined;
+          metrics.active.add(-1, nodeAttrs);
+        }
+        if (record.ending) return;
         const oom = (error as { code?: string } | undefined)?.code === 'ERR_WORKER_OUT_OF_MEMORY';
         const endRun = performance.timeOrigin + performance.now();
         endRunSpans(record, endRun);
@@ -342,9 +369,18 @@ export function createRuntime(options: RuntimeOptions): Runtime {
               });
             }
             const code = (cause as { code?: unknown }).code;
+            const suffix = typeof code === 'string' ? ` (${code})` : '';
+            if (typeof code === 'string' && VERIFICATION_CODES.has(code)) {
+              throw new RuntimeError(
+                'UNTRUSTED',
+                `artifact ${request.digest} was refused by verification${suffix}: ${(cause as Error).message}`,
+                { cause },
+              );
+            }
+            // Not a verdict on the artifact (a missing blob, an I/O error, a bug): say so instead of "untrusted".
             throw new RuntimeError(
-              'UNTRUSTED',
-              `artifact ${request.digest} was refused by verification${typeof code === 'string' ? ` (${code})` : ''}: ${(cause as Error).message}`,
+              'INTERNAL',
+              `artifact ${request.digest} could not be loaded${suffix}: ${(cause as Error).message}; check the store`,
               { cause },
             );
           }
@@ -398,6 +434,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       rootSpan,
       rootContext,
       stdinAbort: new AbortController(),
+      bindAbort: new AbortController(),
       output: [],
       retainedBytes: 0,
       watchers: new Set(),
@@ -421,6 +458,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       digest: record.status.digest,
       artifact: record.artifact,
       request: record.request,
+      signal: record.bindAbort.signal,
     };
   }
 
@@ -445,9 +483,13 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     if (record.ending) return;
     if (hooks.bind) {
       try {
-        const extra = await withSpan(SpanNames.stateBind, { parent: record.rootContext, tracer }, () =>
+        const binding = withSpan(SpanNames.stateBind, { parent: record.rootContext, tracer }, () =>
           hooks.bind!(hookContext(record)),
         );
+        record.binding = binding;
+        const extra = await binding;
+        // Ended while binding (cancel, deadline, close): `finish` awaited the bind and releases what it got.
+        if (record.ending) return;
         const seen = new Set(record.mounts.map((m) => m.guestPath));
         for (const [i, mount] of (extra ?? []).entries()) {
           checkMount(mount, `bind hook mount ${i}`);
@@ -517,16 +559,53 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     try {
       if (typeof input === 'string') await writer.write(new TextEncoder().encode(input), signal);
       else if (input instanceof Uint8Array) await writer.write(input, signal);
-      else if (input) {
-        for await (const chunk of input) {
-          if (signal.aborted) break;
-          await writer.write(chunk, signal);
-        }
-      }
+      else if (input) await pumpIterable(input, writer, signal);
     } catch (err) {
       logger.warn('stdin source failed; closing the task stdin', { taskId: record.status.id, error: String(err) });
     } finally {
       writer.close();
+    }
+  }
+
+  /**
+   * Copies an async iterable into the stdin ring until it ends or the task ends. When the task ends first, the
+   * iterator is closed with `return()` (as `for await` does on `break`), even while its `next()` is still pending, so
+   * a generator's `finally` runs and a network stream behind it is released.
+   */
+  async function pumpIterable(input: AsyncIterable<Uint8Array>, writer: StdinWriter, signal: AbortSignal) {
+    const iterator = input[Symbol.asyncIterator]();
+    const ended = Symbol('ended');
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<typeof ended>((resolve) => {
+      onAbort = () => resolve(ended);
+      if (signal.aborted) resolve(ended);
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    let exhausted = false;
+    try {
+      for (;;) {
+        const next = await Promise.race([iterator.next(), aborted]);
+        if (next === ended) break;
+        if (next.done) {
+          exhausted = true;
+          break;
+        }
+        await writer.write(next.value, signal);
+        if (signal.aborted) break;
+      }
+    } catch (err) {
+      exhausted = true; // a throwing iterator is finished; `return()` is not called on it
+      throw err;
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+      if (!exhausted && typeof iterator.return === 'function') {
+        // Not awaited: an async generator queues `return()` behind a pending `next()`.
+        Promise.resolve()
+          .then(() => iterator.return!())
+          .catch((err: unknown) =>
+            logger.warn('closing the stdin source failed', { error: err instanceof Error ? err.message : String(err) }),
+          );
+      }
     }
   }
 
@@ -631,22 +710,31 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     record.ending = true;
     clearTimeout(record.deadlineTimer);
     record.stdinAbort.abort();
+    record.bindAbort.abort();
     const index = queue.indexOf(record);
     if (index >= 0) queue.splice(index, 1);
-    if (detail.exitCode !== undefined) record.status.exitCode = detail.exitCode;
+    // A bind still running (cancel during PENDING) is aborted above and awaited here, so whatever it acquired before
+    // it noticed is released below instead of leaking.
+    if (record.binding) await record.binding.catch(() => undefined);
+    // The outcome is decided before `release`, so the hook sees the state, reason and exit code the task ends with.
+    let outcome: TaskOutcome = {
+      state,
+      ...(reason !== undefined ? { reason } : {}),
+      ...(detail.message !== undefined && state !== 'SUCCEEDED' ? { message: detail.message } : {}),
+      ...(detail.exitCode !== undefined ? { exitCode: detail.exitCode } : {}),
+    };
+    const endedAt = Date.now();
     if (hooks.release) {
       try {
-        const result = await withSpan(SpanNames.stateRelease, { parent: record.rootContext, tracer }, async (span) => {
-          const r = await hooks.release!({ ...hookContext(record), status: snapshot(record.status) });
+        await withSpan(SpanNames.stateRelease, { parent: record.rootContext, tracer }, async (span) => {
+          const status: TaskStatus = { ...snapshot(record.status), ...outcome, endedAt };
+          const r = await hooks.release!({ ...hookContext(record), status, outcome: { ...outcome } });
           if (r?.attributes) span.setAttributes(r.attributes);
           return r;
         });
-        void result;
       } catch (err) {
-        if (state === 'SUCCEEDED') {
-          state = 'FAILED';
-          reason = 'STATE_RELEASE_FAILED';
-          detail = { ...detail, message: (err as Error).message };
+        if (outcome.state === 'SUCCEEDED') {
+          outcome = { ...outcome, state: 'FAILED', reason: 'STATE_RELEASE_FAILED', message: (err as Error).message };
         }
         logger.warn('state release hook failed', { taskId: record.status.id, error: (err as Error).message });
       }
@@ -657,19 +745,23 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       record.rootContext,
     );
     const status = record.status;
-    status.endedAt = Date.now();
-    if (reason !== undefined) status.reason = reason;
-    if (detail.message !== undefined && state !== 'SUCCEEDED') status.message = detail.message;
-    setState(record, state);
+    status.endedAt = endedAt;
+    if (outcome.exitCode !== undefined) status.exitCode = outcome.exitCode;
+    if (outcome.reason !== undefined) status.reason = outcome.reason;
+    if (outcome.message !== undefined) status.message = outcome.message;
+    setState(record, outcome.state);
     const root = record.rootSpan;
-    root.setAttribute(Attr.taskOutcome, state);
-    if (reason) root.setAttribute(Attr.taskReason, reason);
+    root.setAttribute(Attr.taskOutcome, outcome.state);
+    if (outcome.reason) root.setAttribute(Attr.taskReason, outcome.reason);
     if (status.exitCode !== undefined) root.setAttribute(Attr.exitCode, status.exitCode);
-    if (state !== 'SUCCEEDED')
-      root.setStatus({ code: SpanStatusCode.ERROR, message: status.message ?? reason ?? state });
+    if (outcome.state !== 'SUCCEEDED')
+      root.setStatus({ code: SpanStatusCode.ERROR, message: status.message ?? outcome.reason ?? outcome.state });
     terminate.end();
     root.end();
-    metrics.duration.record((status.endedAt - status.createdAt) / 1000, { ...nodeAttrs, [Attr.taskOutcome]: state });
+    metrics.duration.record((status.endedAt - status.createdAt) / 1000, {
+      ...nodeAttrs,
+      [Attr.taskOutcome]: outcome.state,
+    });
     for (const w of record.watchers) w.wake?.();
     record.resolveDone(snapshot(status));
     finishedOrder.push(status.id);

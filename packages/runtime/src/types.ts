@@ -79,8 +79,10 @@ export interface RuntimeArtifact {
 export interface ArtifactSource {
   /**
    * Loads and verifies `digest`.
-   * @throws an error with `code` `NOT_FOUND` for an unknown digest; any other error means "refused"
-   *   (the runtime reports `UNTRUSTED` with the cause).
+   * @throws an error with `code` `NOT_FOUND` for an unknown digest (the runtime reports `NOT_FOUND`); a verification
+   *   verdict (`code` `UNSIGNED`, `UNTRUSTED_KEY`, `SIGNATURE_INVALID`, `MESSAGE_DIGEST_MISMATCH`, `MALFORMED_BUNDLE`,
+   *   `BLOB_DIGEST_MISMATCH`, `MANIFEST_TAMPERED`, `CONFIG_TAMPERED` or `UNTRUSTED`) is reported as `UNTRUSTED`;
+   *   anything else (a missing blob, an I/O error) as `INTERNAL`. The cause is attached in every case.
    */
   load(digest: string): Promise<RuntimeArtifact>;
 }
@@ -92,6 +94,35 @@ export interface StateHookContext {
   artifact: RuntimeArtifact;
   /** The submit request. */
   request: SubmitRequest;
+  /**
+   * Aborted when the task ends (cancel, deadline, runtime close) while it is still `PENDING`. A `bind` hook that is
+   * still waiting (for example for a state slot) should stop and reject; the runtime awaits the `bind` promise
+   * before it calls `release`, so whatever `bind` acquired is always released.
+   */
+  signal: AbortSignal;
+}
+
+/** How a task ended, decided before the `release` hook runs. */
+export interface TaskOutcome {
+  /** The terminal state the task will be published with (see {@link RuntimeHooks.release} for the one exception). */
+  state: TerminalState;
+  /** Set on every non-`SUCCEEDED` outcome. */
+  reason?: TaskReason;
+  /** Detail for `reason` (trap message, error text). */
+  message?: string;
+  /** The guest's exit code, when it exited. */
+  exitCode?: number;
+}
+
+/** Context handed to the `release` hook. */
+export interface StateReleaseContext extends StateHookContext {
+  /**
+   * The task's status with the outcome already applied (`state`, `reason`, `message`, `exitCode`, `endedAt`): the
+   * status it will be published with once `release` returns.
+   */
+  status: TaskStatus;
+  /** The outcome (the same values as in `status`), for hooks that only need those. */
+  outcome: TaskOutcome;
 }
 
 /** Result of a release hook; attributes are added to the `vyr.state.release` span. */
@@ -104,12 +135,18 @@ export interface StateReleaseResult {
  * `vyr.state.release`), so the kernel's own spans nest under them.
  */
 export interface RuntimeHooks {
-  /** Called while the task is `PENDING`; returns extra mounts to add to the submit's mounts. */
+  /**
+   * Called while the task is `PENDING`; returns extra mounts to add to the submit's mounts. `ctx.signal` aborts if
+   * the task ends first (cancel, deadline, close); a rejection then is expected and not reported as a failure.
+   */
   bind?(ctx: StateHookContext): Promise<readonly Mount[] | undefined> | readonly Mount[] | undefined;
-  /** Called once after the task ends (whatever the outcome), before it reaches its terminal state. */
-  release?(
-    ctx: StateHookContext & { status: TaskStatus },
-  ): Promise<StateReleaseResult | undefined> | StateReleaseResult | undefined;
+  /**
+   * Called once after the task ends (whatever the outcome) and after `bind` has settled, before the terminal status
+   * is published. `ctx.outcome` and `ctx.status` already carry the terminal state, reason, message and exit code.
+   * If `release` throws on a `SUCCEEDED` outcome, the task is published as `FAILED` with `STATE_RELEASE_FAILED`
+   * instead; on any other outcome the error is logged and the outcome kept.
+   */
+  release?(ctx: StateReleaseContext): Promise<StateReleaseResult | undefined> | StateReleaseResult | undefined;
 }
 
 /** A task submission. */

@@ -1,4 +1,4 @@
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createStore, createTrustPolicy, generateKeyPair, packArtifact, signArtifact } from '@vyr/artifact';
 import { watFixtureFile } from '@vyr/testing';
@@ -83,6 +83,26 @@ describe('verification gate over the artifact store', () => {
     await expect(runtime.submit({ digest: signedDigest })).rejects.toMatchObject({
       code: 'UNTRUSTED',
       cause: { code: 'BLOB_DIGEST_MISMATCH' },
+    });
+  });
+
+  it('reports a store failure such as a missing blob as INTERNAL, not as a verification verdict', async () => {
+    const blobs = join(storeDir, 'blobs', 'sha256');
+    // The signed artifact's component is gone from the store (disk damage, an operator's rm).
+    let largest = '';
+    let size = -1;
+    for (const name of await readdir(blobs)) {
+      const { size: s } = await stat(join(blobs, name));
+      if (s > size) {
+        size = s;
+        largest = name;
+      }
+    }
+    await rm(join(blobs, largest));
+    await expect(runtime.submit({ digest: signedDigest })).rejects.toMatchObject({
+      code: 'INTERNAL',
+      message: expect.stringMatching(/could not be loaded \(BLOB_MISSING\)/),
+      cause: { code: 'BLOB_MISSING' },
     });
   });
 });
