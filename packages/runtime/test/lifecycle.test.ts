@@ -1,22 +1,11 @@
 import { join } from 'node:path';
 import { buildWatFixture } from '@vyr/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import {
-  createRuntime,
-  type RuntimeArtifact,
-  type RuntimeHooks,
-  type StateReleaseContext,
-  type TaskStatus,
-} from '../dist/index.js';
+import { createRuntime, type RuntimeArtifact, type RuntimeHooks, type StateReleaseContext } from '../dist/index.js';
 import { makeArtifact, memorySource, p1ToComponent, tempDir } from './helpers.js';
 
 const fixture = async (name: Parameters<typeof buildWatFixture>[0]) =>
   makeArtifact(await p1ToComponent(await buildWatFixture(name)), { name });
-
-/** Resolves once `task` has reached `state` (polling `get`: watch would also work, this keeps the tests short). */
-async function reach(runtime: { get(id: string): TaskStatus }, id: string, state: TaskStatus['state']) {
-  await vi.waitFor(() => expect(runtime.get(id).state).toBe(state), { timeout: 20_000, interval: 5 });
-}
 
 describe('state hooks see the outcome and never leak a binding', () => {
   let dir: string;
@@ -205,8 +194,11 @@ describe('stdin sources are closed when the task ends', () => {
       [Symbol.asyncIterator]: () => {
         let sent = false;
         return {
-          next: async () =>
-            sent ? { done: true, value: undefined } : ((sent = true), { done: false, value: new Uint8Array([1]) }),
+          next: async (): Promise<IteratorResult<Uint8Array>> => {
+            if (sent) return { done: true, value: undefined };
+            sent = true;
+            return { done: false, value: new Uint8Array([1]) };
+          },
           return: async () => {
             returned++;
             return { done: true, value: undefined };
