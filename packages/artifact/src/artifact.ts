@@ -6,6 +6,7 @@ import {
   checkDescriptor,
   containerImageError,
   encodeIndex,
+  isTarPath,
   type LayoutReader,
   openLayout,
   parseJson,
@@ -34,6 +35,10 @@ export const SOURCE_ANNOTATION = 'dev.vyr.source';
 export const SUBJECT_ANNOTATION = 'dev.vyr.subject';
 /** Index annotation on a signature referrer: the key id of the signer. */
 export const KEY_ID_ANNOTATION = 'dev.vyr.key-id';
+/** Annotation of a store's `index.json` marking the directory as an artifact store (never overwritten by pack). */
+export const STORE_ANNOTATION = 'dev.vyr.store';
+/** Files only a store directory holds: its lock (and the pid lock file of earlier versions). */
+export const STORE_LOCK_FILES: readonly string[] = ['.vyr-store.lockdb', '.vyr-store.lock'];
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
 /** Options of {@link packArtifact}. */
@@ -46,6 +51,11 @@ export interface PackOptions {
    * timestamp at all, so packing is reproducible.
    */
   sourceDateEpoch?: number;
+  /**
+   * Replace whatever OCI layout (directory or `.tar`) is at `out`, not only a single VYR artifact. Never
+   * applies to an artifact store or to a directory that is not an OCI layout. Default: `false`.
+   */
+  force?: boolean;
 }
 
 /** What {@link packArtifact} produced. */
@@ -71,8 +81,8 @@ export interface PackResult {
  * A stale detached signature (`out.sigstore.json`) is removed, since it signs a previous manifest.
  *
  * @throws ArtifactError `NOT_FOUND`, `CONTAINER_IMAGE`, `NOT_WASM`, `INVALID_WASM`, `UNSUPPORTED_IMPORTS`,
- * `UNSUPPORTED_WORLD`, `INVALID_MANIFEST`, `ALREADY_EXISTS` (out is a non-empty directory that is not a layout),
- * `IO_ERROR`.
+ * `UNSUPPORTED_WORLD`, `INVALID_MANIFEST`, `ALREADY_EXISTS` (see {@link PackOptions.force}: `out` holds something
+ * other than one VYR artifact with its signatures), `IO_ERROR`.
  */
 export async function packArtifact(input: string, out: string, options: PackOptions = {}): Promise<PackResult> {
   const bytes = await readInput(input);
@@ -80,7 +90,7 @@ export async function packArtifact(input: string, out: string, options: PackOpti
   const manifest = await resolveManifest(options.manifest, input);
   const prepared = await prepareComponent(bytes, input);
   const content = buildLayout(prepared.component, prepared.source, prepared.info, manifest, options.sourceDateEpoch);
-  await assertWritableTarget(out);
+  await assertWritableTarget(out, options.force ?? false);
   await writeLayout(out, { index: content.index, blobs: content.blobs }, options.sourceDateEpoch ?? 0);
   await rm(detachedBundlePath(out), { force: true });
   return {
@@ -201,21 +211,89 @@ async function resolveManifest(manifest: PackOptions['manifest'], input: string)
   return validateVyrManifest(manifest, 'manifest');
 }
 
-async function assertWritableTarget(out: string): Promise<void> {
-  let names: string[];
+/**
+ * Pack replaces what is at `out` only when it is safe to: nothing, an empty directory, or a layout holding exactly
+ * one VYR artifact plus its signature referrers (a previous pack). Writing a layout deletes every blob the new
+ * index does not list, so anything else (a container image layout, a layout of several artifacts, an unreadable
+ * one) needs `force`; an artifact store or a directory that is not an OCI layout is never overwritten.
+ */
+async function assertWritableTarget(out: string, force: boolean): Promise<void> {
+  let info: Awaited<ReturnType<typeof stat>>;
   try {
-    const info = await stat(out);
-    if (!info.isDirectory()) return; // a file (e.g. an old .tar) is replaced atomically
-    names = await readdir(out);
-  } catch {
-    return;
+    info = await stat(out);
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new ArtifactError('IO_ERROR', `cannot inspect --out ${out}: ${(cause as Error).message}`, { cause });
   }
-  if (names.length > 0 && !names.includes('oci-layout')) {
+  const wantTar = isTarPath(out);
+  if (info.isDirectory() === wantTar || (!info.isDirectory() && !info.isFile())) {
     throw new ArtifactError(
       'ALREADY_EXISTS',
-      `${out} is a non-empty directory that is not an OCI layout; choose another --out or empty it`,
+      `${out} exists and is ${info.isDirectory() ? 'a directory' : 'not a directory'}, but pack writes ${wantTar ? 'a .tar file' : 'a layout directory'} there; choose another --out`,
     );
   }
+  let names: string[] = [];
+  if (info.isDirectory()) {
+    try {
+      names = await readdir(out);
+    } catch (cause) {
+      throw new ArtifactError('IO_ERROR', `cannot list --out ${out}: ${(cause as Error).message}`, { cause });
+    }
+    if (names.length === 0) return;
+    if (names.some((n) => STORE_LOCK_FILES.includes(n))) throw storeTargetError(out);
+    if (!names.includes('oci-layout')) {
+      throw new ArtifactError(
+        'ALREADY_EXISTS',
+        `${out} is a non-empty directory that is not an OCI layout; pack never writes into it (--force does not apply): choose another --out or empty it`,
+      );
+    }
+  }
+  let reader: LayoutReader;
+  try {
+    reader = await openLayout(out);
+  } catch (cause) {
+    if (force) return;
+    throw new ArtifactError(
+      'ALREADY_EXISTS',
+      `${out} exists and is not a VYR artifact (${(cause as Error).message}); pass --force to replace it, or choose another --out`,
+      { cause },
+    );
+  }
+  if (reader.index.annotations?.[STORE_ANNOTATION] !== undefined) throw storeTargetError(out);
+  if (await isSingleVyrArtifact(reader)) return;
+  if (force) return;
+  const count = reader.index.manifests.length;
+  throw new ArtifactError(
+    'ALREADY_EXISTS',
+    `${out} is an OCI layout listing ${count} manifest${count === 1 ? '' : 's'} that ${count === 1 ? 'is' : 'are'} not one VYR artifact with its signatures (a container image?); packing would delete its blobs: pass --force to replace it, or choose another --out`,
+  );
+}
+
+function storeTargetError(out: string): ArtifactError {
+  return new ArtifactError(
+    'ALREADY_EXISTS',
+    `${out} is a VYR artifact store; pack never writes into a store (--force does not apply): choose another --out`,
+  );
+}
+
+/** Exactly one VYR artifact manifest, and every other entry a signature referrer whose subject is that artifact. */
+async function isSingleVyrArtifact(reader: LayoutReader): Promise<boolean> {
+  const manifests = reader.index.manifests;
+  const artifacts = manifests.filter(
+    (d) => d.mediaType === MediaType.ociManifest && d.artifactType === MediaType.wasmConfig,
+  );
+  if (artifacts.length !== 1) return false;
+  const subject = artifacts[0]!.digest;
+  for (const d of manifests) {
+    if (d === artifacts[0]) continue;
+    if (d.mediaType !== MediaType.ociManifest || d.artifactType !== MediaType.sigstoreBundle) return false;
+    const actual = await readReferrer(reader, d).then(
+      (r) => r.subjectDigest,
+      () => undefined,
+    );
+    if (actual !== subject) return false;
+  }
+  return true;
 }
 
 const encoder = new TextEncoder();

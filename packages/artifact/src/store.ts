@@ -10,6 +10,7 @@ import {
   loadArtifact,
   loadArtifactWithBlobs,
   readReferrer,
+  STORE_ANNOTATION,
   SUBJECT_ANNOTATION,
 } from './artifact.js';
 import { digestHex, parseDigest, sha256Digest } from './digest.js';
@@ -45,6 +46,8 @@ export interface StoreOptions {
 }
 
 const LOCK_FILE = '.vyr-store.lock';
+/** The store marks its index so that `pack --out` never mistakes it for an artifact layout to replace. */
+const STORE_INDEX_ANNOTATIONS = { [STORE_ANNOTATION]: '1' };
 const TEMP_PREFIX = '.tmp-';
 
 /** In-process serialisation per store directory (the file lock covers other processes). */
@@ -67,7 +70,9 @@ export function createStore(options: StoreOptions): ArtifactStore {
       if (!(await exists(join(dir, 'oci-layout')))) {
         await writeFileAtomic(join(dir, 'oci-layout'), new TextEncoder().encode(OCI_LAYOUT_FILE));
       }
-      if (!(await exists(join(dir, 'index.json')))) await writeFileAtomic(join(dir, 'index.json'), encodeIndex([]));
+      if (!(await exists(join(dir, 'index.json')))) {
+        await writeFileAtomic(join(dir, 'index.json'), encodeIndex([], STORE_INDEX_ANNOTATIONS));
+      }
     } catch (cause) {
       throw new ArtifactError('IO_ERROR', `cannot initialise artifact store ${dir}: ${(cause as Error).message}`, {
         cause,
@@ -124,7 +129,7 @@ export function createStore(options: StoreOptions): ArtifactStore {
     const byDigest = (a: Descriptor, b: Descriptor): number => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0);
     await writeFileAtomic(
       join(dir, 'index.json'),
-      encodeIndex([...artifacts.sort(byDigest), ...signatures.sort(byDigest)]),
+      encodeIndex([...artifacts.sort(byDigest), ...signatures.sort(byDigest)], STORE_INDEX_ANNOTATIONS),
     );
   }
 

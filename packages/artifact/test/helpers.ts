@@ -1,4 +1,5 @@
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildWatFixture, tempDir, type WatFixtureName } from '@vyr/testing';
 import { ArtifactError, type ArtifactErrorCode } from '../src/index.js';
@@ -67,4 +68,39 @@ export async function blobRoles(layout: string): Promise<Record<string, string>>
   const files = await readdir(join(layout, 'blobs', 'sha256'));
   if (files.length !== Object.keys(roles).length) throw new Error(`unexpected blobs in ${layout}: ${files.join(', ')}`);
   return roles;
+}
+
+/**
+ * Writes a minimal OCI container image layout (image config + manifest with no layers) at `path`, as `skopeo
+ * copy … oci:DIR` would lay it out. Returns the digests of its blobs.
+ */
+export async function writeContainerImageLayout(path: string): Promise<string[]> {
+  await mkdir(join(path, 'blobs/sha256'), { recursive: true });
+  const put = async (bytes: Buffer): Promise<string> => {
+    const hex = createHash('sha256').update(bytes).digest('hex');
+    await writeFile(join(path, 'blobs/sha256', hex), bytes);
+    return hex;
+  };
+  const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+  const cd = await put(config);
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${cd}`, size: config.length },
+      layers: [],
+    }),
+  );
+  const md = await put(manifest);
+  await writeFile(join(path, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(
+    join(path, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${md}`, size: manifest.length },
+      ],
+    }),
+  );
+  return [cd, md];
 }

@@ -5,8 +5,8 @@ import { parse as parseComponentWat } from '@bytecodealliance/jco';
 import { C_FIXTURES, cleanupTempDirs, fixturePath, tempDir } from '@vyr/testing';
 import { create as createTar } from 'tar';
 import { afterAll, describe, expect, it } from 'vitest';
-import { inspectArtifact, packArtifact, readArtifact } from '../src/index.js';
-import { codeOf, EVENT_TRANSFORM_MANIFEST, errorOf, fixtureFile } from './helpers.js';
+import { createStore, inspectArtifact, packArtifact, readArtifact, signArtifact, writeKeyPair } from '../src/index.js';
+import { codeOf, EVENT_TRANSFORM_MANIFEST, errorOf, fixtureFile, writeContainerImageLayout } from './helpers.js';
 
 afterAll(cleanupTempDirs);
 
@@ -159,34 +159,7 @@ describe('pack', () => {
     it('refuses an OCI image layout directory', async () => {
       const dir = await tempDir();
       const image = join(dir, 'image');
-      await mkdir(join(image, 'blobs/sha256'), { recursive: true });
-      const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
-      const cd = createHash('sha256').update(config).digest('hex');
-      await writeFile(join(image, 'blobs/sha256', cd), config);
-      const manifest = Buffer.from(
-        JSON.stringify({
-          schemaVersion: 2,
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          config: {
-            mediaType: 'application/vnd.oci.image.config.v1+json',
-            digest: `sha256:${cd}`,
-            size: config.length,
-          },
-          layers: [],
-        }),
-      );
-      const md = createHash('sha256').update(manifest).digest('hex');
-      await writeFile(join(image, 'blobs/sha256', md), manifest);
-      await writeFile(join(image, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-      await writeFile(
-        join(image, 'index.json'),
-        JSON.stringify({
-          schemaVersion: 2,
-          manifests: [
-            { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${md}`, size: manifest.length },
-          ],
-        }),
-      );
+      await writeContainerImageLayout(image);
       const err = await errorOf(() => packArtifact(image, join(dir, 'out')));
       expect(err.code).toBe('CONTAINER_IMAGE');
       expect(err.message).toContain(expected);
@@ -237,17 +210,113 @@ describe('pack', () => {
     await expect(stat(join(dir, 'o'))).rejects.toThrow();
   });
 
-  it('repacks over an existing layout but never over an unrelated non-empty directory', async () => {
-    const dir = await tempDir();
-    const input = await fixtureFile('hello', dir);
-    const out = join(dir, 'out.oci');
-    await packArtifact(await fixtureFile('env', dir), out);
-    const second = await packArtifact(input, out);
-    expect((await readArtifact(out)).digest).toBe(second.digest);
-    // Blobs of the previous artifact are gone.
-    expect(await readdir(join(out, 'blobs/sha256'))).toHaveLength(4);
-    await mkdir(join(dir, 'docs'));
-    await writeFile(join(dir, 'docs', 'notes.txt'), 'mine');
-    expect(await codeOf(() => packArtifact(input, join(dir, 'docs')))).toBe('ALREADY_EXISTS');
+  describe('--out over something that exists', () => {
+    it('repacks over a VYR artifact (and its signatures) it wrote before', async () => {
+      const dir = await tempDir();
+      const out = join(dir, 'out.oci');
+      await packArtifact(await fixtureFile('env', dir), out);
+      const keys = await writeKeyPair(join(dir, 'keys'));
+      await signArtifact(out, { path: keys.privateKeyPath });
+      const second = await packArtifact(await fixtureFile('hello', dir), out);
+      expect((await readArtifact(out)).digest).toBe(second.digest);
+      // Blobs of the previous artifact and its signature are gone, and so is its detached bundle.
+      expect(await readdir(join(out, 'blobs/sha256'))).toHaveLength(4);
+      await expect(stat(`${out}.sigstore.json`)).rejects.toThrow();
+      // Same for a .tar.
+      await packArtifact(await fixtureFile('env', dir), join(dir, 'out.tar'));
+      expect((await packArtifact(await fixtureFile('hello', dir), join(dir, 'out.tar'))).digest).toBe(second.digest);
+    });
+
+    it('never writes into a non-empty directory that is not an OCI layout, even with force', async () => {
+      const dir = await tempDir();
+      const input = await fixtureFile('hello', dir);
+      await mkdir(join(dir, 'docs'));
+      await writeFile(join(dir, 'docs', 'notes.txt'), 'mine');
+      expect(await codeOf(() => packArtifact(input, join(dir, 'docs')))).toBe('ALREADY_EXISTS');
+      expect(await codeOf(() => packArtifact(input, join(dir, 'docs'), { force: true }))).toBe('ALREADY_EXISTS');
+      expect(await readdir(join(dir, 'docs'))).toEqual(['notes.txt']);
+    });
+
+    it('refuses to replace a container image layout unless forced, and leaves its blobs alone', async () => {
+      const dir = await tempDir();
+      const input = await fixtureFile('hello', dir);
+      const image = join(dir, 'img-copy');
+      const blobs = await writeContainerImageLayout(image);
+      const index = await readFile(join(image, 'index.json'));
+      const err = await errorOf(() => packArtifact(input, image));
+      expect(err.code).toBe('ALREADY_EXISTS');
+      expect(err.message).toContain('--force');
+      expect((await readdir(join(image, 'blobs/sha256'))).sort()).toEqual(blobs.sort());
+      expect(await readFile(join(image, 'index.json'))).toEqual(index);
+      // With force it is replaced by the artifact.
+      const forced = await packArtifact(input, image, { force: true });
+      expect((await readArtifact(image)).digest).toBe(forced.digest);
+    });
+
+    it('refuses to replace a layout holding several VYR artifacts, or an unreadable one, unless forced', async () => {
+      const dir = await tempDir();
+      const input = await fixtureFile('hello', dir);
+      const two = join(dir, 'two.oci');
+      await packArtifact(await fixtureFile('env', dir), two);
+      await packArtifact(input, join(dir, 'one.oci'));
+      // Graft a second artifact into the first layout's index.
+      const a = JSON.parse(await readFile(join(two, 'index.json'), 'utf8'));
+      const b = JSON.parse(await readFile(join(dir, 'one.oci', 'index.json'), 'utf8'));
+      await writeFile(join(two, 'index.json'), JSON.stringify({ ...a, manifests: [...a.manifests, ...b.manifests] }));
+      expect(await codeOf(() => packArtifact(input, two))).toBe('ALREADY_EXISTS');
+      const broken = join(dir, 'broken.oci');
+      await packArtifact(input, broken);
+      await writeFile(join(broken, 'index.json'), '{not json');
+      expect(await codeOf(() => packArtifact(input, broken))).toBe('ALREADY_EXISTS');
+      await packArtifact(input, broken, { force: true });
+      expect((await readArtifact(broken)).manifest.name).toBe('hello');
+    });
+
+    it('refuses to replace a .tar that is not a single VYR artifact unless forced', async () => {
+      const dir = await tempDir();
+      const input = await fixtureFile('hello', dir);
+      const src = join(dir, 'src');
+      await writeContainerImageLayout(src);
+      await createTar({ file: join(dir, 'image.tar'), cwd: src, portable: true }, [
+        'oci-layout',
+        'index.json',
+        'blobs',
+      ]);
+      const before = await readFile(join(dir, 'image.tar'));
+      expect(await codeOf(() => packArtifact(input, join(dir, 'image.tar')))).toBe('ALREADY_EXISTS');
+      expect(await readFile(join(dir, 'image.tar'))).toEqual(before);
+      await writeFile(join(dir, 'notes.tar'), 'not a tar');
+      expect(await codeOf(() => packArtifact(input, join(dir, 'notes.tar')))).toBe('ALREADY_EXISTS');
+      const forced = await packArtifact(input, join(dir, 'image.tar'), { force: true });
+      expect((await readArtifact(join(dir, 'image.tar'))).digest).toBe(forced.digest);
+    });
+
+    it('never overwrites an artifact store, even with force', async () => {
+      const dir = await tempDir();
+      const input = await fixtureFile('hello', dir);
+      await packArtifact(input, join(dir, 'a.oci'));
+      const store = createStore({ dir: join(dir, 'store') });
+      // A store holding exactly one artifact looks like an artifact layout but for its marker.
+      await store.import(join(dir, 'a.oci'));
+      const index = await readFile(join(store.dir, 'index.json'));
+      for (const force of [false, true]) {
+        const err = await errorOf(() => packArtifact(input, store.dir, { force }));
+        expect(err.code).toBe('ALREADY_EXISTS');
+        expect(err.message).toContain('artifact store');
+      }
+      expect(await readFile(join(store.dir, 'index.json'))).toEqual(index);
+      expect(await store.list()).toHaveLength(1);
+    });
+
+    it('refuses an --out whose kind does not match: a file where a directory is meant, or the reverse', async () => {
+      const dir = await tempDir();
+      const input = await fixtureFile('hello', dir);
+      await writeFile(join(dir, 'file.oci'), 'x');
+      expect(await codeOf(() => packArtifact(input, join(dir, 'file.oci'), { force: true }))).toBe('ALREADY_EXISTS');
+      await packArtifact(input, join(dir, 'dir.tar.d'));
+      await mkdir(join(dir, 'odd.tar'));
+      await writeFile(join(dir, 'odd.tar', 'x'), 'x');
+      expect(await codeOf(() => packArtifact(input, join(dir, 'odd.tar'), { force: true }))).toBe('ALREADY_EXISTS');
+    });
   });
 });

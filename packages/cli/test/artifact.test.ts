@@ -1,6 +1,8 @@
-import { cp, readFile, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { cp, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { createStore } from '@vyr/artifact';
 import { buildWatFixture, cleanupTempDirs, fixturePath, tempDir } from '@vyr/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ExitCode, runCli } from '../src/index.js';
@@ -155,5 +157,63 @@ describe('vyr key / pack / sign / verify / inspect', () => {
     // No --trust: the empty trust set trusts nobody (default deny).
     expect((await vyr(dir, ['verify', 'app.oci'])).stderr).toMatch(/^vyr: UNTRUSTED_KEY: /);
     expect((await vyr(dir, ['sign', 'app.oci'])).code).toBe(ExitCode.USAGE);
+  });
+
+  it('pack --out never wipes an existing container image layout (exit 73 unless --force) nor a store', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'hello.wasm'), await buildWatFixture('hello'));
+    // A copy of a container image layout (as `skopeo copy docker://… oci:img-copy` leaves it).
+    const image = join(dir, 'img-copy');
+    await mkdir(join(image, 'blobs/sha256'), { recursive: true });
+    const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+    const configHex = createHash('sha256').update(config).digest('hex');
+    await writeFile(join(image, 'blobs/sha256', configHex), config);
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: {
+          mediaType: 'application/vnd.oci.image.config.v1+json',
+          digest: `sha256:${configHex}`,
+          size: config.length,
+        },
+        layers: [],
+      }),
+    );
+    const manifestHex = createHash('sha256').update(manifest).digest('hex');
+    await writeFile(join(image, 'blobs/sha256', manifestHex), manifest);
+    await writeFile(join(image, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    const index = JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          digest: `sha256:${manifestHex}`,
+          size: manifest.length,
+        },
+      ],
+    });
+    await writeFile(join(image, 'index.json'), index);
+
+    const refused = await vyr(dir, ['pack', 'hello.wasm', '--out', 'img-copy']);
+    expect(refused.code).toBe(ExitCode.ALREADY_EXISTS);
+    expect(refused.stderr).toMatch(/^vyr: ALREADY_EXISTS: .*img-copy is an OCI layout .*--force/);
+    expect((await readdir(join(image, 'blobs/sha256'))).sort()).toEqual([configHex, manifestHex].sort());
+    expect(await readFile(join(image, 'index.json'), 'utf8')).toBe(index);
+
+    const forced = await vyr(dir, ['pack', 'hello.wasm', '--out', 'img-copy', '--force']);
+    expect(forced.code).toBe(0);
+    expect((await vyr(dir, ['inspect', 'img-copy'])).stdout).toContain(`digest     ${forced.stdout.trim()}`);
+
+    // A node's store directory is never a pack target, --force or not.
+    const store = createStore({ dir: join(dir, 'data/artifacts') });
+    await store.import(join(dir, 'img-copy'));
+    const storeIndex = await readFile(join(store.dir, 'index.json'), 'utf8');
+    for (const extra of [[], ['--force']]) {
+      const run = await vyr(dir, ['pack', 'hello.wasm', '--out', 'data/artifacts', ...extra]);
+      expect(run.code).toBe(ExitCode.ALREADY_EXISTS);
+      expect(run.stderr).toContain('is a VYR artifact store');
+    }
+    expect(await readFile(join(store.dir, 'index.json'), 'utf8')).toBe(storeIndex);
   });
 });

@@ -104,13 +104,19 @@ export function registerArtifactCommands(program: Command, ctx: CliContext, outp
     .argument('<input>', 'the .wasm file')
     .requiredOption('--out <artifact>', 'artifact to write: a directory (OCI image layout), or a .tar file')
     .option('--manifest <file>', 'VYR declarations (vyr.json): name, version, env, state, limits')
+    .option(
+      '--force',
+      'replace an OCI layout or .tar at --out that is not one VYR artifact (never a store or a non-layout directory)',
+      false,
+    )
     .action(
-      action(async (input: string, opts: { out: string; manifest?: string }) => {
+      action(async (input: string, opts: { out: string; manifest?: string; force: boolean }) => {
         // An image reference (`nginx:1.27`) is passed as typed so the refusal names it, unless such a file exists.
         const inputPath = isContainerImageReference(input) && !existsSync(at(input)) ? input : at(input);
         const result = await packArtifact(inputPath, at(opts.out), {
           ...(opts.manifest === undefined ? {} : { manifest: at(opts.manifest) }),
           ...sourceDateEpochOption(ctx),
+          force: opts.force,
         });
         emit(
           ctx,
