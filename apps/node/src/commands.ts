@@ -4,7 +4,7 @@ import type { Writable } from 'node:stream';
 import type { Logger, LogLevel } from '@vyr/telemetry';
 import { type Command, Option } from 'commander';
 import { NodeError } from './errors.js';
-import { createNode, DEFAULT_LISTEN, type VyrNode } from './node.js';
+import { DEFAULT_LISTEN, startNode, untilSignal, type VyrNode } from './node.js';
 import { parseTier } from './tiers.js';
 
 /**
@@ -68,19 +68,6 @@ interface StartFlags {
   logLevel: LogLevel;
 }
 
-/** Waits for SIGTERM or SIGINT, whichever first. */
-function untilSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolvePromise) => {
-    const on = (sig: NodeJS.Signals): void => {
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      resolvePromise(sig);
-    };
-    process.on('SIGTERM', on);
-    process.on('SIGINT', on);
-  });
-}
-
 function positiveInt(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   if (!/^[1-9]\d{0,5}$/.test(value))
@@ -139,35 +126,38 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
       const poolSize = positiveInt(flags.poolSize, '--pool-size');
       const maxQueueLength = positiveInt(flags.maxQueue, '--max-queue');
       const metricIntervalMs = positiveInt(flags.metricIntervalMs, '--metric-interval-ms');
-      const node: VyrNode = await createNode({
-        tier: parseTier(flags.tier),
-        dataDir: resolve(ctx.cwd, flags.dataDir),
-        listen: flags.listen,
-        trust: flags.trust.map((p) => resolve(ctx.cwd, p)),
-        allowUnsigned: flags.allowUnsigned,
-        ...(flags.otlp !== undefined ? { otlpEndpoint: flags.otlp === 'none' ? null : flags.otlp } : {}),
-        ...(token ? { token } : {}),
-        ...(tls ? { tls } : {}),
-        ...(poolSize ? { poolSize } : {}),
-        ...(maxQueueLength ? { maxQueueLength } : {}),
-        ...(metricIntervalMs ? { metricIntervalMs } : {}),
-        logger,
-      });
       const signal = untilSignal();
-      ctx.stdout.write(
-        `${JSON.stringify({
-          event: 'listening',
-          url: node.url,
-          nodeId: node.nodeId,
-          tier: node.tier,
-          pid: process.pid,
-          restartedTasks: node.restartedTaskIds.length,
-        })}\n`,
+      const node: VyrNode = await startNode(
+        {
+          tier: parseTier(flags.tier),
+          dataDir: resolve(ctx.cwd, flags.dataDir),
+          listen: flags.listen,
+          trust: flags.trust.map((p) => resolve(ctx.cwd, p)),
+          allowUnsigned: flags.allowUnsigned,
+          ...(flags.otlp !== undefined ? { otlpEndpoint: flags.otlp === 'none' ? null : flags.otlp } : {}),
+          ...(token ? { token } : {}),
+          ...(tls ? { tls } : {}),
+          ...(poolSize ? { poolSize } : {}),
+          ...(maxQueueLength ? { maxQueueLength } : {}),
+          ...(metricIntervalMs ? { metricIntervalMs } : {}),
+          logger,
+        },
+        {
+          until: signal.then((sig) => logger.info('stopping', { signal: sig })),
+          onListening: (n) =>
+            ctx.stdout.write(
+              `${JSON.stringify({
+                event: 'listening',
+                url: n.url,
+                nodeId: n.nodeId,
+                tier: n.tier,
+                pid: process.pid,
+                restartedTasks: n.restartedTaskIds.length,
+              })}\n`,
+            ),
+        },
       );
-      const sig = await signal;
-      logger.info('stopping', { signal: sig });
-      await node.stop();
-      ctx.stdout.write(`${JSON.stringify({ event: 'stopped', nodeId: node.nodeId, signal: sig })}\n`);
+      ctx.stdout.write(`${JSON.stringify({ event: 'stopped', nodeId: node.nodeId, signal: await signal })}\n`);
       ctx.setExitCode(0);
     });
 }

@@ -240,10 +240,11 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
     status,
     stop() {
       stopping ??= (async () => {
-        shutdown.abort(new Error('the node is shutting down'));
-        const closing = server.close(2000);
-        // Live tasks end RUNTIME_CLOSED; the release hook records their state digests first.
+        // Stop accepting first; then end live tasks (RUNTIME_CLOSED; the release hook records their state digests),
+        // so watchers still receive each task's terminal status; then end the remaining streams (follow mode).
+        const closing = server.close(3000);
         await runtime.close();
+        shutdown.abort(new Error('the node is shutting down'));
         await closing;
         await telemetry.shutdown();
         await kernel.close();
@@ -253,4 +254,38 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
       return stopping;
     },
   };
+}
+
+/** Options of {@link startNode} beyond {@link NodeOptions}. */
+export interface StartNodeHooks {
+  /** Called once the node listens (e.g. to print its address). */
+  onListening?(node: VyrNode): void;
+  /** Resolves when the node should stop; default: the first SIGTERM or SIGINT of this process. */
+  until?: Promise<unknown>;
+}
+
+/**
+ * Runs a node as a daemon: {@link createNode}, then waits for `hooks.until` (SIGTERM/SIGINT by default) and stops
+ * it gracefully. Resolves once the node has stopped; this is what `vyr node start` does.
+ */
+export async function startNode(options: NodeOptions, hooks: StartNodeHooks = {}): Promise<VyrNode> {
+  const until = hooks.until ?? untilSignal();
+  const node = await createNode(options);
+  hooks.onListening?.(node);
+  await until;
+  await node.stop();
+  return node;
+}
+
+/** Resolves with the first SIGTERM or SIGINT this process receives. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolvePromise) => {
+    const on = (sig: NodeJS.Signals): void => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolvePromise(sig);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
 }
