@@ -1,10 +1,22 @@
-import { appendFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { CollectorError, createCollector, inspectSpool } from '@vyr/collector';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { deadUpstream, decodeTraceId, fakeUpstream, post, spanIdsOf, tempDir, traceBody, until } from './helpers.js';
 
 const fastBackoff = { initialDelayMs: 10, maxDelayMs: 50 };
+const CHILD = fileURLToPath(new URL('./fixtures/collector-process.ts', import.meta.url));
+const hasStrace = ((): boolean => {
+  try {
+    execFileSync('strace', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
 
 /** Batch numbers of the trace requests an upstream saw, in arrival order. */
 function batchesSeen(up: Awaited<ReturnType<typeof fakeUpstream>>): number[] {
@@ -335,6 +347,83 @@ describe('spool', () => {
     await c.start();
     await c.stop();
   });
+
+  it('takes over a stale lock that carries this very process id (a restarted container whose collector is PID 1 again)', async () => {
+    await writeFile(join(tmp.dir, 'LOCK'), `${process.pid}\n`);
+    expect((await inspectSpool(tmp.dir)).lock).toEqual({ pid: process.pid, alive: false });
+    const c = createCollector({ port: 0, spoolDir: tmp.dir, upstream: dead.url });
+    await c.start();
+    try {
+      expect((await inspectSpool(tmp.dir)).lock).toEqual({ pid: process.pid, alive: true });
+      // The directory is held now: a second collector in this process is still refused.
+      const again = createCollector({ port: 0, spoolDir: join(tmp.dir, '.'), upstream: dead.url });
+      await expect(again.start()).rejects.toMatchObject({ code: 'SPOOL_LOCKED' });
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('reports a spool directory it cannot create or use as SPOOL_IO, naming the path and what to do', async () => {
+    const file = join(tmp.dir, 'plain-file');
+    await writeFile(file, 'x');
+    const under = createCollector({ port: 0, spoolDir: join(file, 'spool'), upstream: dead.url });
+    await expect(under.start()).rejects.toMatchObject({
+      code: 'SPOOL_IO',
+      message: expect.stringMatching(
+        /plain-file\/spool \((ENOTDIR|EEXIST)\): a file that is not a directory is in the way/,
+      ),
+    });
+    // A file where a queue directory belongs.
+    const spool = join(tmp.dir, 'spool');
+    await mkdir(spool);
+    await writeFile(join(spool, 'traces'), 'not a directory');
+    const blocked = createCollector({ port: 0, spoolDir: spool, upstream: dead.url });
+    await expect(blocked.start()).rejects.toMatchObject({
+      code: 'SPOOL_IO',
+      message: expect.stringMatching(/spool\/traces \(EEXIST\): a file that is not a directory is in the way/),
+    });
+    // The failed start released its lock: once the file is gone the spool opens.
+    await rm(join(spool, 'traces'));
+    const fixed = createCollector({ port: 0, spoolDir: spool, upstream: dead.url });
+    await fixed.start();
+    await fixed.stop();
+  });
+
+  it.skipIf(!hasStrace)(
+    'fsyncs the parent of every directory it creates for the spool (checked with strace on a real process)',
+    async () => {
+      const spool = join(tmp.dir, 'a', 'b', 'spool');
+      const log = join(tmp.dir, 'strace.log');
+      const child = spawn(
+        'strace',
+        ['-f', '-qq', '-e', 'trace=openat,fsync,close', '-o', log, process.execPath, CHILD, spool, '0', dead.url],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.once('data', () => resolve());
+        child.once('exit', (code) => reject(new Error(`collector exited ${code}: ${stderr}`)));
+      });
+      // Stop the collector itself (its pid is in its log lines); strace exits with it.
+      const pid = Number(/"pid":(\d+)/.exec(stderr)?.[1]);
+      process.kill(pid, 'SIGTERM');
+      await once(child, 'exit');
+      const lines = (await readFile(log, 'utf8')).split('\n');
+      // A directory counts as fsynced when the next call on the descriptor it was opened as is an fsync.
+      const fsynced = (dir: string): boolean =>
+        lines.some((line, i) => {
+          const fd = new RegExp(`openat\\(AT_FDCWD, "${dir}", O_RDONLY[^)]*\\) = (\\d+)`).exec(line)?.[1];
+          if (fd === undefined) return false;
+          const next = lines.slice(i + 1).find((l) => l.includes(`fsync(${fd})`) || l.includes(`close(${fd})`));
+          return next?.includes(`fsync(${fd})`) ?? false;
+        });
+      for (const dir of [tmp.dir, join(tmp.dir, 'a'), join(tmp.dir, 'a', 'b'), spool]) {
+        expect(fsynced(dir), dir).toBe(true);
+      }
+    },
+    30_000,
+  );
 
   it('validates options with coded errors before touching the disk', () => {
     const base = { spoolDir: tmp.dir, upstream: 'http://127.0.0.1:4318' };

@@ -1,8 +1,8 @@
-import { type FileHandle, mkdir, open, readdir, readFile, rename, truncate, unlink } from 'node:fs/promises';
+import { type FileHandle, open, readdir, readFile, rename, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '@vyr/telemetry';
 import { CollectorError } from '../errors.js';
-import { fsyncDir, parseSegmentName, segmentName } from './fsutil.js';
+import { dirError, ensureDir, fsyncDir, parseSegmentName, segmentName } from './fsutil.js';
 import {
   CURSOR_RECORD_BYTES,
   checksumMatches,
@@ -184,7 +184,15 @@ export class SpoolQueue {
 
   /** Recovers the queue from disk: validates segments, truncates torn tails, reads the cursor. */
   async open(): Promise<RecoveryReport> {
-    await mkdir(this.dir, { recursive: true });
+    try {
+      return await this.recover();
+    } catch (err) {
+      throw err instanceof CollectorError ? err : ioError('recover the spool queue', this.dir, err);
+    }
+  }
+
+  private async recover(): Promise<RecoveryReport> {
+    await ensureDir(this.dir);
     const cursorPath = join(this.dir, CURSOR_FILE);
     let cursorBytes: Buffer = Buffer.alloc(0);
     try {
@@ -194,7 +202,13 @@ export class SpoolQueue {
     }
     this.ackedSeq = decodeLastCursor(cursorBytes);
     const report: RecoveryReport = { segments: 0, records: 0, items: 0, truncatedBytes: 0, truncatedSegments: [] };
-    const names = (await readdir(this.dir))
+    let entries: string[];
+    try {
+      entries = await readdir(this.dir);
+    } catch (err) {
+      throw dirError(this.dir, err);
+    }
+    const names = entries
       .map((n) => ({ n, seq: parseSegmentName(n) }))
       .filter((x): x is { n: string; seq: number } => x.seq !== undefined)
       .sort((a, b) => a.seq - b.seq);

@@ -1,8 +1,8 @@
-import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { open, readdir, readFile, realpath, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '@vyr/telemetry';
 import { CollectorError } from '../errors.js';
-import { parseSegmentName } from './fsutil.js';
+import { dirError, ensureDir, parseSegmentName } from './fsutil.js';
 import { type DropCount, type SpoolQueue as Queue, type RecoveryReport, SpoolQueue, scanSegment } from './queue.js';
 import { decodeLastCursor, type Encoding, HEADER_BYTES, SIGNALS, type Signal } from './record.js';
 
@@ -36,6 +36,13 @@ export interface SpoolStats {
 const LOCK_FILE = 'LOCK';
 
 /**
+ * Spool directories (real paths) this process has open. A lock file carrying this process's own pid is stale
+ * unless its directory is in here: after a container restart the collector is often PID 1 again, and the lock of
+ * the killed PID 1 must not keep it out of its own spool.
+ */
+const OPEN_SPOOLS = new Set<string>();
+
+/**
  * The collector's durable store: one {@link SpoolQueue} per signal under `dir/<signal>/`, one byte budget across
  * them, the full policy, and a lock file so that two live collectors never share a directory.
  */
@@ -44,6 +51,8 @@ export class Spool {
   private readonly opts: SpoolOptions;
   private recovery: RecoveryReport | undefined;
   private locked = false;
+  /** Real path of the directory while this spool holds it (a key of {@link OPEN_SPOOLS}). */
+  private key: string | undefined;
   /** Serialises space making, so concurrent appends don't all drop for the same free bytes. */
   private spaceChain: Promise<void> = Promise.resolve();
   /** Appends waiting in {@link spaceChain}; while any wait, new appends queue behind them. */
@@ -64,7 +73,7 @@ export class Spool {
 
   /** Takes the lock and recovers every queue. Throws `SPOOL_LOCKED` if a live process holds the directory. */
   async open(): Promise<RecoveryReport> {
-    await mkdir(this.opts.dir, { recursive: true });
+    await ensureDir(this.opts.dir);
     await this.lock();
     const total: RecoveryReport = { segments: 0, records: 0, items: 0, truncatedBytes: 0, truncatedSegments: [] };
     try {
@@ -90,6 +99,30 @@ export class Spool {
   }
 
   private async lock(): Promise<void> {
+    let key: string;
+    try {
+      key = await realpath(this.opts.dir);
+    } catch (err) {
+      throw dirError(this.opts.dir, err);
+    }
+    // Checked and claimed in one synchronous step: two opens in this process cannot both pass.
+    if (OPEN_SPOOLS.has(key)) {
+      throw new CollectorError(
+        'SPOOL_LOCKED',
+        `spool ${this.opts.dir} is already open in this process; stop that collector or choose another spool`,
+      );
+    }
+    OPEN_SPOOLS.add(key);
+    try {
+      await this.takeLockFile();
+    } catch (err) {
+      OPEN_SPOOLS.delete(key);
+      throw err;
+    }
+    this.key = key;
+  }
+
+  private async takeLockFile(): Promise<void> {
     const path = join(this.opts.dir, LOCK_FILE);
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
@@ -101,19 +134,22 @@ export class Spool {
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
-          throw new CollectorError('SPOOL_IO', `could not create the lock file ${path}: ${String(err)}`, {
-            cause: err,
-          });
+          throw new CollectorError(
+            'SPOOL_IO',
+            `could not create the lock file ${path}: ${String(err)}; choose a writable --spool or fix its permissions`,
+            { cause: err },
+          );
         }
       }
       const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+      // Our own pid here is stale: this process does not hold the directory (checked by the caller).
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
         throw new CollectorError(
           'SPOOL_LOCKED',
           `spool ${this.opts.dir} is in use by process ${pid}; stop that collector or choose another --spool`,
         );
       }
-      // A stale lock left by a killed process: take it over.
+      // A stale lock left by a killed process (or by an earlier life of this pid): take it over.
       this.opts.logger.info('spool: removing stale lock', { path, pid });
       await unlink(path).catch(() => {});
     }
@@ -121,6 +157,8 @@ export class Spool {
   }
 
   private async unlock(): Promise<void> {
+    if (this.key !== undefined) OPEN_SPOOLS.delete(this.key);
+    this.key = undefined;
     if (!this.locked) return;
     this.locked = false;
     await unlink(join(this.opts.dir, LOCK_FILE)).catch(() => {});
@@ -226,7 +264,6 @@ function spoolFull(opts: SpoolOptions, need: number): CollectorError {
 }
 
 function isAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
     return true;
@@ -258,7 +295,11 @@ export async function inspectSpool(dir: string): Promise<SpoolInspection> {
   }
   let lock: SpoolInspection['lock'];
   const pid = Number.parseInt(await readFile(join(dir, LOCK_FILE), 'utf8').catch(() => ''), 10);
-  if (Number.isInteger(pid) && pid > 0) lock = { pid, alive: pid !== process.pid && isAlive(pid) };
+  if (Number.isInteger(pid) && pid > 0) {
+    const own = pid === process.pid;
+    const key = own ? await realpath(dir).catch(() => dir) : dir;
+    lock = { pid, alive: own ? OPEN_SPOOLS.has(key) : isAlive(pid) };
+  }
   const signals = {} as SpoolInspection['signals'];
   const total: SpoolStats = { records: 0, items: 0, bytes: 0, segments: 0, oldestReceivedAt: undefined };
   let tornTailBytes = 0;
