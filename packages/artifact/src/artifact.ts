@@ -14,6 +14,7 @@ import {
   readFileOrThrow,
   writeLayout,
 } from './layout.js';
+import { STORE_LOCK_FILE } from './lock.js';
 import { defaultVyrManifest, parseVyrManifest, validateVyrManifest } from './manifest.js';
 import {
   type AttachedBundle,
@@ -38,7 +39,7 @@ export const KEY_ID_ANNOTATION = 'dev.vyr.key-id';
 /** Annotation of a store's `index.json` marking the directory as an artifact store (never overwritten by pack). */
 export const STORE_ANNOTATION = 'dev.vyr.store';
 /** Files only a store directory holds: its lock (and the pid lock file of earlier versions). */
-export const STORE_LOCK_FILES: readonly string[] = ['.vyr-store.lockdb', '.vyr-store.lock'];
+export const STORE_LOCK_FILES: readonly string[] = [STORE_LOCK_FILE, '.vyr-store.lock'];
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
 /** Options of {@link packArtifact}. */

@@ -1,5 +1,4 @@
-import { constants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   artifactDescriptors,
@@ -24,6 +23,7 @@ import {
   readFileOrThrow,
   writeFileAtomic,
 } from './layout.js';
+import { acquireStoreLock } from './lock.js';
 import type {
   ArtifactStore,
   Descriptor,
@@ -45,7 +45,6 @@ export interface StoreOptions {
   lockTimeoutMs?: number;
 }
 
-const LOCK_FILE = '.vyr-store.lock';
 /** The store marks its index so that `pack --out` never mistakes it for an artifact layout to replace. */
 const STORE_INDEX_ANNOTATIONS = { [STORE_ANNOTATION]: '1' };
 const TEMP_PREFIX = '.tmp-';
@@ -95,7 +94,7 @@ export function createStore(options: StoreOptions): ArtifactStore {
     await previous.catch(() => undefined);
     try {
       await mkdir(dir, { recursive: true });
-      const unlock = await acquireFileLock(join(dir, LOCK_FILE), lockTimeoutMs);
+      const unlock = await acquireStoreLock(dir, lockTimeoutMs);
       try {
         return await fn();
       } finally {
@@ -323,50 +322,5 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-/**
- * A lock file created with O_EXCL holding the owner's pid. A lock whose owner process is gone is stale and taken
- * over; otherwise wait with backoff up to `timeoutMs`.
- */
-async function acquireFileLock(path: string, timeoutMs: number): Promise<() => Promise<void>> {
-  const deadline = Date.now() + timeoutMs;
-  let delay = 5;
-  for (;;) {
-    try {
-      const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o644);
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      return async () => {
-        await rm(path, { force: true });
-      };
-    } catch (cause) {
-      if ((cause as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new ArtifactError('IO_ERROR', `cannot create store lock ${path}: ${(cause as Error).message}`, { cause });
-      }
-    }
-    const owner = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isSafeInteger(owner) && owner > 0 && owner !== process.pid && !processAlive(owner)) {
-      await rm(path, { force: true });
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new ArtifactError(
-        'IO_ERROR',
-        `the artifact store is locked by process ${Number.isNaN(owner) ? 'unknown' : owner} (${path}); retry, or remove the lock file if that process is gone`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, delay));
-    delay = Math.min(delay * 2, 100);
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -13,11 +13,33 @@ import {
   verifyArtifact,
   writeKeyPair,
 } from '../src/index.js';
-import { codeOf, EVENT_TRANSFORM_MANIFEST, fixtureFile } from './helpers.js';
+import { codeOf, EVENT_TRANSFORM_MANIFEST, errorOf, fixtureFile } from './helpers.js';
 
 afterAll(cleanupTempDirs);
 
 const DIST = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+/** The store lock module (internal), for child processes that hold the lock. */
+const DIST_LOCK = fileURLToPath(new URL('../dist/lock.js', import.meta.url));
+
+/** Spawns a Node child running `script` (an ES module) with `args`; resolves when it printed `ready`. */
+function spawnNode(script: string, args: string[]) {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const ready = new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (out.includes('ready\n')) resolve();
+    });
+    void exited.then(() => reject(new Error(`child exited before it was ready: ${out}`)));
+  });
+  return { child, ready, exited };
+}
 
 async function signedArtifact(name: 'hello' | 'env' | 'cat' = 'hello') {
   const dir = await tempDir();
@@ -102,8 +124,8 @@ describe('artifact store', () => {
     expect((await store.list()).map((s) => s.digest).sort()).toEqual([a.digest, b.digest].sort());
     const index = JSON.parse(await readFile(join(storeDir, 'index.json'), 'utf8'));
     expect(index.manifests).toHaveLength(4);
-    // No temp files or lock left behind.
-    expect((await readdir(storeDir)).sort()).toEqual(['blobs', 'index.json', 'oci-layout']);
+    // No temp files left behind; the lock file stays (it is never removed, see lock.ts).
+    expect((await readdir(storeDir)).sort()).toEqual(['.vyr-store.lockdb', 'blobs', 'index.json', 'oci-layout']);
     expect((await readdir(join(storeDir, 'blobs/sha256'))).every((n) => /^[0-9a-f]{64}$/.test(n))).toBe(true);
   });
 
@@ -176,5 +198,82 @@ describe('artifact store', () => {
     const store = createStore({ dir: await tempDir() });
     expect(await codeOf(() => store.get('sha256:xyz'))).toBe('INVALID_ARGUMENT');
     expect(await codeOf(() => store.get(`sha256:${'0'.repeat(64)}`))).toBe('NOT_FOUND');
+  });
+});
+
+describe('store lock (across processes)', () => {
+  const HOLD = `import { acquireStoreLock } from ${JSON.stringify(DIST_LOCK)};
+    await acquireStoreLock(process.argv[1], 5000);
+    process.stdout.write('ready\\n');
+    setInterval(() => {}, 1 << 30);`;
+
+  it('is released by the kernel when its holder is killed: the store is writable at once, no stale file to judge', async () => {
+    const { artifact, digest } = await signedArtifact();
+    const storeDir = await tempDir();
+    const holder = spawnNode(HOLD, [storeDir]);
+    await holder.ready;
+    const err = await errorOf(() => createStore({ dir: storeDir, lockTimeoutMs: 200 }).import(artifact));
+    expect(err.code).toBe('IO_ERROR');
+    expect(err.message).toContain(`locked by process ${holder.child.pid}`);
+    holder.child.kill('SIGKILL');
+    expect((await holder.exited).signal).toBe('SIGKILL');
+    const stored = await createStore({ dir: storeDir, lockTimeoutMs: 2000 }).import(artifact);
+    expect(stored.digest).toBe(digest);
+  });
+
+  it('is not blocked by leftovers of a crash: an empty lock file, or a pid lock file of an earlier version', async () => {
+    const { artifact, digest } = await signedArtifact();
+    const storeDir = await tempDir();
+    await writeFile(join(storeDir, '.vyr-store.lock'), '');
+    await writeFile(join(storeDir, '.vyr-store.lockdb'), '');
+    const stored = await createStore({ dir: storeDir, lockTimeoutMs: 2000 }).import(artifact);
+    expect(stored.digest).toBe(digest);
+    await writeFile(join(storeDir, '.vyr-store.lock'), '999999999');
+    expect(await createStore({ dir: storeDir, lockTimeoutMs: 2000 }).remove(digest)).toBe(true);
+  });
+
+  it('is held by one process at a time, also while holders die holding it (real processes, SIGKILL)', async () => {
+    const storeDir = await tempDir();
+    const log = join(storeDir, 'critical.log');
+    // Each child takes the lock 6 times; inside, it logs enter/exit around a short pause. Five children kill
+    // themselves while holding the lock (after logging "crash"), so the others must take over a dead owner's lock.
+    const WORKER = `import { appendFileSync } from 'node:fs';
+      import { acquireStoreLock } from ${JSON.stringify(DIST_LOCK)};
+      const [dir, log, crashAt] = process.argv.slice(1);
+      process.stdout.write('ready\\n');
+      for (let i = 0; i < 6; i++) {
+        const release = await acquireStoreLock(dir, 60000);
+        appendFileSync(log, 'enter ' + process.pid + '\\n');
+        await new Promise((r) => setTimeout(r, 3));
+        if (String(i) === crashAt) {
+          appendFileSync(log, 'crash ' + process.pid + '\\n');
+          process.kill(process.pid, 'SIGKILL');
+        }
+        appendFileSync(log, 'exit ' + process.pid + '\\n');
+        await release();
+      }`;
+    const holder = spawnNode(HOLD, [storeDir]);
+    await holder.ready;
+    const crashes = ['2', '-1', '4', '-1', '0', '-1', '1', '-1', '3', '-1'];
+    const workers = crashes.map((crashAt) => spawnNode(WORKER, [storeDir, log, crashAt]));
+    await Promise.all(workers.map((w) => w.ready));
+    // The first owner dies while every worker is waiting for it.
+    holder.child.kill('SIGKILL');
+    const results = await Promise.all(workers.map((w) => w.exited));
+    expect(results.map((r) => r.signal ?? r.code)).toEqual(crashes.map((c) => (c === '-1' ? 0 : 'SIGKILL')));
+    const lines = (await readFile(log, 'utf8')).trim().split('\n');
+    let holderPid: string | undefined;
+    for (const [i, line] of lines.entries()) {
+      const [event, pid] = line.split(' ');
+      if (event === 'enter') {
+        expect(holderPid, `line ${i}: ${pid} entered while ${holderPid} held the lock`).toBeUndefined();
+        holderPid = pid;
+      } else {
+        expect(pid, `line ${i}: ${line}`).toBe(holderPid);
+        holderPid = undefined;
+      }
+    }
+    // 5 workers × 6 rounds, plus the crashed ones' rounds up to their crash (3 + 5 + 1 + 2 + 4).
+    expect(lines.filter((l) => l.startsWith('enter'))).toHaveLength(30 + 15);
   });
 });
