@@ -1,6 +1,8 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { appendFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CollectorError, createCollector, inspectSpool } from '@vyr/collector';
@@ -9,6 +11,20 @@ import { deadUpstream, decodeTraceId, fakeUpstream, post, spanIdsOf, tempDir, tr
 
 const fastBackoff = { initialDelayMs: 10, maxDelayMs: 50 };
 const CHILD = fileURLToPath(new URL('./fixtures/collector-process.ts', import.meta.url));
+/** Whether this process may mount a size-limited tmpfs (root on Linux): a real full disk for the ENOSPC test. */
+const canMountTmpfs = ((): boolean => {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return false;
+  const probe = mkdtempSync(join(tmpdir(), 'vyr-mount-probe-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', probe], { stdio: 'ignore' });
+    execFileSync('umount', [probe], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    rmSync(probe, { recursive: true, force: true });
+  }
+})();
 const hasStrace = ((): boolean => {
   try {
     execFileSync('strace', ['-V'], { stdio: 'ignore' });
@@ -420,6 +436,64 @@ describe('spool', () => {
         });
       for (const dir of [tmp.dir, join(tmp.dir, 'a'), join(tmp.dir, 'a', 'b'), spool]) {
         expect(fsynced(dir), dir).toBe(true);
+      }
+    },
+    30_000,
+  );
+
+  it.skipIf(!canMountTmpfs)(
+    'on a full file system (ENOSPC) answers 503 with Retry-After naming ENOSPC, and leaves no partial record behind',
+    async () => {
+      const mnt = join(tmp.dir, 'small-fs');
+      await mkdir(mnt);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt]);
+      try {
+        // The bound (1 MiB) is larger than the file system (256 KiB): the disk fills first.
+        const opts = {
+          port: 0,
+          spoolDir: join(mnt, 'spool'),
+          upstream: dead.url,
+          maxSpoolBytes: 1024 * 1024,
+          retryAfterSeconds: 4,
+        };
+        const c = createCollector(opts);
+        const { url } = await c.start();
+        let accepted = 0;
+        let refused: Awaited<ReturnType<typeof post>> | undefined;
+        try {
+          for (let b = 1; b <= 20 && !refused; b++) {
+            const res = await post(`${url}/v1/traces`, traceBody(11, b, 300));
+            if (res.status === 200) accepted++;
+            else refused = res;
+          }
+          expect(accepted).toBeGreaterThan(0);
+          expect(refused?.status).toBe(503);
+          expect(refused?.headers.get('retry-after')).toBe('4');
+          const message = Buffer.from(refused?.body ?? []).toString();
+          expect(message).toMatch(/\(ENOSPC\).*file system holding the spool is full/);
+          expect(message).not.toMatch(/short write/);
+          expect(c.status().counters.requests.unavailable).toBe(1);
+        } finally {
+          await c.stop();
+        }
+        // Every segment ends on a record boundary: a restart (on the still full disk) finds nothing to truncate
+        // and every accepted request, and forwards them once the upstream is back.
+        const again = createCollector({ ...opts, backoff: fastBackoff });
+        await again.start();
+        let up: Awaited<ReturnType<typeof fakeUpstream>> | undefined;
+        try {
+          expect(again.status().spool.recovered?.truncatedBytes).toBe(0);
+          expect(again.status().spool.items).toBe(accepted * 300);
+          await dead.close();
+          up = await fakeUpstream([], port);
+          await until(() => again.status().spool.records === 0, 10_000, 'drained');
+          expect(batchesSeen(up)).toEqual(Array.from({ length: accepted }, (_, i) => i + 1));
+        } finally {
+          await again.stop();
+          await up?.close();
+        }
+      } finally {
+        execFileSync('umount', [mnt]);
       }
     },
     30_000,

@@ -253,8 +253,16 @@ export class SpoolQueue {
       report.items += scan.items - scan.ackedItems;
     }
     this.nextSeq = Math.max(prevSeq, this.ackedSeq) + 1;
-    // Rewrite the cursor compactly so every later ack is a plain append.
-    await this.rewriteCursor();
+    // Rewrite the cursor compactly so every later ack is a plain append. On a full disk, append to it as it is:
+    // a collector must be able to restart and forward (which is what frees space).
+    try {
+      await this.rewriteCursor();
+    } catch (err) {
+      if (!isDiskFull(err)) throw err;
+      this.opts.logger.warn('spool: disk full, appending to the cursor without compacting it', { dir: this.dir });
+      this.cursorFh = await open(cursorPath, cursorBytes.length > 0 ? 'r+' : 'w');
+      this.cursorPos = cursorBytes.length - (cursorBytes.length % CURSOR_RECORD_BYTES);
+    }
     await fsyncDir(this.dir);
     return report;
   }
@@ -612,8 +620,13 @@ export class SpoolQueue {
 
   private async writeCursor(seq: number): Promise<void> {
     if (this.cursorPos >= CURSOR_COMPACT_BYTES) {
-      await this.rewriteCursor();
-      return;
+      try {
+        await this.rewriteCursor();
+        return;
+      } catch (err) {
+        // Compaction needs a new file; on a full disk keep appending to the old one (it is still open).
+        if (!isDiskFull(err) || !this.cursorFh) throw ioError('compact the cursor', join(this.dir, CURSOR_FILE), err);
+      }
     }
     const fh = this.cursorFh;
     if (!fh) throw new CollectorError('STOPPED', 'the spool is closed');
@@ -630,15 +643,19 @@ export class SpoolQueue {
   private async rewriteCursor(): Promise<void> {
     const path = join(this.dir, CURSOR_FILE);
     const tmp = `${path}.tmp`;
-    await this.cursorFh?.close();
-    this.cursorFh = undefined;
     const fh = await open(tmp, 'w');
     try {
       await fh.write(encodeCursor(this.ackedSeq), 0, CURSOR_RECORD_BYTES, 0);
       await fh.datasync();
-    } finally {
-      await fh.close();
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      throw err;
     }
+    await fh.close();
+    // Only now is the old cursor given up: if the new one could not be written, the old one is still open.
+    await this.cursorFh?.close();
+    this.cursorFh = undefined;
     await rename(tmp, path);
     await fsyncDir(this.dir);
     this.cursorFh = await open(path, 'r+');
@@ -703,11 +720,20 @@ async function writeFully(fh: FileHandle, bufs: Buffer[], position: number): Pro
   }
 }
 
+function isDiskFull(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
 function ioError(what: string, path: string, cause: unknown): CollectorError {
   const code = (cause as NodeJS.ErrnoException)?.code;
+  const advice =
+    code === 'ENOSPC' || code === 'EDQUOT'
+      ? 'the file system holding the spool is full; free space there or lower --max-spool-bytes below the free space'
+      : 'check the disk holding the spool';
   return new CollectorError(
     'SPOOL_IO',
-    `could not ${what} ${path}${code ? ` (${code})` : ''}: ${cause instanceof Error ? cause.message : String(cause)}; check the disk holding the spool`,
+    `could not ${what} ${path}${code ? ` (${code})` : ''}: ${cause instanceof Error ? cause.message : String(cause)}; ${advice}`,
     { cause },
   );
 }
