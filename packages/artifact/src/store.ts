@@ -8,22 +8,25 @@ import {
   findArtifactDescriptor,
   loadArtifact,
   loadArtifactWithBlobs,
+  parseOciManifest,
   readReferrer,
   STORE_ANNOTATION,
   SUBJECT_ANNOTATION,
 } from './artifact.js';
 import { digestHex, parseDigest, sha256Digest } from './digest.js';
-import { ArtifactError } from './errors.js';
+import { ArtifactError, isArtifactError } from './errors.js';
 import {
   encodeIndex,
   type LayoutReader,
   OCI_LAYOUT_FILE,
   openLayout,
   parseJson,
+  readBlobChecked,
   readFileOrThrow,
   writeFileAtomic,
 } from './layout.js';
 import { acquireStoreLock } from './lock.js';
+import { parseVyrManifest } from './manifest.js';
 import type {
   ArtifactStore,
   Descriptor,
@@ -34,7 +37,7 @@ import type {
   OciManifest,
   StoredArtifact,
 } from './types.js';
-import { MediaType } from './types.js';
+import { MediaType, type VyrManifest } from './types.js';
 import { parseBundle } from './verify.js';
 
 /** Options of {@link createStore}. */
@@ -192,23 +195,40 @@ export function createStore(options: StoreOptions): ArtifactStore {
     });
   }
 
+  /**
+   * Runs a read of the store without the lock; if it meets a missing blob, runs it once more holding the lock.
+   * Blobs are deleted only by `gc`, under the lock, and only once no listed manifest references them: a lock-free
+   * read that found an artifact in `index.json` and then missed one of its blobs raced a `remove` + `gc` (and
+   * maybe a re-import of the same bytes, so comparing index contents would not tell). Under the lock no writer
+   * runs, so the second answer is the store's current state: the artifact, `NOT_FOUND`, or a `BLOB_MISSING` that
+   * means the store is damaged.
+   */
+  async function readConsistently<T>(fn: (r: LayoutReader) => Promise<T>): Promise<T> {
+    try {
+      return await fn(await reader());
+    } catch (err) {
+      if (!isArtifactError(err, 'BLOB_MISSING')) throw err;
+    }
+    return withLock(async () => fn(await openLayout(dir)));
+  }
+
   async function get(digestInput: string): Promise<LoadedArtifact> {
     const digest = parseDigest(digestInput);
-    const r = await reader();
-    const desc = artifactDescriptors(r).find((d) => d.digest === digest);
-    if (desc === undefined) {
-      throw new ArtifactError('NOT_FOUND', `artifact ${digest} is not in the store ${dir}; import it first`);
-    }
-    return loadArtifact(r, desc);
+    return readConsistently(async (r) => {
+      const desc = artifactDescriptors(r).find((d) => d.digest === digest);
+      if (desc === undefined) {
+        throw new ArtifactError('NOT_FOUND', `artifact ${digest} is not in the store ${dir}; import it first`);
+      }
+      return loadArtifact(r, desc);
+    });
   }
 
   async function list(): Promise<StoredArtifact[]> {
-    const r = await reader();
-    const out: StoredArtifact[] = [];
-    for (const desc of artifactDescriptors(r)) {
-      const artifact = await loadArtifact(r, desc);
-      out.push(summarize(artifact, r.index.manifests));
-    }
+    const out = await readConsistently(async (r) => {
+      const found: StoredArtifact[] = [];
+      for (const desc of artifactDescriptors(r)) found.push(await readMetadata(r, desc));
+      return found;
+    });
     return out.sort((a, b) =>
       a.name !== b.name
         ? a.name < b.name
@@ -304,16 +324,44 @@ async function existingFile(path: string): Promise<string[]> {
 }
 
 function summarize(artifact: LoadedArtifact, manifests: readonly Descriptor[]): StoredArtifact {
-  const o = artifact.ociManifest;
+  return summary(
+    artifact.digest,
+    artifact.manifest,
+    artifact.ociManifest,
+    artifact.manifestBytes.byteLength,
+    manifests,
+  );
+}
+
+function summary(
+  digest: Digest,
+  manifest: VyrManifest,
+  o: OciManifest,
+  manifestSize: number,
+  manifests: readonly Descriptor[],
+): StoredArtifact {
   return {
-    digest: artifact.digest,
-    name: artifact.manifest.name,
-    version: artifact.manifest.version,
-    sizeBytes: artifact.manifestBytes.byteLength + o.config.size + o.layers.reduce((n, l) => n + l.size, 0),
+    digest,
+    name: manifest.name,
+    version: manifest.version,
+    sizeBytes: manifestSize + o.config.size + o.layers.reduce((n, l) => n + l.size, 0),
     signatures: manifests.filter(
-      (d) => d.artifactType === MediaType.sigstoreBundle && d.annotations?.[SUBJECT_ANNOTATION] === artifact.digest,
+      (d) => d.artifactType === MediaType.sigstoreBundle && d.annotations?.[SUBJECT_ANNOTATION] === digest,
     ).length,
   };
+}
+
+/**
+ * What `list` reports for one artifact, from its metadata only: the manifest and the declarations layer (both a
+ * few hundred bytes, re-hashed). The component, megabytes, is re-hashed by `get`, before anything runs it.
+ */
+async function readMetadata(r: LayoutReader, desc: Descriptor): Promise<StoredArtifact> {
+  const manifestBytes = await readBlobChecked(r, desc, 'manifest', 'manifest');
+  const oci = parseOciManifest(manifestBytes, `manifest ${desc.digest}`, r.path);
+  const vyrLayer = oci.layers.find((l) => l.mediaType === MediaType.vyrManifest)!;
+  const vyrBytes = await readBlobChecked(r, vyrLayer, 'layer', 'VYR manifest layer');
+  const manifest = parseVyrManifest(Buffer.from(vyrBytes).toString('utf8'), `VYR manifest layer ${vyrLayer.digest}`);
+  return summary(desc.digest, manifest, oci, manifestBytes.byteLength, r.index.manifests);
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -228,13 +228,18 @@ export interface ArtifactStore {
    */
   import(source: string | Uint8Array, options?: ImportOptions): Promise<StoredArtifact>;
   /**
-   * Reads an artifact by digest, re-hashing every blob it reads.
+   * Reads an artifact by digest, re-hashing every blob it reads. Safe against a concurrent `remove` + `gc`: the
+   * answer is then the artifact or `NOT_FOUND`, never a spurious `BLOB_MISSING`.
    * @throws ArtifactError `NOT_FOUND`, `BLOB_DIGEST_MISMATCH`, `MANIFEST_TAMPERED`, …
    */
   get(digest: string): Promise<LoadedArtifact>;
   /** Whether the store lists `digest`. */
   has(digest: string): Promise<boolean>;
-  /** All stored artifacts, sorted by name, version, digest. */
+  /**
+   * All stored artifacts, sorted by name, version, digest. Reads metadata only (manifest and declarations,
+   * re-hashed); components are re-hashed by `get`.
+   * @throws ArtifactError `MANIFEST_TAMPERED`, `BLOB_DIGEST_MISMATCH`, `BLOB_MISSING` for damaged metadata.
+   */
   list(): Promise<StoredArtifact[]>;
   /** Unlists an artifact and its signatures; blobs go on the next `gc()`. Returns whether it was listed. */
   remove(digest: string): Promise<boolean>;

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
@@ -192,6 +192,70 @@ describe('artifact store', () => {
     const loaded = await store.get(digest);
     const policy = createTrustPolicy({ keys: [await readFile(keys.publicKeyPath, 'utf8')] });
     expect((await verifyArtifact(loaded, policy)).signed).toBe(true);
+  });
+
+  it('lists from metadata only (manifest and declarations): a damaged component still lists, get refuses it', async () => {
+    const { artifact, digest } = await signedArtifact('cat');
+    const store = createStore({ dir: await tempDir() });
+    const stored = await store.import(artifact);
+    const componentDigest = (await store.get(digest)).ociManifest.layers[0]!.digest;
+    const path = join(store.dir, 'blobs/sha256', componentDigest.slice(7));
+    const bytes = await readFile(path);
+    bytes[100] = bytes[100]! ^ 0x01;
+    await writeFile(path, bytes);
+    // list() does not read the component (12 MB for a large artifact): it reports what the store holds...
+    expect(await store.list()).toEqual([stored]);
+    // ...and get() is where every blob is re-hashed.
+    expect(await codeOf(() => store.get(digest))).toBe('BLOB_DIGEST_MISMATCH');
+    // The metadata it does read is still checked.
+    const manifestPath = join(store.dir, 'blobs/sha256', digest.slice(7));
+    const manifest = await readFile(manifestPath);
+    manifest[10] = manifest[10]! ^ 0x01;
+    await writeFile(manifestPath, manifest);
+    expect(await codeOf(() => store.list())).toBe('MANIFEST_TAMPERED');
+  });
+
+  it('never lets get() race remove() + gc() into BLOB_MISSING: get answers the artifact or NOT_FOUND', async () => {
+    const { artifact, digest } = await signedArtifact('cat');
+    const store = createStore({ dir: await tempDir() });
+    await store.import(artifact);
+    // Another process removes, garbage-collects and re-imports the artifact, over and over...
+    const CHURN = `import { createStore } from ${JSON.stringify(DIST)};
+      const [dir, artifact, digest] = process.argv.slice(1);
+      const store = createStore({ dir });
+      process.stdout.write('ready\\n');
+      for (let i = 0; i < 30; i++) {
+        await store.remove(digest);
+        await store.gc();
+        await store.import(artifact);
+      }`;
+    const churn = spawnNode(CHURN, [store.dir, artifact, digest]);
+    await churn.ready;
+    let done = false;
+    const exited = churn.exited.finally(() => {
+      done = true;
+    });
+    // ...while three readers here call get() back to back.
+    const outcomes = new Map<string, number>();
+    const readers = Array.from({ length: 3 }, async () => {
+      do {
+        let outcome: string;
+        try {
+          outcome = (await store.get(digest)).digest === digest ? 'found' : 'wrong digest';
+        } catch (err) {
+          outcome = (err as { code?: string }).code ?? String(err);
+        }
+        outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+      } while (!done);
+    });
+    await Promise.all(readers);
+    expect((await exited).code).toBe(0);
+    expect([...outcomes.keys()].filter((o) => o !== 'found' && o !== 'NOT_FOUND')).toEqual([]);
+    expect(outcomes.get('found')).toBeGreaterThan(0);
+    // A blob that is really gone (no writer involved) is still reported as such.
+    const loaded = await store.get(digest);
+    await rm(join(store.dir, 'blobs/sha256', loaded.ociManifest.layers[0]!.digest.slice(7)));
+    expect(await codeOf(() => store.get(digest))).toBe('BLOB_MISSING');
   });
 
   it('refuses malformed digests with INVALID_ARGUMENT', async () => {
