@@ -1,4 +1,4 @@
-import { type CliContext, CliError, type CommandRegistrar, ExitCode, emit } from '@vyr/cli';
+import { type CliContext, CliError, type CommandRegistrar, ExitCode, type ExitCodeValue, emit } from '@vyr/cli';
 import {
   CollectorError,
   type CollectorOptions,
@@ -6,6 +6,7 @@ import {
   createCollector,
   type FullPolicy,
   inspectSpool,
+  redactUrl,
   type SpoolInspection,
 } from '@vyr/collector';
 import { type SelfMetrics, startSelfMetrics } from './collector-metrics.js';
@@ -31,6 +32,15 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
     .option('--max-spool-bytes <n>', 'bound of the spool on disk (bytes; K/M/G and KiB/MiB/GiB suffixes)', '1GiB')
     .option('--full-policy <policy>', 'when the spool is full: drop-oldest or refuse', 'drop-oldest')
     .option('--max-request-bytes <n>', 'largest accepted request body (default min(16 MiB, spool/4))')
+    .option(
+      '--max-inflight-bytes <n>',
+      'bytes of requests processed at once; more get 503 + Retry-After (default max(64MiB, --max-request-bytes))',
+    )
+    .option(
+      '--allow-remote',
+      'allow --listen on a non-loopback address (the receiver has no authentication or TLS: firewall it)',
+      false,
+    )
     .option('--compression <gzip|none>', 'compression of upstream requests', 'gzip')
     .option(
       '--self-metrics-interval-ms <ms>',
@@ -67,6 +77,9 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
           maxSpoolBytes: parseBytes('--max-spool-bytes', o.maxSpoolBytes),
           maxRequestBytes:
             o.maxRequestBytes === undefined ? undefined : parseBytes('--max-request-bytes', o.maxRequestBytes),
+          maxInflightBytes:
+            o.maxInflightBytes === undefined ? undefined : parseBytes('--max-inflight-bytes', o.maxInflightBytes),
+          allowRemote: o.allowRemote,
           fullPolicy: policy as FullPolicy,
           compression: o.compression,
           logger: stderrLogger(ctx, out.json),
@@ -74,11 +87,12 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
       );
       const info = await wrapAsync(() => collector.start());
       self?.attach(info.url);
+      const upstream = redactUrl(o.upstream);
       emit(
         ctx,
         out,
-        { event: 'listening', url: info.url, spool: o.spool, upstream: o.upstream },
-        `collector listening on ${info.url} (spool ${o.spool}, upstream ${o.upstream})`,
+        { event: 'listening', url: info.url, spool: o.spool, upstream },
+        `collector listening on ${info.url} (spool ${o.spool}, upstream ${upstream})`,
       );
       // The app owns the process: the command ends on SIGTERM/SIGINT with a clean stop.
       const signal = await new Promise<NodeJS.Signals>((resolve) => {
@@ -124,6 +138,8 @@ interface StartFlags {
   maxSpoolBytes: string;
   fullPolicy: string;
   maxRequestBytes?: string;
+  maxInflightBytes?: string;
+  allowRemote: boolean;
   compression: 'gzip' | 'none';
   selfMetricsIntervalMs: string;
 }
@@ -186,8 +202,19 @@ function stderrLogger(ctx: CliContext, json: boolean): Logger {
   return { debug: () => {}, info: write('info'), warn: write('warn'), error: write('error') };
 }
 
-const COLLECTOR_EXIT: Partial<Record<CollectorError['code'], (typeof ExitCode)[keyof typeof ExitCode]>> = {
-  INVALID_OPTIONS: ExitCode.INVALID_INPUT,
+/**
+ * Exit code for `SPOOL_IO` (the spool directory cannot be created, read or written): sysexits' EX_IOERR. Not in
+ * `@vyr/cli`'s ExitCode table (owned elsewhere); documented in docs/collector.md.
+ */
+const EXIT_IO_ERROR = 74 as number as ExitCodeValue;
+
+/**
+ * Exit codes of `vyr collector` by error code (docs/collector.md). A bad option value is a usage error (2)
+ * whether the CLI or the library finds it, so `--max-spool-bytes lots` and `--max-spool-bytes 10` exit alike.
+ */
+const COLLECTOR_EXIT: Partial<Record<CollectorError['code'], ExitCodeValue>> = {
+  INVALID_OPTIONS: ExitCode.USAGE,
+  SPOOL_IO: EXIT_IO_ERROR,
   SPOOL_LOCKED: ExitCode.ALREADY_EXISTS,
   LISTEN_FAILED: ExitCode.UNAVAILABLE,
   SPOOL_FULL: ExitCode.RESOURCE_EXHAUSTED,

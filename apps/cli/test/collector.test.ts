@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -181,7 +181,7 @@ describe('vyr collector', () => {
     );
     expect(size.code).toBe(2);
     const upstream = await vyr('collector', 'start', '--spool', spool, '--upstream', 'ftp://x');
-    expect(upstream.code).toBe(64);
+    expect(upstream.code).toBe(2);
     expect(upstream.stderr).toMatch(/INVALID_OPTIONS: upstream ftp:\/\/x must be an http/);
     const neither = await vyr('collector', 'status');
     expect(neither.code).toBe(2);
@@ -189,6 +189,108 @@ describe('vyr collector', () => {
     expect(dead.code).toBe(69);
     expect(dead.stderr).toMatch(/UNAVAILABLE: no collector answers at http:\/\/127.0.0.1:9/);
     const missing = await vyr('collector', 'status', '--spool', join(dir, 'absent'));
-    expect(missing.code).toBe(64);
+    expect(missing.code).toBe(2);
+  });
+
+  it('exits 2 for every invalid option value, whether the CLI or the collector library finds it', async () => {
+    const start = (...extra: string[]) =>
+      vyr('collector', 'start', '--spool', join(dir, 'spool'), '--upstream', 'http://127.0.0.1:9', ...extra);
+    const unparseable = await start('--max-spool-bytes', 'lots');
+    expect(unparseable.code).toBe(2);
+    expect(unparseable.stderr).toMatch(/--max-spool-bytes lots is not a size/);
+    const tooSmall = await start('--max-spool-bytes', '10');
+    expect(tooSmall.code).toBe(2);
+    expect(tooSmall.stderr).toMatch(/INVALID_OPTIONS: maxSpoolBytes 10 must be an integer of at least 65536/);
+    const inflight = await start('--max-request-bytes', '1MiB', '--max-inflight-bytes', '1KiB');
+    expect(inflight.code).toBe(2);
+    expect(inflight.stderr).toMatch(/maxInflightBytes 1024 must be an integer of at least maxRequestBytes/);
+  });
+
+  it('refuses a non-loopback --listen without --allow-remote (exit 2), and warns when it is allowed', async () => {
+    const refused = await vyr(
+      'collector',
+      'start',
+      '--listen',
+      '0.0.0.0:0',
+      '--spool',
+      join(dir, 'spool'),
+      '--upstream',
+      'http://127.0.0.1:9',
+    );
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(
+      /INVALID_OPTIONS: refusing to listen on "0\.0\.0\.0": the receiver has no authentication or TLS/,
+    );
+    const child = spawn(
+      process.execPath,
+      [
+        VYR,
+        'collector',
+        'start',
+        '--listen',
+        '0.0.0.0:0',
+        '--allow-remote',
+        '--spool',
+        join(dir, 'spool'),
+        '--upstream',
+        'http://127.0.0.1:9',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on('data', () => {
+          if (/without authentication or TLS/.test(stderr)) resolve();
+        });
+        child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
+      });
+      expect(stderr).toMatch(/warn +collector: the receiver listens beyond loopback without authentication or TLS/);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+  });
+
+  it('exits 74 with SPOOL_IO when the spool directory cannot be created, naming the path and what to do', async () => {
+    const file = join(dir, 'plain-file');
+    await writeFile(file, 'x');
+    const r = await vyr(
+      'collector',
+      'start',
+      '--listen',
+      '127.0.0.1:0',
+      '--spool',
+      join(file, 'spool'),
+      '--upstream',
+      'http://127.0.0.1:9',
+    );
+    expect(r.code).toBe(74);
+    expect(r.stderr).toMatch(
+      /vyr: SPOOL_IO: cannot use the spool directory .*plain-file\/spool \((ENOTDIR|EEXIST)\): a file that is not a directory is in the way/,
+    );
+  });
+
+  it('never prints the credentials of --upstream: not on start, in logs or in status', async () => {
+    const { child, url, out } = await startCollector(
+      '--spool',
+      join(dir, 'spool'),
+      '--upstream',
+      'http://user:s3cret@127.0.0.1:9',
+    );
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d));
+    try {
+      expect(JSON.parse(out().split('\n')[0] as string).upstream).toBe('http://***@127.0.0.1:9/');
+      const human = await vyr('collector', 'status', '--addr', url);
+      expect(human.stdout).toMatch(/upstream +http:\/\/\*\*\*@127\.0\.0\.1:9\//);
+      const json = await vyr('--json', 'collector', 'status', '--addr', url);
+      expect(`${human.stdout}${json.stdout}`).not.toMatch(/s3cret/);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+    expect(`${out()}${stderr}`).not.toMatch(/s3cret/);
   });
 });

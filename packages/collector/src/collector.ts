@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CollectorError } from './errors.js';
 import { Forwarder } from './forwarder.js';
-import { type CollectorOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { type CollectorOptions, isLoopback, type ResolvedOptions, resolveOptions } from './options.js';
 import { createHandler } from './receiver.js';
 import type { RecoveryReport } from './spool/queue.js';
 import { SIGNALS, type Signal } from './spool/record.js';
@@ -184,6 +184,12 @@ export function createCollector(options: CollectorOptions): Collector {
       for (const f of forwarders) f.start();
       state = 'running';
       opts.logger.info('collector: listening', { url, upstream: redactUrl(opts.upstream) });
+      if (!isLoopback(opts.host)) {
+        opts.logger.warn(
+          'collector: the receiver listens beyond loopback without authentication or TLS; anyone who reaches it can write into the spool (firewall it or put an authenticating proxy in front)',
+          { url },
+        );
+      }
       return { url, host: addr.address, port: addr.port };
     },
 

@@ -100,7 +100,7 @@ export function resolveOptions(o: CollectorOptions): ResolvedOptions {
     );
   }
   if (upstream.protocol !== 'http:' && upstream.protocol !== 'https:') {
-    invalid(`upstream ${redactUrl(upstream)} must be an http:// or https:// URL`);
+    invalid(`upstream ${redactUrl(o.upstream)} must be an http:// or https:// URL`);
   }
   const maxSpoolBytes = o.maxSpoolBytes ?? 1024 * MiB;
   if (!Number.isSafeInteger(maxSpoolBytes) || maxSpoolBytes < 64 * KiB) {

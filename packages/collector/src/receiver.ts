@@ -209,9 +209,9 @@ function readBody(
     };
     const onData = (c: Buffer): void => {
       n += c.length;
-      if (n > limit) return stop('too_large');
-      if (reserve && !reserve(c.length)) return stop('busy');
-      chunks.push(c);
+      if (n > limit) stop('too_large');
+      else if (reserve && !reserve(c.length)) stop('busy');
+      else chunks.push(c);
     };
     req.on('data', onData);
     req.on('end', () => resolve(Buffer.concat(chunks, n)));

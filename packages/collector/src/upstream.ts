@@ -108,7 +108,7 @@ export function redactUrl(url: string | URL): string {
   } catch {
     return String(url).replace(/\/\/[^/?#]*@/, '//***@');
   }
-  if (u.username === '' && u.password === '') return u.href;
+  if (u.username === '' && u.password === '') return String(url);
   u.username = '***';
   u.password = '';
   return u.href;
