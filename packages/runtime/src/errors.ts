@@ -15,6 +15,8 @@ export type RuntimeErrorCode =
   | 'RESOURCE_EXHAUSTED'
   /** The runtime was closed. */
   | 'CLOSED'
+  /** The runtime cannot run tasks now: its workers keep dying at startup (`warmUp()` retries). */
+  | 'UNAVAILABLE'
   /** A task is already finished and the operation needs a live one. */
   | 'FAILED_PRECONDITION'
   /** A bug or an unexpected host failure; the message says what happened. */

@@ -17,8 +17,13 @@ export interface WorkerMount {
 export interface RunRequest {
   type: 'run';
   taskId: string;
-  /** `file:` URL of the transpiled instantiation-mode JS module. */
-  jsUrl: string;
+  /** Identity of the transpiled JS module; a worker loads each key once and reuses it. */
+  jsKey: string;
+  /**
+   * The transpiled instantiation-mode JS module (verified against the prepare cache's hash). Sent only when the
+   * worker has not loaded `jsKey` yet; the worker imports exactly these bytes, never a file path.
+   */
+  jsSource?: string;
   /** Compiled core modules by the file name the transpiled JS asks for. */
   modules: Record<string, WebAssembly.Module>;
   /** Core modules whose defined memory was turned into an import, with the declared limits. */
@@ -53,7 +58,8 @@ export interface QuotaEvent {
 export type WorkerOutcome =
   | { kind: 'exit'; exitCode: number }
   | { kind: 'trap'; message: string }
-  | { kind: 'memory-limit'; message: string }
+  /** A `memory.grow` past the task's limit was refused and the guest then failed; `exitCode` if it exited. */
+  | { kind: 'memory-limit'; message: string; exitCode?: number }
   | { kind: 'instantiate-error'; message: string };
 
 /** Worker → main: the task finished. Times are epoch milliseconds (fractional). */

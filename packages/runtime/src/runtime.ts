@@ -178,6 +178,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   const maxWatcherBytes = options.maxWatcherBufferBytes ?? 4 * MiB;
   const stdinBytes = options.stdinBufferBytes ?? 64 * 1024;
   const maxFinished = options.maxFinishedTasks ?? 1000;
+  const maxPrepared = options.maxPreparedArtifacts ?? 32;
+  const workerHeapMb = options.workerHeapMb ?? 256;
   const nodeId = options.nodeId ?? 'local';
   const tier = options.tier ?? 'laptop';
   const logger: Logger = options.logger ?? silentLogger;
@@ -189,6 +191,12 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   }
   if (!(Number.isInteger(maxQueueLength) && maxQueueLength >= 0)) {
     throw new RuntimeError('INVALID_ARGUMENT', `maxQueueLength must be an integer ≥ 0, got ${maxQueueLength}`);
+  }
+  if (!(Number.isInteger(maxPrepared) && maxPrepared >= 1)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `maxPreparedArtifacts must be an integer ≥ 1, got ${maxPrepared}`);
+  }
+  if (!(Number.isInteger(workerHeapMb) && workerHeapMb >= 2)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `workerHeapMb must be an integer ≥ 2, got ${workerHeapMb}`);
   }
   checkPositive(defaultMemory, 'defaultLimits.memoryBytes');
   checkPositive(defaultDeadline, 'defaultLimits.deadlineMs');
@@ -217,7 +225,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   };
   const nodeAttrs: Attributes = { [Attr.nodeId]: nodeId, [Attr.nodeTier]: tier };
 
-  const preparer = new Preparer(options.cacheDir);
+  const preparer = new Preparer({ cacheDir: options.cacheDir, maxPrepared: maxPrepared, logger });
   const tasks = new Map<string, TaskRecord>();
   const finishedOrder: string[] = [];
   const queue: TaskRecord[] = [];
@@ -225,9 +233,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   let closed = false;
 
   const pool = new WorkerPool(
-    { size: poolSize, logger, maxOldGenerationSizeMb: 256 },
+    { size: poolSize, logger, maxOldGenerationSizeMb: workerHeapMb, maxLoadedComponents: maxPrepared },
     {
       onIdle: () => dispatch(),
+      onFailed: () => dispatch(),
       onMessage: (worker, message) => onWorkerMessage(worker, message),
       onCrash: (worker, taskId, error) => {
         const record = taskId ? tasks.get(taskId) : undefined;
@@ -470,6 +479,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         const r = await preparer.prepare(record.status.digest, () => record.artifact.component);
         span.setAttribute(Attr.cacheHit, r.cache !== 'miss');
         span.setAttribute('vyr.prepare.cache', r.cache);
+        if (r.repaired !== undefined) span.setAttribute('vyr.prepare.repaired', r.repaired);
         return r;
       });
       metrics.prepare.record((performance.now() - started) / 1000, {
@@ -478,7 +488,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       });
       record.prepared = result.prepared;
     } catch (err) {
-      return finish(record, 'FAILED', 'PREPARE_FAILED', { message: (err as Error).message });
+      const code = (err as { code?: unknown }).code;
+      const message = typeof code === 'string' ? `${code}: ${(err as Error).message}` : (err as Error).message;
+      return finish(record, 'FAILED', 'PREPARE_FAILED', { message });
     }
     if (record.ending) return;
     if (hooks.bind) {
@@ -510,6 +522,14 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   }
 
   function dispatch(): void {
+    const failure = pool.failure;
+    if (failure) {
+      // No worker can start: waiting tasks would wait forever.
+      for (const record of queue.splice(0)) {
+        void finish(record, 'FAILED', 'WORKER_CRASHED', { message: failure.message });
+      }
+      return;
+    }
     while (queue.length > 0) {
       const next = queue[0]!;
       if (next.ending) {
@@ -534,7 +554,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     const request: RunRequest = {
       type: 'run',
       taskId: record.status.id,
-      jsUrl: prepared.jsUrl,
+      jsKey: prepared.jsKey,
+      // A worker imports each component's JS once; later tasks only name it.
+      ...(worker.loaded.has(prepared.jsKey) ? {} : { jsSource: prepared.jsSource }),
       modules: prepared.modules,
       memories: prepared.memories,
       args: [record.artifact.manifest.name ?? 'main', ...(record.request.args ?? [])],
@@ -667,7 +689,10 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         void finish(record, 'FAILED', 'TRAP', { message: o.message });
         return;
       case 'memory-limit':
-        void finish(record, 'FAILED', 'MEMORY_LIMIT', { message: o.message });
+        void finish(record, 'FAILED', 'MEMORY_LIMIT', {
+          message: o.message,
+          ...(o.exitCode !== undefined ? { exitCode: o.exitCode } : {}),
+        });
         return;
       case 'instantiate-error':
         void finish(record, 'FAILED', 'INSTANTIATE_FAILED', { message: o.message });

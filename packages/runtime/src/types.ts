@@ -227,6 +227,17 @@ export interface RuntimeOptions {
   maxWatcherBufferBytes?: number;
   /** Size of the stdin ring shared with the worker, bytes. Default: 64 KiB. */
   stdinBufferBytes?: number;
+  /**
+   * Prepared components (compiled core modules, transpiled JS) kept in memory, least recently used dropped first; a
+   * dropped one is reloaded from the disk cache on its next task. A worker that has loaded more distinct components
+   * than this is replaced when it next becomes idle (loaded JS modules cannot be unloaded). Default: 32.
+   */
+  maxPreparedArtifacts?: number;
+  /**
+   * JS heap limit of each worker thread, MiB (`resourceLimits.maxOldGenerationSizeMb`). Guest linear memory is not
+   * part of it (see `maxMemoryBytes`); it bounds the WASI host and the transpiled component JS. Default: 256.
+   */
+  workerHeapMb?: number;
   /** Finished tasks kept for `get`, oldest forgotten first. Default: 1000. */
   maxFinishedTasks?: number;
   /** Node identity for the `vyr.node.id` attribute. Default: `local`. */
@@ -280,7 +291,11 @@ export interface Runtime {
   output(taskId: string): { stdout: Uint8Array; stderr: Uint8Array };
   /** Pool and queue counters. */
   stats(): RuntimeStats;
-  /** Starts the warm pool now instead of on first use; resolves when every worker is ready. */
+  /**
+   * Starts the warm pool now instead of on first use; resolves when every worker is ready. After workers died at
+   * startup five times in a row it rejects with `UNAVAILABLE` (queued tasks then end `FAILED` with
+   * `WORKER_CRASHED`); calling it again retries. @throws RuntimeError `UNAVAILABLE`, `CLOSED`.
+   */
   warmUp(): Promise<void>;
   /** Cancels every live task (`RUNTIME_CLOSED`), stops the workers. Idempotent. */
   close(): Promise<void>;

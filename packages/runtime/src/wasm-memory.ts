@@ -1,14 +1,35 @@
 /**
- * Rewrites a core Wasm module so that its one defined linear memory becomes an import. The runtime then creates
- * that memory itself, per task, with `maximum` set to the task's memory limit: the limit is enforced by the
- * engine (a `memory.grow` past it returns -1, as the core spec says for a memory at its maximum) without
- * recompiling the module for each limit. Binary format: WebAssembly core spec §5 (sections, imports, limits).
+ * Prepare-time rewrite of a core Wasm module so the runtime can limit its linear memory and know, exactly, when the
+ * limit refused a `memory.grow`. Binary format: WebAssembly core spec §5 (sections, imports, limits, instructions),
+ * plus the encodings of the finished proposals jco's outputs and common toolchains use (bulk memory, reference
+ * types, SIMD, threads, exception handling, tail calls, GC, multi-memory memargs).
+ *
+ * Two changes, both index-preserving (nothing already in the module is renumbered):
+ * 1. A module that *defines* its one 32-bit, unshared memory gets it as an import `vyr:runtime.memory` instead. The
+ *    runtime creates that memory per task with `maximum` = the task's limit, so the engine refuses a `memory.grow`
+ *    past it (returns -1, as the core spec says for a memory at its maximum) without a recompile per limit.
+ * 2. Every `memory.grow` instruction (in a module that defines or imports a memory) becomes a `call` to a function
+ *    appended to the module. It performs the same `memory.grow` and, when it returns -1, stores the page count that
+ *    was asked for (current + delta, as i64) in an appended global exported as `vyr:runtime/grow-failed`. The guest
+ *    sees exactly what it saw before (the grow's result); the host reads the global after the run and attributes a
+ *    failure to the memory limit only when a grow past the limit was refused — no heuristics on the final size.
+ *
+ * Modules whose memory cannot be limited this way are refused with `UNSUPPORTED_ARTIFACT` naming the reason: more
+ * than one memory (multi-memory), a 64-bit memory (memory64), a shared memory (threads), a custom page size, or an
+ * instruction this decoder does not know (it cannot then find every `memory.grow`).
  */
+
+import { RuntimeError } from './errors.js';
 
 /** Module and field name of the memory import the rewrite adds. */
 export const MEMORY_IMPORT_MODULE = 'vyr:runtime';
 /** Field name of the memory import the rewrite adds. */
 export const MEMORY_IMPORT_FIELD = 'memory';
+/**
+ * Export name of the i64 global holding the page count of the last `memory.grow` that returned -1 (0: none failed).
+ * The `:` and `/` keep it apart from any name a toolchain generates.
+ */
+export const GROW_FAILED_EXPORT = 'vyr:runtime/grow-failed';
 
 /** The limits of the memory that was turned into an import, in 64 KiB pages. */
 export interface ImportedMemory {
@@ -18,27 +39,141 @@ export interface ImportedMemory {
   maxPages?: number;
 }
 
-/** Result of {@link importDefinedMemory}. */
+/** Result of {@link limitModuleMemory}. */
 export interface MemoryRewrite {
-  /** The rewritten module (or the input, unchanged, when `memory` is undefined). */
+  /** The rewritten module (the input, unchanged, when the module has no memory). */
   bytes: Uint8Array;
-  /** Set when the module defined exactly one 32-bit, unshared memory and imported none; it is now imported. */
+  /** Set when the module defined its memory; it is now imported and the runtime creates it. */
   memory?: ImportedMemory;
+  /** Whether the module imports a memory (from another core module of the component). */
+  importsMemory: boolean;
+  /** Number of `memory.grow` instructions now routed through the recording function. */
+  growSites: number;
 }
 
+const SECTION_CUSTOM = 0;
 const SECTION_TYPE = 1;
 const SECTION_IMPORT = 2;
+const SECTION_FUNCTION = 3;
 const SECTION_MEMORY = 5;
+const SECTION_GLOBAL = 6;
+const SECTION_EXPORT = 7;
+const SECTION_CODE = 10;
 
-function readU32(bytes: Uint8Array, pos: number): [number, number] {
-  let result = 0;
-  let shift = 0;
-  for (;;) {
-    const byte = bytes[pos++]!;
-    result |= (byte & 0x7f) << shift;
-    if ((byte & 0x80) === 0) return [result >>> 0, pos];
-    shift += 7;
-    if (shift > 35) throw new Error('malformed LEB128 in Wasm module');
+/** Position of each known section id in the order the binary format requires (custom sections go anywhere). */
+const SECTION_RANK: Record<number, number> = {
+  1: 1,
+  2: 2,
+  3: 3,
+  4: 4,
+  5: 5,
+  13: 6,
+  6: 7,
+  7: 8,
+  8: 9,
+  9: 10,
+  12: 11,
+  10: 12,
+  11: 13,
+};
+
+/** Refusal at prepare: the module's memory cannot be limited. */
+function unsupported(reason: string): RuntimeError {
+  return new RuntimeError(
+    'UNSUPPORTED_ARTIFACT',
+    `the runtime cannot enforce a memory limit on this module: ${reason}; rebuild it with one 32-bit, unshared memory`,
+  );
+}
+
+class Reader {
+  pos: number;
+  readonly bytes: Uint8Array;
+  readonly end: number;
+  constructor(bytes: Uint8Array, pos: number, end = bytes.length) {
+    this.bytes = bytes;
+    this.pos = pos;
+    this.end = end;
+  }
+  byte(): number {
+    if (this.pos >= this.end) throw unsupported(`truncated module (at byte ${this.pos})`);
+    return this.bytes[this.pos++]!;
+  }
+  u32(): number {
+    let result = 0;
+    for (let shift = 0; shift <= 28; shift += 7) {
+      const b = this.byte();
+      result += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return result;
+    }
+    throw unsupported(`malformed LEB128 at byte ${this.pos}`);
+  }
+  /** Skips any LEB128 (signed or unsigned, up to 64 bits). */
+  leb(): void {
+    for (let i = 0; i < 10; i++) if ((this.byte() & 0x80) === 0) return;
+    throw unsupported(`malformed LEB128 at byte ${this.pos}`);
+  }
+  skip(n: number): void {
+    if (this.pos + n > this.end) throw unsupported(`truncated module (at byte ${this.pos})`);
+    this.pos += n;
+  }
+  name(): void {
+    this.skip(this.u32());
+  }
+  heapType(): void {
+    this.leb(); // s33: an abstract heap type (one negative byte) or a type index
+  }
+  valType(): void {
+    const b = this.byte();
+    if (b === 0x63 || b === 0x64) this.heapType(); // (ref null ht) / (ref ht)
+  }
+  blockType(): void {
+    const b = this.byte();
+    if (b === 0x63 || b === 0x64) this.heapType();
+    else if (b & 0x80) this.leb(); // a type index of more than one byte
+  }
+  memarg(): void {
+    const align = this.u32();
+    if (align & 0x40) this.u32(); // multi-memory: an explicit memory index follows
+    this.leb(); // offset (u64 under memory64)
+  }
+  limits(): { flags: number; min: number; max?: number } {
+    const flags = this.byte();
+    const is64 = (flags & 0x04) !== 0;
+    let min = 0; // a 64-bit minimum is not needed: such a memory is refused
+    if (is64) this.leb();
+    else min = this.u32();
+    let max: number | undefined;
+    if (flags & 0x01) {
+      if (is64) this.leb();
+      else max = this.u32();
+    }
+    if (flags & 0x08) this.u32(); // custom-page-sizes proposal: page size log2
+    return max === undefined ? { flags, min } : { flags, min, max };
+  }
+}
+
+/** Bytes assembled from pieces without copying them one by one (a core module's code can be megabytes). */
+class Builder {
+  readonly parts: Uint8Array[] = [];
+  length = 0;
+  push(piece: Uint8Array | number[] | Builder): this {
+    if (piece instanceof Builder) {
+      for (const p of piece.parts) this.push(p);
+      return this;
+    }
+    const bytes = piece instanceof Uint8Array ? piece : Uint8Array.from(piece);
+    this.parts.push(bytes);
+    this.length += bytes.length;
+    return this;
+  }
+  bytes(): Uint8Array {
+    const out = new Uint8Array(this.length);
+    let offset = 0;
+    for (const p of this.parts) {
+      out.set(p, offset);
+      offset += p.length;
+    }
+    return out;
   }
 }
 
@@ -68,138 +203,485 @@ interface Section {
 
 function readSections(bytes: Uint8Array): Section[] {
   const sections: Section[] = [];
-  let pos = 8;
-  while (pos < bytes.length) {
-    const start = pos;
-    const id = bytes[pos++]!;
-    const [size, contentStart] = readU32(bytes, pos);
+  const r = new Reader(bytes, 8);
+  while (r.pos < bytes.length) {
+    const start = r.pos;
+    const id = r.byte();
+    const size = r.u32();
+    const contentStart = r.pos;
     const end = contentStart + size;
-    if (end > bytes.length) throw new Error('Wasm section runs past the end of the module');
+    if (end > bytes.length) throw unsupported('a section runs past the end of the module');
     sections.push({ id, start, contentStart, end });
-    pos = end;
+    r.pos = end;
   }
   return sections;
 }
 
-/** Counts imported memories by walking the import section (importdesc kinds: 0 func, 1 table, 2 mem, 3 global, 4 tag). */
-function importedMemoryCount(bytes: Uint8Array, section: Section): number {
-  let [count, pos] = readU32(bytes, section.contentStart);
-  let memories = 0;
+/** What the import section declares, by kind. */
+interface Imports {
+  funcs: number;
+  globals: number;
+  memories: { flags: number }[];
+}
+
+function readImports(bytes: Uint8Array, section: Section | undefined): Imports {
+  const result: Imports = { funcs: 0, globals: 0, memories: [] };
+  if (!section) return result;
+  const r = new Reader(bytes, section.contentStart, section.end);
+  let count = r.u32();
   while (count-- > 0) {
-    for (let i = 0; i < 2; i++) {
-      const [len, p] = readU32(bytes, pos);
-      pos = p + len;
-    }
-    const kind = bytes[pos++]!;
+    r.name();
+    r.name();
+    const kind = r.byte();
     switch (kind) {
-      case 0: // typeidx
-        pos = readU32(bytes, pos)[1];
+      case 0x00: // func: typeidx
+        r.u32();
+        result.funcs++;
         break;
-      case 1: {
-        // reftype (possibly a multi-byte ref encoding) + limits
-        const ref = bytes[pos++]!;
-        if (ref === 0x63 || ref === 0x64) pos = skipHeapType(bytes, pos);
-        pos = skipLimits(bytes, pos);
+      case 0x01: // table: reftype + limits
+        r.valType();
+        r.limits();
         break;
-      }
-      case 2:
-        memories++;
-        pos = skipLimits(bytes, pos);
+      case 0x02:
+        result.memories.push({ flags: r.limits().flags });
         break;
-      case 3: {
-        const valType = bytes[pos++]!;
-        if (valType === 0x63 || valType === 0x64) pos = skipHeapType(bytes, pos);
-        pos++; // mutability
+      case 0x03: // global: valtype + mutability
+        r.valType();
+        r.byte();
+        result.globals++;
         break;
-      }
-      case 4:
-        pos++; // attribute
-        pos = readU32(bytes, pos)[1];
+      case 0x04: // tag: attribute + typeidx
+        r.byte();
+        r.u32();
         break;
       default:
-        throw new Error(`unknown import kind ${kind} in Wasm module`);
+        throw unsupported(`unknown import kind 0x${kind.toString(16)}`);
     }
   }
-  return memories;
+  return result;
 }
 
-function skipHeapType(bytes: Uint8Array, pos: number): number {
-  // s33: abstract heap types are one byte (negative), concrete ones a type index.
-  let p = pos;
-  while (bytes[p]! & 0x80) p++;
-  return p + 1;
+/** Number of types the type section defines (a recursion group counts each of its sub-types). */
+function countTypes(bytes: Uint8Array, section: Section | undefined): number {
+  if (!section) return 0;
+  const r = new Reader(bytes, section.contentStart, section.end);
+  const fieldType = () => {
+    r.valType(); // storage type: a value type or a packed i8 (0x78) / i16 (0x77), both one byte
+    r.byte(); // mutability
+  };
+  const compType = () => {
+    const form = r.byte();
+    if (form === 0x60) {
+      for (let n = r.u32(); n > 0; n--) r.valType();
+      for (let n = r.u32(); n > 0; n--) r.valType();
+    } else if (form === 0x5f) {
+      for (let n = r.u32(); n > 0; n--) fieldType();
+    } else if (form === 0x5e) {
+      fieldType();
+    } else {
+      throw unsupported(`unknown type form 0x${form.toString(16)}`);
+    }
+  };
+  const subType = () => {
+    const b = r.bytes[r.pos];
+    if (b === 0x50 || b === 0x4f) {
+      r.byte();
+      for (let n = r.u32(); n > 0; n--) r.u32();
+    }
+    compType();
+  };
+  let types = 0;
+  for (let count = r.u32(); count > 0; count--) {
+    if (r.bytes[r.pos] === 0x4e) {
+      r.byte();
+      const n = r.u32();
+      for (let i = 0; i < n; i++) subType();
+      types += n;
+    } else {
+      subType();
+      types++;
+    }
+  }
+  return types;
 }
 
-function skipLimits(bytes: Uint8Array, pos: number): number {
-  const flags = bytes[pos++]!;
-  pos = skipLeb(bytes, pos);
-  if (flags & 1) pos = skipLeb(bytes, pos);
-  return pos;
-}
-
-function skipLeb(bytes: Uint8Array, pos: number): number {
-  let p = pos;
-  while (bytes[p]! & 0x80) p++;
-  return p + 1;
+function vectorCount(bytes: Uint8Array, section: Section | undefined): number {
+  return section ? new Reader(bytes, section.contentStart, section.end).u32() : 0;
 }
 
 /**
- * Turns the single defined memory of `module` into an import `vyr:runtime.memory` with the same limits.
- * Modules that define no memory, several memories, a shared or 64-bit memory, or that already import a memory are
- * returned unchanged (their memory is then not limited by the runtime; see docs/runtime.md).
+ * Decodes one instruction at `r.pos` and skips its immediates; returns the opcode (prefixed opcodes return the
+ * prefix). Throws `UNSUPPORTED_ARTIFACT` on an opcode it does not know.
  */
-export function importDefinedMemory(module: Uint8Array): MemoryRewrite {
+function skipInstruction(r: Reader): number {
+  const op = r.byte();
+  if ((op >= 0x45 && op <= 0xc4) || op === 0x00 || op === 0x01 || op === 0x05 || op === 0x0b) return op;
+  switch (op) {
+    case 0x02: // block
+    case 0x03: // loop
+    case 0x04: // if
+    case 0x06: // try (legacy exceptions)
+      r.blockType();
+      return op;
+    case 0x0a: // throw_ref
+    case 0x0f: // return
+    case 0x19: // catch_all
+    case 0x1a: // drop
+    case 0x1b: // select
+    case 0xd1: // ref.is_null
+    case 0xd3: // ref.eq
+    case 0xd4: // ref.as_non_null
+      return op;
+    case 0x07: // catch tagidx
+    case 0x08: // throw tagidx
+    case 0x09: // rethrow label
+    case 0x0c: // br
+    case 0x0d: // br_if
+    case 0x10: // call
+    case 0x12: // return_call
+    case 0x14: // call_ref typeidx
+    case 0x15: // return_call_ref typeidx
+    case 0x18: // delegate label
+    case 0x20: // local.get
+    case 0x21: // local.set
+    case 0x22: // local.tee
+    case 0x23: // global.get
+    case 0x24: // global.set
+    case 0x25: // table.get
+    case 0x26: // table.set
+    case 0x3f: // memory.size memidx
+    case 0x40: // memory.grow memidx
+    case 0xd2: // ref.func
+    case 0xd5: // br_on_null
+    case 0xd6: // br_on_non_null
+      r.u32();
+      return op;
+    case 0x0e: // br_table
+      for (let n = r.u32(); n > 0; n--) r.u32();
+      r.u32();
+      return op;
+    case 0x11: // call_indirect typeidx tableidx
+    case 0x13: // return_call_indirect
+      r.u32();
+      r.u32();
+      return op;
+    case 0x1c: // select t*
+      for (let n = r.u32(); n > 0; n--) r.valType();
+      return op;
+    case 0x1f: // try_table blocktype vec(catch)
+      r.blockType();
+      for (let n = r.u32(); n > 0; n--) {
+        const kind = r.byte();
+        if (kind === 0x00 || kind === 0x01) r.u32();
+        else if (kind !== 0x02 && kind !== 0x03) throw unsupported(`unknown catch clause 0x${kind.toString(16)}`);
+        r.u32();
+      }
+      return op;
+    case 0x41: // i32.const
+    case 0x42: // i64.const
+      r.leb();
+      return op;
+    case 0x43:
+      r.skip(4);
+      return op;
+    case 0x44:
+      r.skip(8);
+      return op;
+    case 0xd0: // ref.null heaptype
+      r.heapType();
+      return op;
+    case 0xfb:
+      skipGc(r, r.u32());
+      return op;
+    case 0xfc:
+      skipMisc(r, r.u32());
+      return op;
+    case 0xfd:
+      skipSimd(r, r.u32());
+      return op;
+    case 0xfe: {
+      const sub = r.u32();
+      if (sub === 0x03)
+        r.byte(); // atomic.fence
+      else if (sub <= 0x4e) r.memarg();
+      else throw unsupported(`unknown atomic instruction 0xfe 0x${sub.toString(16)}`);
+      return op;
+    }
+    default:
+      if (op >= 0x28 && op <= 0x3e) {
+        r.memarg(); // loads and stores
+        return op;
+      }
+      throw unsupported(`unknown instruction 0x${op.toString(16)} at byte ${r.pos - 1}`);
+  }
+}
+
+function skipMisc(r: Reader, sub: number): void {
+  if (sub <= 7) return; // saturating truncations
+  switch (sub) {
+    case 8: // memory.init dataidx memidx
+    case 10: // memory.copy memidx memidx
+    case 12: // table.init elemidx tableidx
+    case 14: // table.copy
+      r.u32();
+      r.u32();
+      return;
+    case 9: // data.drop
+    case 11: // memory.fill memidx
+    case 13: // elem.drop
+    case 15: // table.grow
+    case 16: // table.size
+    case 17: // table.fill
+      r.u32();
+      return;
+    default:
+      throw unsupported(`unknown instruction 0xfc 0x${sub.toString(16)}`);
+  }
+}
+
+function skipSimd(r: Reader, sub: number): void {
+  if (sub <= 11 || sub === 92 || sub === 93) r.memarg();
+  else if (sub === 12 || sub === 13)
+    r.skip(16); // v128.const, i8x16.shuffle
+  else if (sub >= 21 && sub <= 34)
+    r.byte(); // extract/replace lane
+  else if (sub >= 84 && sub <= 91) {
+    r.memarg(); // load/store lane
+    r.byte();
+  } else if (sub > 0x113) throw unsupported(`unknown SIMD instruction 0xfd 0x${sub.toString(16)}`);
+}
+
+function skipGc(r: Reader, sub: number): void {
+  switch (sub) {
+    case 0: // struct.new
+    case 1: // struct.new_default
+    case 6: // array.new
+    case 7: // array.new_default
+    case 11: // array.get
+    case 12:
+    case 13:
+    case 14: // array.set
+    case 16: // array.fill
+      r.u32();
+      return;
+    case 2: // struct.get typeidx fieldidx
+    case 3:
+    case 4:
+    case 5:
+    case 8: // array.new_fixed typeidx n
+    case 9: // array.new_data typeidx dataidx
+    case 10: // array.new_elem
+    case 17: // array.copy typeidx typeidx
+    case 18: // array.init_data
+    case 19: // array.init_elem
+      r.u32();
+      r.u32();
+      return;
+    case 15: // array.len
+    case 26: // any.convert_extern
+    case 27: // extern.convert_any
+    case 28: // ref.i31
+    case 29: // i31.get_s
+    case 30: // i31.get_u
+      return;
+    case 20: // ref.test
+    case 21:
+    case 22: // ref.cast
+    case 23:
+      r.heapType();
+      return;
+    case 24: // br_on_cast flags label ht ht
+    case 25:
+      r.byte();
+      r.u32();
+      r.heapType();
+      r.heapType();
+      return;
+    default:
+      throw unsupported(`unknown GC instruction 0xfb 0x${sub.toString(16)}`);
+  }
+}
+
+/**
+ * Rewrites the code section: every `memory.grow` becomes `call growFunc`; the recording function's body is appended
+ * when there was at least one site.
+ */
+function rewriteCode(bytes: Uint8Array, section: Section, growFunc: number, growFuncBody: number[]) {
+  const r = new Reader(bytes, section.contentStart, section.end);
+  const count = r.u32();
+  const bodies = new Builder();
+  const call = [0x10, ...writeU32(growFunc)];
+  let sites = 0;
+  for (let i = 0; i < count; i++) {
+    const size = r.u32();
+    const start = r.pos;
+    const end = start + size;
+    const body = new Reader(bytes, start, end);
+    for (let groups = body.u32(); groups > 0; groups--) {
+      body.u32();
+      body.valType();
+    }
+    const out = new Builder();
+    let copied = start;
+    while (body.pos < end) {
+      const at = body.pos;
+      const op = skipInstruction(body);
+      if (op !== 0x40) continue;
+      const memory = new Reader(bytes, at + 1, end).u32();
+      if (memory !== 0) throw unsupported(`memory.grow of memory ${memory} (multi-memory)`);
+      out.push(bytes.subarray(copied, at)).push(call);
+      copied = body.pos;
+      sites++;
+    }
+    if (body.pos !== end) throw unsupported(`function body ${i} is malformed`);
+    out.push(bytes.subarray(copied, end));
+    bodies.push(writeU32(out.length)).push(out);
+    r.pos = end;
+  }
+  if (r.pos !== section.end) throw unsupported('the code section has trailing bytes');
+  const content = new Builder()
+    .push(writeU32(count + 1))
+    .push(bodies)
+    .push(growFuncBody);
+  return { content, sites };
+}
+
+/**
+ * Body of the appended function `(param $delta i32) (result i32) (local $r i32)`: `memory.grow` and, on -1, store
+ * `memory.size + delta` (as i64, so it cannot wrap) in the recording global.
+ */
+function growBody(global: number): number[] {
+  const body = [
+    ...[0x01, 0x01, 0x7f], // one local: i32
+    ...[0x20, 0x00], // local.get $delta
+    ...[0x40, 0x00], // memory.grow 0
+    ...[0x22, 0x01], // local.tee $r
+    ...[0x41, 0x7f], // i32.const -1
+    0x46, // i32.eq
+    ...[0x04, 0x40], // if
+    ...[0x3f, 0x00], // memory.size 0
+    0xad, // i64.extend_i32_u
+    ...[0x20, 0x00], // local.get $delta
+    0xad, // i64.extend_i32_u
+    0x7c, // i64.add
+    ...[0x24, ...writeU32(global)], // global.set $failed
+    0x0b, // end
+    ...[0x20, 0x01], // local.get $r
+    0x0b, // end
+  ];
+  return [...writeU32(body.length), ...body];
+}
+
+function appendToVector(bytes: Uint8Array, section: Section | undefined, entry: number[]): Builder {
+  if (!section) return new Builder().push(writeU32(1)).push(entry);
+  const r = new Reader(bytes, section.contentStart, section.end);
+  const count = r.u32();
+  return new Builder()
+    .push(writeU32(count + 1))
+    .push(bytes.subarray(r.pos, section.end))
+    .push(entry);
+}
+
+/**
+ * Prepares a core module for a memory limit (see the file comment): its defined memory becomes an import and every
+ * `memory.grow` records a refusal. A module without any memory is returned unchanged.
+ * @throws RuntimeError `UNSUPPORTED_ARTIFACT` naming why the module's memory cannot be limited.
+ */
+export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
   if (module.length < 8 || module[0] !== 0 || module[1] !== 0x61 || module[2] !== 0x73 || module[3] !== 0x6d) {
-    return { bytes: module };
+    throw unsupported('not a core WebAssembly module');
+  }
+  if (module[4] !== 1 || module[5] !== 0 || module[6] !== 0 || module[7] !== 0) {
+    throw unsupported('not a version 1 core module');
   }
   const sections = readSections(module);
-  const memorySection = sections.find((s) => s.id === SECTION_MEMORY);
-  if (!memorySection) return { bytes: module };
-  const importSection = sections.find((s) => s.id === SECTION_IMPORT);
-  if (importSection && importedMemoryCount(module, importSection) > 0) return { bytes: module };
+  const find = (id: number) => sections.find((s) => s.id === id);
+  const importSection = find(SECTION_IMPORT);
+  const memorySection = find(SECTION_MEMORY);
+  const imports = readImports(module, importSection);
 
-  const [count, limitsPos] = readU32(module, memorySection.contentStart);
-  if (count !== 1) return { bytes: module };
-  const flags = module[limitsPos]!;
-  if (flags !== 0 && flags !== 1) return { bytes: module }; // shared or memory64: leave alone
-  const [minPages, afterMin] = readU32(module, limitsPos + 1);
-  let maxPages: number | undefined;
-  if (flags === 1) maxPages = readU32(module, afterMin)[0];
-  const limitsBytes = module.subarray(limitsPos, memorySection.end);
-
-  const entry = [...encodeName(MEMORY_IMPORT_MODULE), ...encodeName(MEMORY_IMPORT_FIELD), 2, ...limitsBytes];
-  let importContent: number[];
-  if (importSection) {
-    const [existing, afterCount] = readU32(module, importSection.contentStart);
-    importContent = [...writeU32(existing + 1), ...module.subarray(afterCount, importSection.end), ...entry];
-  } else {
-    importContent = [...writeU32(1), ...entry];
+  let defined: { flags: number; min: number; max?: number; bytes: Uint8Array } | undefined;
+  let definedCount = 0;
+  if (memorySection) {
+    const r = new Reader(module, memorySection.contentStart, memorySection.end);
+    definedCount = r.u32();
+    if (definedCount === 1) {
+      const start = r.pos;
+      const limits = r.limits();
+      defined = { ...limits, bytes: module.subarray(start, r.pos) };
+    }
   }
-  const newImportSection = Uint8Array.from([SECTION_IMPORT, ...writeU32(importContent.length), ...importContent]);
+  const total = definedCount + imports.memories.length;
+  if (total === 0) return { bytes: module, importsMemory: false, growSites: 0 };
+  if (total > 1) throw unsupported(`it has ${total} memories (multi-memory)`);
+  const flags = defined ? defined.flags : imports.memories[0]!.flags;
+  if (flags & 0x02) throw unsupported('its memory is shared (threads)');
+  if (flags & 0x04) throw unsupported('its memory is 64-bit (memory64)');
+  if (flags & ~0x01) throw unsupported(`its memory has limits flags 0x${flags.toString(16)} (custom page size?)`);
 
-  const parts: Uint8Array[] = [module.subarray(0, 8)];
-  let importWritten = false;
+  const replaced = new Map<number, Builder>();
+  const removed = new Set<number>();
+  if (defined) {
+    // The defined memory (index 0) becomes imported memory 0: no memory index changes.
+    const entry = [...encodeName(MEMORY_IMPORT_MODULE), ...encodeName(MEMORY_IMPORT_FIELD), 0x02, ...defined.bytes];
+    replaced.set(SECTION_IMPORT, appendToVector(module, importSection, entry));
+    removed.add(SECTION_MEMORY);
+  }
+
+  const codeSection = find(SECTION_CODE);
+  let growSites = 0;
+  if (codeSection) {
+    const functionSection = find(SECTION_FUNCTION);
+    const globalSection = find(SECTION_GLOBAL);
+    const typeSection = find(SECTION_TYPE);
+    const exportSection = find(SECTION_EXPORT);
+    // Appended entries take the next free index of each space, so existing indices stay valid.
+    const growFunc = imports.funcs + vectorCount(module, functionSection);
+    const failedGlobal = imports.globals + vectorCount(module, globalSection);
+    const growType = countTypes(module, typeSection);
+    const code = rewriteCode(module, codeSection, growFunc, growBody(failedGlobal));
+    if (code.sites > 0) {
+      growSites = code.sites;
+      replaced.set(SECTION_CODE, code.content);
+      replaced.set(SECTION_TYPE, appendToVector(module, typeSection, [0x60, 0x01, 0x7f, 0x01, 0x7f]));
+      replaced.set(SECTION_FUNCTION, appendToVector(module, functionSection, writeU32(growType)));
+      // (global (mut i64) (i64.const 0))
+      replaced.set(SECTION_GLOBAL, appendToVector(module, globalSection, [0x7e, 0x01, 0x42, 0x00, 0x0b]));
+      replaced.set(
+        SECTION_EXPORT,
+        appendToVector(module, exportSection, [...encodeName(GROW_FAILED_EXPORT), 0x03, ...writeU32(failedGlobal)]),
+      );
+    }
+  }
+  if (replaced.size === 0) return { bytes: module, importsMemory: !defined, growSites: 0 };
+
+  const present = new Set(sections.map((s) => s.id));
+  const added = [...replaced.keys()]
+    .filter((id) => !present.has(id))
+    .sort((x, y) => SECTION_RANK[x]! - SECTION_RANK[y]!);
+  const out = new Builder().push(module.subarray(0, 8));
+  const emit = (id: number, content: Builder) => {
+    out.push([id, ...writeU32(content.length)]).push(content);
+  };
   for (const section of sections) {
-    if (section.id === SECTION_MEMORY) continue;
-    if (section.id === SECTION_IMPORT) {
-      parts.push(newImportSection);
-      importWritten = true;
-      continue;
+    if (section.id !== SECTION_CUSTOM) {
+      const rank = SECTION_RANK[section.id];
+      if (rank === undefined) throw unsupported(`unknown section id ${section.id}`);
+      while (added.length > 0 && SECTION_RANK[added[0]!]! < rank) {
+        const id = added.shift()!;
+        emit(id, replaced.get(id)!);
+      }
     }
-    // The import section comes right after the type section (custom sections may sit anywhere).
-    if (!importWritten && section.id !== 0 && section.id !== SECTION_TYPE) {
-      parts.push(newImportSection);
-      importWritten = true;
-    }
-    parts.push(module.subarray(section.start, section.end));
+    if (removed.has(section.id)) continue;
+    const content = replaced.get(section.id);
+    if (content) emit(section.id, content);
+    else out.push(module.subarray(section.start, section.end));
   }
-  if (!importWritten) parts.push(newImportSection);
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const p of parts) {
-    bytes.set(p, offset);
-    offset += p.length;
-  }
-  return { bytes, memory: maxPages === undefined ? { minPages } : { minPages, maxPages } };
+  for (const id of added) emit(id, replaced.get(id)!);
+  const memory: ImportedMemory | undefined = defined
+    ? defined.max === undefined
+      ? { minPages: defined.min }
+      : { minPages: defined.min, maxPages: defined.max }
+    : undefined;
+  return { bytes: out.bytes(), ...(memory ? { memory } : {}), importsMemory: !defined, growSites };
 }

@@ -19,7 +19,7 @@ import * as shim from '@bytecodealliance/preview2-shim';
 import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
 import type { DoneMessage, QuotaEvent, RunRequest, WorkerMount, WorkerOutcome } from './protocol.js';
 import { StdinReader } from './stdin.js';
-import { MEMORY_IMPORT_FIELD, MEMORY_IMPORT_MODULE } from './wasm-memory.js';
+import { GROW_FAILED_EXPORT, MEMORY_IMPORT_FIELD, MEMORY_IMPORT_MODULE } from './wasm-memory.js';
 
 const port = parentPort;
 if (!port) throw new Error('@vyr/runtime worker.js must run in a worker thread');
@@ -369,6 +369,22 @@ installFilesystemGuards();
 
 const now = (): number => performance.timeOrigin + performance.now();
 
+/** Transpiled component modules this worker has loaded, by `jsKey` (ES modules cannot be unloaded). */
+const componentModules = new Map<string, Promise<{ instantiate: Instantiate }>>();
+
+/** The component's JS module, imported from the verified source the runtime sent (a `data:` URL, never a path). */
+function loadComponentJs(req: RunRequest): Promise<{ instantiate: Instantiate }> {
+  let loaded = componentModules.get(req.jsKey);
+  if (!loaded) {
+    if (req.jsSource === undefined) throw new Error(`the runtime sent no source for ${req.jsKey}`);
+    const url = `data:text/javascript;base64,${Buffer.from(req.jsSource, 'utf8').toString('base64')}`;
+    loaded = import(url) as Promise<{ instantiate: Instantiate }>;
+    componentModules.set(req.jsKey, loaded);
+    loaded.catch(() => componentModules.delete(req.jsKey));
+  }
+  return loaded;
+}
+
 type Instantiate = (
   getCoreModule: (name: string) => WebAssembly.Module,
   imports: Record<string, unknown>,
@@ -451,6 +467,10 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
   const names = new Map<WebAssembly.Module, string>();
   for (const [name, module] of Object.entries(req.modules)) names.set(module, name);
   let memoryRefused: string | undefined;
+  /** The `vyr:runtime/grow-failed` globals of the instances (see wasm-memory.ts). */
+  const growProbes: { value: bigint }[] = [];
+  /** Whether the task's limit (not the module's own declared maximum) is the memory's maximum. */
+  let limitIsMaximum = false;
 
   const instantiateCore = (module: WebAssembly.Module, imports: WebAssembly.Imports = {}): WebAssembly.Instance => {
     const name = names.get(module);
@@ -463,6 +483,7 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
         throw new RangeError(memoryRefused);
       }
       const memory = new WebAssembly.Memory({ initial: declared.minPages, maximum });
+      if (maximum === limitPages && limitPages < (declared.maxPages ?? 65536)) limitIsMaximum = true;
       memories.push(memory);
       finalImports = { ...finalImports, [MEMORY_IMPORT_MODULE]: { [MEMORY_IMPORT_FIELD]: memory } };
     }
@@ -481,6 +502,8 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
       };
     }
     const instance = new WebAssembly.Instance(module, finalImports);
+    const probe = instance.exports[GROW_FAILED_EXPORT] as { value: bigint } | undefined;
+    if (probe) growProbes.push(probe);
     for (const value of Object.values(instance.exports)) {
       if (value instanceof WebAssembly.Memory && !memories.includes(value)) exportedMemories.push(value);
     }
@@ -493,18 +516,24 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
     for (const m of all) total += m.buffer.byteLength;
     return total;
   };
-  // A failed `memory.grow` is invisible to the host, so a failure is attributed to the limit when the memory ended
-  // close to it: within a quarter for traps (allocators abort on a failed grow), within 1/16 (min 1 MiB) for exits.
-  const nearLimit = (slack: number) => memories.some((m) => req.memoryLimitBytes - m.buffer.byteLength <= slack);
-  const trapSlack = req.memoryLimitBytes / 4;
-  const exitSlack = Math.max(1 << 20, req.memoryLimitBytes / 16);
+  // Every `memory.grow` records the page count it asked for when it returned -1 (wasm-memory.ts). A failure is the
+  // memory limit's doing exactly when a grow past the limit was refused and the limit is the memory's maximum.
+  const refusedPages = (): number => {
+    let pages = 0;
+    for (const probe of growProbes) pages = Math.max(pages, Number(probe.value));
+    return pages;
+  };
+  const limitRefusedGrow = (): number | undefined => {
+    const pages = refusedPages();
+    return limitIsMaximum && pages > limitPages ? pages : undefined;
+  };
 
   const instantiateStart = now();
   let instantiateEnd = instantiateStart;
   let runStart = instantiateStart;
   let outcome: WorkerOutcome;
   try {
-    const mod = (await import(req.jsUrl)) as { instantiate: Instantiate };
+    const mod = await loadComponentJs(req);
     const imports = buildImports(req, ctx);
     let run: () => unknown;
     try {
@@ -533,18 +562,19 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
     else if (memoryRefused !== undefined) outcome = { kind: 'memory-limit', message: memoryRefused };
     else if ((err as { instantiateFailed?: boolean }).instantiateFailed)
       outcome = { kind: 'instantiate-error', message: describe(err) };
-    else if (nearLimit(trapSlack))
-      outcome = {
-        kind: 'memory-limit',
-        message: `linear memory reached its limit of ${req.memoryLimitBytes} bytes (${describe(err)})`,
-      };
     else outcome = { kind: 'trap', message: describe(err) };
   }
-  if (outcome.kind === 'exit' && outcome.exitCode !== 0 && nearLimit(exitSlack)) {
-    outcome = {
-      kind: 'memory-limit',
-      message: `linear memory reached its limit of ${req.memoryLimitBytes} bytes (exit code ${outcome.exitCode})`,
-    };
+  // A guest that handled a refused grow and still succeeded keeps its success; any other end after the limit refused
+  // a grow is the limit's doing, with the exit code kept.
+  const refused = limitRefusedGrow();
+  const failed = outcome.kind === 'trap' || (outcome.kind === 'exit' && outcome.exitCode !== 0);
+  if (refused !== undefined && failed) {
+    const what = outcome.kind === 'exit' ? `exit code ${outcome.exitCode}` : `trap: ${outcome.message}`;
+    const message = `memory.grow to ${refused * PAGE} bytes refused: the task's memory limit is ${req.memoryLimitBytes} bytes (then ${what})`;
+    outcome =
+      outcome.kind === 'exit'
+        ? { kind: 'memory-limit', message, exitCode: outcome.exitCode }
+        : { kind: 'memory-limit', message };
   }
   const runEnd = now();
   current = undefined;

@@ -154,7 +154,8 @@ describe('exit criterion: a verified artifact runs as an isolated task with capt
 
   it('fails a task whose linear memory grows past its limit with MEMORY_LIMIT, and others are unaffected', async () => {
     const grow = await run(a.grow!);
-    expect(grow.status).toMatchObject({ state: 'FAILED', reason: 'MEMORY_LIMIT' });
+    // The guest saw memory.grow return -1, printed so and exited 1: the limit's doing, exit code kept.
+    expect(grow.status).toMatchObject({ state: 'FAILED', reason: 'MEMORY_LIMIT', exitCode: 1 });
     expect(grow.status.limits.memoryBytes).toBe(8 * 1024 * 1024);
     expect(grow.status.memoryBytes).toBeLessThanOrEqual(8 * 1024 * 1024 + 2 * 65536);
     // A submit override takes precedence over the artifact's declared limit.
