@@ -3,7 +3,7 @@
  * artifact source. The artifact layer's `pack` does the same adaptation for real artifacts.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { componentNew } from '@bytecodealliance/jco';
@@ -140,3 +140,33 @@ export function fsOpWat(op: 'create' | 'mkdir' | 'unlink' | 'read', bytes = 10):
 
 /** WASI errno values (wasi_snapshot_preview1 `errno`) the tests assert. */
 export const Errno = { NOSPC: 51, NOTCAPABLE: 76, PERM: 63, ACCES: 2, ROFS: 69 } as const;
+
+/** The installed jco version (the prepare cache is keyed by it). */
+export async function installedJcoVersion(): Promise<string> {
+  const entry = new URL(import.meta.resolve('@bytecodealliance/jco'));
+  return (JSON.parse(await readFile(new URL('../package.json', entry), 'utf8')) as { version: string }).version;
+}
+
+/** The prepare-cache directory of `digest` under `cacheDir` (layout of src/prepare.ts). */
+export async function cacheEntryDir(cacheDir: string, digest: string): Promise<string> {
+  return join(cacheDir, `jco-${await installedJcoVersion()}`, digest.slice('sha256:'.length));
+}
+
+/**
+ * Writes a prepare-cache entry by hand, with correct hashes in `meta.json` (format 2 of src/prepare.ts): what a
+ * runtime finds there is what it runs. Tests use it to run host JS the transpiler would never emit.
+ */
+export async function writeCacheEntry(cacheDir: string, digest: string, componentJs: string): Promise<string> {
+  const dir = await cacheEntryDir(cacheDir, digest);
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'component.js'), componentJs);
+  const meta = {
+    format: 2,
+    jcoVersion: await installedJcoVersion(),
+    sha256: { 'component.js': createHash('sha256').update(componentJs).digest('hex') },
+    modules: [],
+    memories: {},
+  };
+  await writeFile(join(dir, 'meta.json'), JSON.stringify(meta));
+  return dir;
+}
