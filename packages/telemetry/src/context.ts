@@ -1,15 +1,18 @@
 import { type Context, context, ROOT_CONTEXT, type SpanContext, TraceFlags, trace } from '@opentelemetry/api';
 
 // W3C Trace Context, level 1, §3.2: version "00" - trace-id (32 hex) - parent-id (16 hex) - trace-flags (2 hex).
+// Every field is lowercase hex (§3.2.2: HEXDIGLC); a future version may append "-" and more fields (§3.2.4).
 const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
 
 /**
  * Parses a W3C `traceparent` header value into a remote span context. Returns `undefined` for anything the
- * specification says to ignore: malformed values, version `ff`, an all-zero trace id or parent id, or extra fields
- * on version `00`.
+ * specification says to ignore: malformed values (including uppercase hex, which §3.2.2 does not allow), version
+ * `ff`, an all-zero trace id or parent id, or extra fields on version `00`. Surrounding whitespace (HTTP optional
+ * whitespace around a header value) is ignored.
  */
 export function parseTraceparent(traceparent: string): SpanContext | undefined {
-  const m = TRACEPARENT.exec(traceparent.trim().toLowerCase());
+  if (typeof traceparent !== 'string') return undefined;
+  const m = TRACEPARENT.exec(traceparent.trim());
   if (!m) return undefined;
   const [, version, traceId, spanId, flags, rest] = m as unknown as [string, string, string, string, string, string?];
   if (version === 'ff' || (version === '00' && rest !== undefined)) return undefined;
