@@ -3,12 +3,41 @@
  * artifact source. The artifact layer's `pack` does the same adaptation for real artifacts.
  */
 import { createHash } from 'node:crypto';
+import { readdirSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { componentNew } from '@bytecodealliance/jco';
 import initWabt from 'wabt';
 import type { ArtifactSource, RuntimeArtifact, TaskLimits } from '../src/types.js';
+
+/**
+ * The tests import the package's built `dist/` (as other packages do). Running vitest alone after editing `src/`
+ * would test stale code, so every test file (all import this module) fails at once when a source file is newer than
+ * its build output.
+ */
+function assertDistIsFresh(): void {
+  const src = new URL('../src/', import.meta.url);
+  const dist = new URL('../dist/', import.meta.url);
+  const stale: string[] = [];
+  for (const name of readdirSync(src)) {
+    if (!name.endsWith('.ts') || name.endsWith('.d.ts')) continue;
+    const built = new URL(name.replace(/\.ts$/, '.js'), dist);
+    let builtAt = 0;
+    try {
+      builtAt = statSync(built).mtimeMs;
+    } catch {
+      builtAt = 0;
+    }
+    if (statSync(new URL(name, src)).mtimeMs > builtAt) stale.push(name);
+  }
+  if (stale.length > 0) {
+    throw new Error(
+      `packages/runtime/dist is older than src/${stale.join(', src/')}: run \`pnpm -F @vyr/runtime build\` before the tests`,
+    );
+  }
+}
+assertDistIsFresh();
 
 let wabt: Awaited<ReturnType<typeof initWabt>> | undefined;
 let adapter: Uint8Array | undefined;

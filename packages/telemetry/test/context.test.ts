@@ -1,3 +1,4 @@
+import './fresh-dist.js';
 import { context, ROOT_CONTEXT, TraceFlags, trace } from '@opentelemetry/api';
 import { describe, expect, it } from 'vitest';
 import { contextFromTraceparent, formatTraceparent, parseTraceparent } from '../dist/index.js';

@@ -1,3 +1,4 @@
+import './fresh-dist.js';
 import { context, ROOT_CONTEXT, SpanStatusCode, trace } from '@opentelemetry/api';
 import {
   InMemorySpanExporter,
