@@ -199,3 +199,46 @@ export async function writeCacheEntry(cacheDir: string, digest: string, componen
   await writeFile(join(dir, 'meta.json'), JSON.stringify(meta));
   return dir;
 }
+
+/** One artifact for {@link signedStoreSource}: a WASI P1 core module and its declarations. */
+export interface StoreArtifactSpec {
+  name: string;
+  core: Uint8Array;
+  env?: string[];
+  limits?: TaskLimits;
+}
+
+/**
+ * The real verification path: each core module is packed into an OCI artifact (`packArtifact` adapts it to a
+ * command component), signed with a fresh trusted key, imported into an `@vyr/artifact` store under `dir`, and
+ * served through `artifactSourceFromStore` with a trust policy holding only that key — every load re-hashes the
+ * blobs and verifies the signature, as on a node.
+ */
+export async function signedStoreSource(
+  dir: string,
+  specs: StoreArtifactSpec[],
+): Promise<{ source: ArtifactSource; digests: Record<string, string>; storeDir: string }> {
+  const { artifactSourceFromStore } = await import('../dist/index.js');
+  const { createStore, createTrustPolicy, generateKeyPair, packArtifact, signArtifact } = await import('@vyr/artifact');
+  const key = generateKeyPair();
+  const storeDir = join(dir, 'store');
+  const store = createStore({ dir: storeDir });
+  const digests: Record<string, string> = {};
+  await mkdir(join(dir, 'packs'), { recursive: true });
+  for (const spec of specs) {
+    const wasm = join(dir, 'packs', `${spec.name}.wasm`);
+    await writeFile(wasm, spec.core);
+    const out = join(dir, 'packs', `${spec.name}.oci`);
+    const packed = await packArtifact(wasm, out, {
+      manifest: { name: spec.name, version: '1.0.0', env: spec.env ?? [], state: [], limits: spec.limits ?? {} },
+    });
+    await signArtifact(out, key.privateKeyPem);
+    await store.import(out);
+    digests[spec.name] = packed.digest;
+  }
+  return {
+    source: artifactSourceFromStore(store, createTrustPolicy({ keys: [key.publicKeyPem] })),
+    digests,
+    storeDir,
+  };
+}

@@ -2,8 +2,21 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildWatFixture } from '@vyr/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRuntime, type Runtime, type RuntimeArtifact, type TaskEvent } from '../dist/index.js';
-import { Errno, fsOpWat, makeArtifact, memorySource, p1ToComponent, tempDir, text, watComponent } from './helpers.js';
+import { createRuntime, type Runtime, type TaskEvent } from '../dist/index.js';
+import {
+  Errno,
+  fsOpWat,
+  makeArtifact,
+  memorySource,
+  p1ToComponent,
+  type StoreArtifactSpec,
+  signedStoreSource,
+  tempDir,
+  text,
+  watToWasm,
+} from './helpers.js';
+
+const MiB = 1024 * 1024;
 
 const fixture = async (name: Parameters<typeof buildWatFixture>[0], manifest?: Parameters<typeof makeArtifact>[1]) =>
   makeArtifact(await p1ToComponent(await buildWatFixture(name)), { name, ...manifest });
@@ -12,36 +25,45 @@ describe('exit criterion: a verified artifact runs as an isolated task with capt
   let dir: string;
   let cleanup: () => Promise<void>;
   let runtime: Runtime;
-  const a: Record<string, RuntimeArtifact> = {};
+  /** Digests of packed, signed artifacts imported into a real store (see signedStoreSource). */
+  const a: Record<string, { digest: string }> = {};
+  // Values in the node's environment that a guest must never see. Set before the runtime (and its workers) exist,
+  // so a worker that copied the host environment at spawn would leak them.
+  const hostEnv = { VYR_SECRET_PROBE: 'host-secret-value', GREETING: 'from-host' };
+  const savedEnv: Record<string, string | undefined> = {};
 
   beforeAll(async () => {
     ({ dir, cleanup } = await tempDir());
-    a.hello = await fixture('hello');
-    a.exit33 = await fixture('exit-33');
-    a.loop = await fixture('loop');
-    a.trap = await fixture('trap');
-    a.grow = await fixture('memory-grow', { limits: { memoryBytes: 8 * 1024 * 1024 } });
-    a.env = await fixture('env', { env: ['GREETING', 'VYR_SECRET_PROBE'] });
-    a.args = await fixture('args');
-    a.cat = await fixture('cat');
-    a.stdio = await fixture('stdio');
-    a.fs = await fixture('fs');
-    for (const op of ['create', 'mkdir', 'unlink', 'read'] as const) {
-      a[`fs-${op}`] = makeArtifact(await watComponent(fsOpWat(op, 64 * 1024)), { name: `fs-${op}` });
+    for (const [k, v] of Object.entries(hostEnv)) {
+      savedEnv[k] = process.env[k];
+      process.env[k] = v;
     }
-    runtime = createRuntime({
-      artifacts: memorySource(Object.values(a)),
-      cacheDir: join(dir, 'cache'),
-      poolSize: 2,
-    });
+    const specs: StoreArtifactSpec[] = [];
+    for (const name of ['hello', 'exit-33', 'loop', 'trap', 'args', 'cat', 'stdio', 'fs'] as const) {
+      specs.push({ name, core: await buildWatFixture(name) });
+    }
+    specs.push({ name: 'memory-grow', core: await buildWatFixture('memory-grow'), limits: { memoryBytes: 8 * MiB } });
+    specs.push({ name: 'env', core: await buildWatFixture('env'), env: ['GREETING', 'VYR_SECRET_PROBE'] });
+    for (const op of ['create', 'mkdir', 'unlink', 'read'] as const) {
+      specs.push({ name: `fs-${op}`, core: await watToWasm(fsOpWat(op, 64 * 1024)) });
+    }
+    const store = await signedStoreSource(dir, specs);
+    for (const [name, digest] of Object.entries(store.digests)) a[name] = { digest };
+    a.exit33 = a['exit-33']!;
+    a.grow = a['memory-grow']!;
+    runtime = createRuntime({ artifacts: store.source, cacheDir: join(dir, 'cache'), poolSize: 2 });
     await runtime.warmUp();
   });
   afterAll(async () => {
     await runtime?.close();
+    for (const [k, v] of Object.entries(savedEnv)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
     await cleanup();
   });
 
-  const run = async (artifact: RuntimeArtifact, request: Omit<Parameters<Runtime['submit']>[0], 'digest'> = {}) => {
+  const run = async (artifact: { digest: string }, request: Omit<Parameters<Runtime['submit']>[0], 'digest'> = {}) => {
     const task = await runtime.submit({ digest: artifact.digest, ...request });
     const status = await runtime.wait(task.id);
     const out = runtime.output(task.id);
@@ -76,19 +98,14 @@ describe('exit criterion: a verified artifact runs as an isolated task with capt
   });
 
   it('shows the guest only declared env keys with submitted values, never the host environment', async () => {
-    process.env.VYR_SECRET_PROBE = 'host-secret-value';
-    process.env.GREETING = 'from-host';
-    try {
-      const { stdout, status } = await run(a.env!, { env: { GREETING: 'hi' } });
-      expect(status.state).toBe('SUCCEEDED');
-      expect(stdout).toBe('GREETING=hi\n');
-      expect(stdout).not.toContain('host-secret-value');
-      const none = await run(a.env!);
-      expect(none.stdout).toBe('');
-    } finally {
-      delete process.env.VYR_SECRET_PROBE;
-      delete process.env.GREETING;
-    }
+    expect(process.env.VYR_SECRET_PROBE).toBe('host-secret-value'); // in the node's environment since before start
+    const { stdout, status } = await run(a.env!, { env: { GREETING: 'hi' } });
+    expect(status.state).toBe('SUCCEEDED');
+    expect(stdout).toBe('GREETING=hi\n');
+    expect(stdout).not.toContain('host-secret-value');
+    // Declared but not submitted: absent, not the host's value.
+    const none = await run(a.env!);
+    expect(none.stdout).toBe('');
   });
 
   it('refuses env keys the artifact does not declare', async () => {

@@ -6,8 +6,8 @@ import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { buildWatFixture } from '@vyr/testing';
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from '@vyr/testing/otlp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRuntime, type Runtime, type RuntimeArtifact } from '../dist/index.js';
-import { makeArtifact, memorySource, p1ToComponent, tempDir } from './helpers.js';
+import { createRuntime, type Runtime } from '../dist/index.js';
+import { signedStoreSource, tempDir } from './helpers.js';
 
 /** A pull reader: the test collects when it wants. */
 class TestReader extends MetricReader {
@@ -26,9 +26,10 @@ describe('exit criterion: every task leaves one OTLP trace covering verify → p
   let meterProvider: MeterProvider;
   let reader: TestReader;
   let runtime: Runtime;
-  let hello: RuntimeArtifact;
-  let exit33: RuntimeArtifact;
-  let loop: RuntimeArtifact;
+  /** Packed, signed artifacts in a real store, verified on every load. */
+  let hello: { digest: string };
+  let exit33: { digest: string };
+  let loop: { digest: string };
   const released: string[] = [];
 
   beforeAll(async () => {
@@ -46,11 +47,16 @@ describe('exit criterion: every task leaves one OTLP trace covering verify → p
     });
     reader = new TestReader({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
     meterProvider = new MeterProvider({ readers: [reader] });
-    hello = makeArtifact(await p1ToComponent(await buildWatFixture('hello')), { name: 'hello' });
-    exit33 = makeArtifact(await p1ToComponent(await buildWatFixture('exit-33')), { name: 'exit-33' });
-    loop = makeArtifact(await p1ToComponent(await buildWatFixture('loop')), { name: 'loop' });
+    const store = await signedStoreSource(dir, [
+      { name: 'hello', core: await buildWatFixture('hello') },
+      { name: 'exit-33', core: await buildWatFixture('exit-33') },
+      { name: 'loop', core: await buildWatFixture('loop') },
+    ]);
+    hello = { digest: store.digests.hello! };
+    exit33 = { digest: store.digests['exit-33']! };
+    loop = { digest: store.digests.loop! };
     runtime = createRuntime({
-      artifacts: memorySource([hello, exit33, loop]),
+      artifacts: store.source,
       cacheDir: join(dir, 'cache'),
       nodeId: 'node-under-test',
       tier: 'edge',
@@ -92,6 +98,7 @@ describe('exit criterion: every task leaves one OTLP trace covering verify → p
     expect(root.attributes).toMatchObject({
       'vyr.task.id': task.id,
       'vyr.artifact.digest': exit33.digest,
+      'vyr.artifact.name': 'exit-33',
       'vyr.node.id': 'node-under-test',
       'vyr.node.tier': 'edge',
       'vyr.task.outcome': 'FAILED',
