@@ -23,6 +23,7 @@ import {
   type Span,
 } from '@vyr/proto/otlp';
 import type { Encoding, Signal } from './spool/record.js';
+import { scanRequest, type WireCount } from './wire.js';
 
 /** Media types of OTLP/HTTP (OTLP specification, "OTLP/HTTP Request"). */
 export const CONTENT_TYPE: Record<Encoding, string> = {
@@ -91,6 +92,22 @@ const REJECTED_FIELD: Record<Signal, string> = {
  * @throws MalformedRequest when the body does not decode.
  */
 export function ingest(signal: Signal, encoding: Encoding, body: Uint8Array): IngestResult {
+  if (encoding === 'protobuf') {
+    // Fast path: validate and count on the wire, without materialising the request (its objects would take
+    // several times the body's size). Only a request with invalid items is decoded, to remove them.
+    let counted: WireCount;
+    try {
+      counted = scanRequest(REQUEST[signal], body);
+    } catch (err) {
+      throw new MalformedRequest(
+        `body is not a valid ${REQUEST[signal].name} in ${CONTENT_TYPE.protobuf}: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
+    }
+    if (counted.rejected === 0) {
+      return { accepted: counted.accepted, rejected: 0, rejectReason: undefined, payload: body };
+    }
+  }
   let msg: AnyRequest | undefined = decodeRequest(signal, encoding, body);
   const counted =
     signal === 'traces'

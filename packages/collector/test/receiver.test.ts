@@ -2,10 +2,11 @@ import { once } from 'node:events';
 import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
-import { fromBinary, toJson } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary, toJson } from '@bufbuild/protobuf';
 import { type Collector, createCollector } from '@vyr/collector';
 import {
   ExportLogsServiceResponseSchema,
+  ExportMetricsServiceRequestSchema,
   ExportMetricsServiceResponseSchema,
   ExportTraceServiceRequestSchema,
   ExportTraceServiceResponseSchema,
@@ -201,6 +202,68 @@ describe('OTLP/HTTP receiver', () => {
     // Response schemas of the other signals decode too.
     expect(ExportMetricsServiceResponseSchema.typeName).toMatch(/ExportMetricsServiceResponse/);
     expect(ExportLogsServiceResponseSchema.typeName).toMatch(/ExportLogsServiceResponse/);
+  });
+
+  it('counts the data points of every metric type in protobuf, and rejects those of metrics without a name', async () => {
+    const metrics = (unnamed: boolean) =>
+      toBinary(
+        ExportMetricsServiceRequestSchema,
+        create(ExportMetricsServiceRequestSchema, {
+          resourceMetrics: [
+            {
+              scopeMetrics: [
+                {
+                  metrics: [
+                    { name: 'g', data: { case: 'gauge', value: { dataPoints: [{}, {}] } } },
+                    {
+                      name: 's',
+                      data: { case: 'sum', value: { dataPoints: [{}, {}, {}], aggregationTemporality: 2 } },
+                    },
+                    {
+                      name: 'h',
+                      data: {
+                        case: 'histogram',
+                        value: { dataPoints: [{ bucketCounts: [1n, 2n], explicitBounds: [1] }] },
+                      },
+                    },
+                    {
+                      name: 'e',
+                      data: {
+                        case: 'exponentialHistogram',
+                        value: { dataPoints: [{ positive: { bucketCounts: [3n] } }, {}] },
+                      },
+                    },
+                    { name: unnamed ? '' : 'q', data: { case: 'summary', value: { dataPoints: [{}, {}, {}, {}] } } },
+                  ],
+                },
+              ],
+            },
+          ],
+        }),
+      );
+    expect((await post(`${base}/v1/metrics`, metrics(false))).status).toBe(200);
+    expect(collector.status().counters.received.metrics).toBe(12);
+    const partial = await post(`${base}/v1/metrics`, metrics(true));
+    expect(partial.status).toBe(200);
+    expect(fromBinary(ExportMetricsServiceResponseSchema, partial.body).partialSuccess?.rejectedDataPoints).toBe(4n);
+    expect(collector.status().counters.received.metrics).toBe(20);
+  });
+
+  it('answers 400 to protobuf that breaks deep inside: a nested length past its message, a string that is not UTF-8', async () => {
+    const good = Buffer.from(traceBody(1, 1, 3));
+    // The service.name attribute value "generator" sits deep in Resource → KeyValue → AnyValue.
+    const at = good.indexOf(Buffer.from('generator'));
+    const notUtf8 = Buffer.from(good);
+    notUtf8[at] = 0xff;
+    const badString = await post(`${base}/v1/traces`, notUtf8);
+    expect(badString.status).toBe(400);
+    expect(statusMessage(badString.body).message).toMatch(/not valid UTF-8/);
+    // The length byte of that string, made to run past the end of its AnyValue.
+    const tooLong = Buffer.from(good);
+    tooLong[at - 1] = 0x7f;
+    expect((await post(`${base}/v1/traces`, tooLong)).status).toBe(400);
+    expect(collector.status().counters.requests.malformed).toBe(2);
+    expect(collector.status().spool.items).toBe(0);
   });
 
   it('answers an empty request with success and stores nothing', async () => {
