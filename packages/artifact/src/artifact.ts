@@ -1,5 +1,6 @@
 import { readdir, rm, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { isDigest, sha256Digest } from './digest.js';
 import { ArtifactError } from './errors.js';
 import {
@@ -353,6 +354,96 @@ export function buildLayout(
   return { digest: manifestDesc.digest, index: encodeIndex([manifestDesc]), blobs, manifestBytes };
 }
 
+/**
+ * Checks that an artifact layout's `index.json` is exactly the one VYR writes for its content: the artifact
+ * manifest (media type, artifact type, digest, size, and a `org.opencontainers.image.ref.name` of `name:version`
+ * from the signed declarations), then one descriptor per signature referrer of that artifact, sorted by digest,
+ * each annotated with the subject and key id its (hashed) referrer manifest records; nothing else.
+ *
+ * Why: `index.json` is the one file of a layout no digest covers. What runs is pinned by the manifest digest, and
+ * every field the reader acts on is checked against hashed content; requiring the canonical index as well means an
+ * altered index can never carry information (a misleading tag, a hint that hides a signature) past verification.
+ * Called after the blobs are checked, so a descriptor pointing at other bytes reports the blob's code first.
+ *
+ * @throws ArtifactError `MALFORMED_LAYOUT` (naming the first difference); the integrity codes of the blobs read.
+ */
+export async function assertCanonicalIndex(reader: LayoutReader): Promise<void> {
+  const desc = findArtifactDescriptor(reader);
+  const manifestBytes = await readBlobChecked(reader, desc, 'manifest', 'manifest');
+  const oci = parseOciManifest(manifestBytes, `manifest ${desc.digest}`, reader.path);
+  const vyrLayer = oci.layers.find((l) => l.mediaType === MediaType.vyrManifest)!;
+  const vyrBytes = await readBlobChecked(reader, vyrLayer, 'layer', 'VYR manifest layer');
+  const vyr = parseVyrManifest(Buffer.from(vyrBytes).toString('utf8'), `VYR manifest layer ${vyrLayer.digest}`);
+  const referrers: Descriptor[] = [];
+  for (const d of reader.index.manifests) {
+    if (d === desc) continue;
+    const ref = await readReferrer(reader, d);
+    referrers.push({
+      mediaType: MediaType.ociManifest,
+      artifactType: MediaType.sigstoreBundle,
+      digest: d.digest,
+      size: d.size,
+      annotations: {
+        [SUBJECT_ANNOTATION]: ref.subjectDigest,
+        [KEY_ID_ANNOTATION]: String(ref.manifest.annotations?.[KEY_ID_ANNOTATION]),
+      },
+    });
+  }
+  const expected = {
+    schemaVersion: 2,
+    mediaType: MediaType.ociIndex,
+    manifests: [
+      {
+        mediaType: MediaType.ociManifest,
+        artifactType: MediaType.wasmConfig,
+        digest: desc.digest,
+        size: desc.size,
+        annotations: { [REF_NAME]: `${vyr.name}:${vyr.version}` },
+      },
+      ...referrers.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0)),
+    ],
+  };
+  const difference = firstDifference(reader.index, expected, 'index.json');
+  if (difference !== undefined) {
+    throw new ArtifactError(
+      'MALFORMED_LAYOUT',
+      `${reader.path}: ${difference}; index.json is not signed, so it must be exactly the index VYR writes for the artifact it names: it was altered, obtain the artifact again (or re-pack and re-sign it)`,
+    );
+  }
+}
+
+/** Where two JSON values first differ, as a readable path, or `undefined` when they are equal. */
+function firstDifference(actual: unknown, expected: unknown, path: string): string | undefined {
+  if (isDeepStrictEqual(actual, expected)) return undefined;
+  if (Array.isArray(expected) && Array.isArray(actual)) {
+    if (actual.length !== expected.length) {
+      return `${path} lists ${actual.length} entries, expected ${expected.length}`;
+    }
+    for (const [i, e] of expected.entries()) {
+      const d = firstDifference(actual[i], e, `${path}[${i}]`);
+      if (d !== undefined) return d;
+    }
+  }
+  if (
+    typeof expected === 'object' &&
+    expected !== null &&
+    !Array.isArray(expected) &&
+    typeof actual === 'object' &&
+    actual !== null &&
+    !Array.isArray(actual)
+  ) {
+    const a = actual as Record<string, unknown>;
+    const e = expected as Record<string, unknown>;
+    for (const key of new Set([...Object.keys(e), ...Object.keys(a)])) {
+      if (!(key in e)) return `${path} has unexpected field ${JSON.stringify(key)}`;
+      if (!(key in a)) return `${path} lacks ${JSON.stringify(key)}`;
+      const d = firstDifference(a[key], e[key], `${path}.${key}`);
+      if (d !== undefined) return d;
+    }
+  }
+  return `${path} is ${JSON.stringify(actual)}, expected ${JSON.stringify(expected)}`;
+}
+
 /** Options of {@link readArtifact}. */
 export interface ReadArtifactOptions {
   /**
@@ -367,6 +458,9 @@ export interface ReadArtifactOptions {
  * signatures (referrers in the layout plus the detached bundle). Checks integrity, not trust: see
  * `verifyArtifact`.
  *
+ * `index.json` is not signed, so it may say nothing of its own: it must be exactly the index VYR writes for the
+ * verified manifest and referrers (see {@link assertCanonicalIndex}).
+ *
  * @throws ArtifactError `NOT_FOUND`, `MALFORMED_LAYOUT`, `UNSUPPORTED_MEDIA_TYPE`, `CONTAINER_IMAGE`,
  * `BLOB_MISSING`, `MANIFEST_TAMPERED`, `CONFIG_TAMPERED`, `BLOB_DIGEST_MISMATCH`, `INVALID_MANIFEST`.
  */
@@ -377,6 +471,7 @@ export async function readArtifact(
   const reader = await openLayout(source);
   const descriptor = findArtifactDescriptor(reader);
   const artifact = await loadArtifact(reader, descriptor);
+  await assertCanonicalIndex(reader);
   const detached =
     options.bundlePaths ?? (typeof source === 'string' ? await existing(detachedBundlePath(source)) : []);
   for (const path of detached) {

@@ -81,7 +81,56 @@ async function readOptional(path: string): Promise<Uint8Array | undefined> {
 
 const BLOB_ENTRY = /^(?:\.\/)?blobs\/sha256\/([0-9a-f]{64})$/;
 
+/**
+ * Checks the framing of a tar archive strictly, before any parser sees it: every header's checksum (and the
+ * checksum field's own format, the only header bytes the checksum does not cover), zero padding after every
+ * entry's data, and an end-of-archive marker followed by zeros only. Tar readers skip padding and trailing bytes,
+ * so without this check a changed byte there would go unnoticed; every byte of a VYR `.tar` counts.
+ * Sizes in base-256 (GNU, for files ≥ 8 GiB) are refused: a Wasm artifact never needs them.
+ *
+ * @returns the first problem found, or `undefined`.
+ */
+export function tarFramingProblem(bytes: Uint8Array): string | undefined {
+  if (bytes.byteLength % 512 !== 0) return `its length ${bytes.byteLength} is not a multiple of 512`;
+  let pos = 0;
+  while (pos + 512 <= bytes.byteLength) {
+    const header = bytes.subarray(pos, pos + 512);
+    const field = (start: number, length: number): string =>
+      Buffer.from(header.buffer, header.byteOffset + start, length).toString('latin1');
+    if (header.every((b) => b === 0)) {
+      const rest = bytes.subarray(pos);
+      const nonZero = rest.findIndex((b) => b !== 0);
+      if (nonZero >= 0) return `byte ${pos + nonZero} after the end-of-archive marker is not zero`;
+      if (rest.byteLength < 1024) return 'the end-of-archive marker (two zero blocks) is cut short';
+      return undefined;
+    }
+    // Octal digits, then NUL/space terminators only: a changed terminator is caught although no sum covers it.
+    const checksum = /^ *([0-7]+)[\0 ]*$/.exec(field(148, 8));
+    if (checksum === null) return `the header at byte ${pos} has a malformed checksum field`;
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : header[i]!;
+    if (Number.parseInt(checksum[1]!, 8) !== sum) return `the header at byte ${pos} does not match its checksum`;
+    const sizeField = /^ *([0-7]*)[\0 ]*$/.exec(field(124, 12));
+    if (sizeField === null) return `the header at byte ${pos} has a malformed (or base-256) size field`;
+    const size = Number.parseInt(sizeField[1] || '0', 8);
+    const type = field(156, 1);
+    const dataBytes = '123456'.includes(type) ? 0 : size;
+    if (dataBytes !== size) return `the ${type === '5' ? 'directory' : 'link'} entry at byte ${pos} has a size`;
+    const dataEnd = pos + 512 + dataBytes;
+    const next = pos + 512 + Math.ceil(dataBytes / 512) * 512;
+    if (next > bytes.byteLength) return `the entry at byte ${pos} runs past the end of the archive`;
+    const padding = bytes.subarray(dataEnd, next).findIndex((b) => b !== 0);
+    if (padding >= 0) return `padding byte ${dataEnd + padding} after the entry at byte ${pos} is not zero`;
+    pos = next;
+  }
+  return 'it has no end-of-archive marker';
+}
+
 async function openTarBytes(bytes: Uint8Array, label: string): Promise<LayoutReader> {
+  const framing = tarFramingProblem(bytes);
+  if (framing !== undefined) {
+    throw new ArtifactError('MALFORMED_LAYOUT', `${label} is not a well-formed tar archive: ${framing}`);
+  }
   const files = new Map<string, Uint8Array>();
   const problems: string[] = [];
   await new Promise<void>((resolve, reject) => {

@@ -2,6 +2,7 @@ import { createPublicKey, sign as cryptoSign, type KeyObject } from 'node:crypto
 import { bundleToJSON } from '@sigstore/bundle';
 import { MessageSignatureBundleBuilder, type Signature, type Signer } from '@sigstore/sign';
 import {
+  assertCanonicalIndex,
   buildReferrer,
   collectLayoutBlobs,
   detachedBundlePath,
@@ -107,6 +108,8 @@ export async function signArtifact(
   }
   // One integrity pass: every kept blob is read and re-hashed once, the artifact's included.
   const blobs = await collectLayoutBlobs({ ...reader, index: { ...reader.index, manifests: kept } });
+  // An altered index.json is refused here as verify would refuse it, rather than carried into the signed layout.
+  await assertCanonicalIndex(reader);
   const verified = new Set(blobs.keys());
   const { json, keyId } = await createBundle(blobs.get(artifactDesc.digest)!, privateKey);
   const bundleBytes = new TextEncoder().encode(json);

@@ -2,6 +2,7 @@ import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   artifactDescriptors,
+  assertCanonicalIndex,
   buildReferrer,
   detachedBundlePath,
   EMPTY_JSON_BLOB,
@@ -142,6 +143,7 @@ export function createStore(options: StoreOptions): ArtifactStore {
     // Read and re-hash everything before taking the lock: a bad input never touches the store.
     const sourceReader = await openLayout(source);
     const loaded = await loadArtifactWithBlobs(sourceReader, findArtifactDescriptor(sourceReader));
+    await assertCanonicalIndex(sourceReader);
     const artifact = loaded.artifact;
     for (const path of importOptions.bundlePaths ??
       (typeof source === 'string' ? await existingFile(detachedBundlePath(source)) : [])) {

@@ -29,11 +29,16 @@ const EXPECTED: Record<string, readonly ArtifactErrorCode[]> = {
   bundle: ['BLOB_DIGEST_MISMATCH'],
   detachedBundle: ['MALFORMED_BUNDLE', 'UNSUPPORTED_MEDIA_TYPE', 'SIGNATURE_INVALID', 'MESSAGE_DIGEST_MISMATCH'],
   publicKey: ['MALFORMED_KEY', 'UNTRUSTED_KEY'],
+  // index.json is not signed. A change that breaks its JSON, its shape or a media type is a malformed layout
+  // (exit 64); a changed digest or size points at bytes that are not there (exit 65); anything else (annotations,
+  // field names) makes it differ from the index VYR writes for the signed content: malformed layout again.
+  index: ['MALFORMED_LAYOUT', 'UNSUPPORTED_MEDIA_TYPE', 'BLOB_MISSING', 'MANIFEST_TAMPERED', 'BLOB_DIGEST_MISMATCH'],
 };
 
 describe('exit criterion: a Wasm file packed and signed on one machine verifies offline on another, and any changed byte of artifact, bundle or key is refused with a coded error', () => {
   let machineB: string;
   let artifactB: string;
+  let tarB: string;
   let publicKeyB: string;
   let digest: string;
 
@@ -54,10 +59,18 @@ describe('exit criterion: a Wasm file packed and signed on one machine verifies 
     await cp(artifactA, artifactB, { recursive: true });
     await cp(`${artifactA}.sigstore.json`, `${artifactB}.sigstore.json`);
     await cp(keys.publicKeyPath, publicKeyB);
+
+    // The same, as a .tar.
+    const tarA = join(machineA, 'event-transform.tar');
+    expect((await packArtifact(await fixtureFile('cat', machineA), tarA, { manifest })).digest).toBe(digest);
+    await signArtifact(tarA, { path: keys.privateKeyPath });
+    tarB = join(machineB, basename(tarA));
+    await cp(tarA, tarB);
+    await cp(`${tarA}.sigstore.json`, `${tarB}.sigstore.json`);
   });
 
-  async function verifyOnB(): Promise<unknown> {
-    return verifyArtifact(artifactB, await loadTrustPolicy([publicKeyB]));
+  async function verifyOnB(artifact = artifactB): Promise<unknown> {
+    return verifyArtifact(artifact, await loadTrustPolicy([publicKeyB]));
   }
 
   it('verifies on machine B, offline, with only artifact + bundle + public key', async () => {
@@ -71,7 +84,11 @@ describe('exit criterion: a Wasm file packed and signed on one machine verifies 
    * Flips one byte at each position in `positions` (XOR 0x01, the subtlest change: ASCII stays ASCII, hex stays
    * almost hex), verifies, restores. Collects the code per position.
    */
-  async function flipEach(path: string, positions: Iterable<number>): Promise<Map<number, ArtifactErrorCode>> {
+  async function flipEach(
+    path: string,
+    positions: Iterable<number>,
+    verify: () => Promise<unknown> = verifyOnB,
+  ): Promise<Map<number, ArtifactErrorCode>> {
     const original = await readFile(path);
     const codes = new Map<number, ArtifactErrorCode>();
     try {
@@ -79,7 +96,7 @@ describe('exit criterion: a Wasm file packed and signed on one machine verifies 
         const copy = Buffer.from(original);
         copy[i] = copy[i]! ^ 0x01;
         await writeFile(path, copy);
-        codes.set(i, await codeOf(verifyOnB));
+        codes.set(i, await codeOf(verify));
       }
     } finally {
       await writeFile(path, original);
@@ -112,6 +129,78 @@ describe('exit criterion: a Wasm file packed and signed on one machine verifies 
       await expect(verifyOnB()).resolves.toMatchObject({ digest });
     },
   );
+
+  it('refuses every single-byte change of index.json: 64 for a malformed index, 65 for one pointing at other bytes', async () => {
+    const network = disableNetwork();
+    const path = join(artifactB, 'index.json');
+    const text = await readFile(path, 'utf8');
+    const codes = await flipEach(path, every(text.length));
+    expect(codes.size).toBe(text.length);
+    expect(new Set(codes.values())).toEqual(new Set(EXPECTED.index));
+    // The index's own media type: a layout VYR cannot read, not a verification failure (exit 64, see docs).
+    const mediaType = text.indexOf('application/vnd.oci.image.index.v1+json');
+    for (let i = mediaType; i < mediaType + 'application/vnd.oci.image.index.v1+json'.length; i++) {
+      expect(codes.get(i)).toBe('UNSUPPORTED_MEDIA_TYPE');
+    }
+    // Every byte of the manifest digest's hex names a blob that is not there (exit 65).
+    const hex = text.indexOf(digest.slice(7));
+    for (let i = hex; i < hex + 64; i++) expect(['BLOB_MISSING', 'MALFORMED_LAYOUT']).toContain(codes.get(i));
+    expect(network.attempts()).toBe(0);
+    await expect(verifyOnB()).resolves.toMatchObject({ digest });
+  });
+
+  it('refuses every single-byte change of the .tar form: headers, padding, end marker and every small file', async () => {
+    const network = disableNetwork();
+    const tar = await readFile(tarB);
+    // Walk the archive VYR wrote: 512-byte headers, data, zero padding, two zero blocks at the end.
+    const headers: number[] = [];
+    const padding: number[] = [];
+    const smallData: number[] = [];
+    let componentData: [number, number] = [0, 0];
+    let pos = 0;
+    while (tar.subarray(pos, pos + 512).some((b) => b !== 0)) {
+      headers.push(pos);
+      const size = Number.parseInt(
+        tar
+          .subarray(pos + 124, pos + 136)
+          .toString('latin1')
+          .replace(/[\0 ]/g, ''),
+        8,
+      );
+      const data = pos + 512;
+      const next = data + Math.ceil(size / 512) * 512;
+      if (size > 4096) componentData = [data, size];
+      else for (let i = data; i < data + size; i++) smallData.push(i);
+      for (let i = data + size; i < next; i++) padding.push(i);
+      pos = next;
+    }
+    expect(headers).toHaveLength(11); // oci-layout, index.json, blobs/, blobs/sha256/, 7 blobs
+    const end = every(tar.length - pos).map((i) => pos + i);
+    expect(end.length).toBe(1024);
+    const positions = [
+      ...headers.flatMap((h) => every(512).map((i) => h + i)),
+      ...padding,
+      ...end,
+      ...smallData,
+      ...sample(componentData[1]).map((i) => componentData[0] + i),
+    ];
+    const codes = await flipEach(tarB, positions, () => verifyOnB(tarB));
+    expect(codes.size).toBe(positions.length);
+    const framing = [...headers.flatMap((h) => every(512).map((i) => h + i)), ...padding, ...end];
+    for (const i of framing) expect(codes.get(i), `byte ${i}`).toBe('MALFORMED_LAYOUT');
+    expect(new Set(codes.values())).toEqual(
+      new Set([
+        'MALFORMED_LAYOUT',
+        'UNSUPPORTED_MEDIA_TYPE',
+        'BLOB_MISSING',
+        'BLOB_DIGEST_MISMATCH',
+        'MANIFEST_TAMPERED',
+        'CONFIG_TAMPERED',
+      ]),
+    );
+    expect(network.attempts()).toBe(0);
+    await expect(verifyOnB(tarB)).resolves.toMatchObject({ digest });
+  });
 
   it('refuses every single-byte change of the detached bundle', async () => {
     const path = `${artifactB}.sigstore.json`;

@@ -216,4 +216,35 @@ describe('vyr key / pack / sign / verify / inspect', () => {
     }
     expect(await readFile(join(store.dir, 'index.json'), 'utf8')).toBe(storeIndex);
   });
+
+  it('refuses a changed index.json: exit 64 when the index is malformed, 65 when it points at other bytes', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'hello.wasm'), await buildWatFixture('hello'));
+    await vyr(dir, ['key', 'generate', '--out', '.']);
+    const digest = (await vyr(dir, ['pack', 'hello.wasm', '--out', 'app.oci'])).stdout.trim();
+    await vyr(dir, ['sign', 'app.oci', '--key', 'vyr.key']);
+    const index = join(dir, 'app.oci', 'index.json');
+    const original = await readFile(index, 'utf8');
+    const cases: [string, string, number, string][] = [
+      ['index media type', 'image.index.v1', ExitCode.INVALID_INPUT, 'UNSUPPORTED_MEDIA_TYPE'],
+      ['ref.name annotation', '"hello:0.0.0"', ExitCode.INVALID_INPUT, 'MALFORMED_LAYOUT'],
+      // A decimal digit of the hex: flipped, it is still hex, so the index names a blob that is not there.
+      ['manifest digest', digest.slice(7).match(/\d.{2}/)![0], ExitCode.VERIFY_FAILED, 'BLOB_MISSING'],
+    ];
+    for (const [what, needle, exit, code] of cases) {
+      const at = original.indexOf(needle) + (what === 'manifest digest' ? 0 : 2);
+      expect(at, what).toBeGreaterThan(1);
+      const flipped = Buffer.from(original);
+      flipped[at] = flipped[at]! ^ 0x01;
+      await writeFile(index, flipped);
+      const run = await vyr(dir, ['verify', 'app.oci', '--trust', 'vyr.pub']);
+      expect({ what, exit: run.code, stderr: run.stderr.split(': ').slice(0, 2).join(': ') }).toEqual({
+        what,
+        exit,
+        stderr: `vyr: ${code}`,
+      });
+    }
+    await writeFile(index, original);
+    expect((await vyr(dir, ['verify', 'app.oci', '--trust', 'vyr.pub'])).code).toBe(0);
+  });
 });
