@@ -65,6 +65,7 @@ interface StartFlags {
   poolSize?: string;
   maxQueue?: string;
   metricIntervalMs?: string;
+  streamBuffer?: string;
   logLevel: LogLevel;
 }
 
@@ -106,6 +107,11 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
     .option('--pool-size <n>', "worker threads (default: the tier's)")
     .option('--max-queue <n>', "tasks allowed to wait before submit answers resource_exhausted (default: the tier's)")
     .option('--metric-interval-ms <ms>', "metric collection period in ms (default: the tier's)")
+    .option(
+      '--stream-buffer <n>',
+      'span/metric batches buffered per stream subscriber before the oldest are dropped',
+      '1024',
+    )
     .addOption(
       new Option('--log-level <level>', 'stderr log level').choices(['debug', 'info', 'warn', 'error']).default('info'),
     )
@@ -126,6 +132,7 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
       const poolSize = positiveInt(flags.poolSize, '--pool-size');
       const maxQueueLength = positiveInt(flags.maxQueue, '--max-queue');
       const metricIntervalMs = positiveInt(flags.metricIntervalMs, '--metric-interval-ms');
+      const streamBufferItems = positiveInt(flags.streamBuffer, '--stream-buffer');
       const signal = untilSignal();
       const node: VyrNode = await startNode(
         {
@@ -140,6 +147,7 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
           ...(poolSize ? { poolSize } : {}),
           ...(maxQueueLength ? { maxQueueLength } : {}),
           ...(metricIntervalMs ? { metricIntervalMs } : {}),
+          ...(streamBufferItems ? { streamBufferItems } : {}),
           logger,
         },
         {

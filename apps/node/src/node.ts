@@ -57,6 +57,8 @@ export interface NodeOptions {
   limits?: RequestLimits;
   /** Metric collection period, ms; default: the tier's. */
   metricIntervalMs?: number;
+  /** Per-subscriber buffer of StreamTraces / StreamMetrics, in batches; default 1,024. */
+  streamBufferItems?: number;
   /** Logger; default silent. */
   logger?: Logger;
 }
@@ -207,6 +209,7 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
         status,
         tempDir,
         limits,
+        ...(options.streamBufferItems ? { streamBufferItems: options.streamBufferItems } : {}),
       }),
     interceptors,
     // One message may be a whole stdin or seed; anything larger is refused by connect with resource_exhausted

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import http2 from 'node:http2';
 import { createNodeClient, describeCallError } from '@vyr/api/client';
 import { TaskStatus } from '@vyr/proto';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
@@ -132,6 +133,71 @@ describe('node lifecycle: SIGTERM, restart recovery, stable identity', () => {
       expect((await c2.getNodeInfo({})).artifacts).toBe(2);
     } finally {
       expect(await second.stop()).toBe(0);
+    }
+  });
+});
+
+describe('live streams: a stalled subscriber never slows tasks', () => {
+  it('tasks finish while a StreamTraces subscriber reads nothing; the subscriber is told how many batches it missed', async () => {
+    const dir = await tempDir();
+    const node = await startNode(['--data-dir', `${dir}/data`, '--trust', fx.trustedPub, '--stream-buffer', '2']);
+    try {
+      const client = createNodeClient({ baseUrl: node.url, httpVersion: '2' });
+      await client.importArtifact(uploadOf(await readFile(fx.signed.hello?.path as string)));
+      // The slow subscriber is a raw HTTP/2 Connect streaming request on its own connection whose response nobody
+      // reads: HTTP/2 flow control carries the backpressure to the node, as from a slow client far away.
+      const body = Buffer.from(JSON.stringify({ follow: true }));
+      const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), body]);
+      envelope.writeUInt32BE(body.length, 1);
+      const session = http2.connect(node.url);
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': '/vyr.v1.NodeService/StreamTraces',
+        'content-type': 'application/connect+json',
+        'connect-protocol-version': '1',
+      });
+      stream.end(envelope);
+      stream.pause();
+      // 300 tasks, 4 at a time, all finish although nobody drains the stream.
+      let next = 0;
+      const ended: TaskStatus[] = [];
+      await Promise.all(
+        Array.from({ length: 4 }, async () => {
+          while (next < 300) {
+            next++;
+            const { task } = await client.submitTask({ artifactDigest: fx.signed.hello?.digest as string });
+            ended.push((await watchToEnd(client, task?.id as string)).task.status);
+          }
+        }),
+      );
+      expect(ended).toHaveLength(300);
+      expect(ended.every((s) => s === TaskStatus.SUCCEEDED)).toBe(true);
+      // Now read: the messages still queued for this subscriber say how many batches it lost.
+      let buffered = Buffer.alloc(0);
+      let dropped = 0n;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 5000);
+        stream.on('data', (chunk: Buffer) => {
+          buffered = Buffer.concat([buffered, chunk]);
+          while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+            const size = buffered.readUInt32BE(1);
+            const message = JSON.parse(buffered.subarray(5, 5 + size).toString()) as { dropped?: string };
+            if (message.dropped) dropped = BigInt(message.dropped);
+            buffered = buffered.subarray(5 + size);
+          }
+          if (dropped > 0n) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        stream.resume();
+      });
+      stream.close();
+      session.close();
+      expect(dropped).toBeGreaterThan(0n);
+      expect((await client.getNodeInfo({})).telemetry?.streamItemsDropped).toBeGreaterThan(0n);
+    } finally {
+      expect(await node.stop()).toBe(0);
     }
   });
 });
