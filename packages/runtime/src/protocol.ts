@@ -37,6 +37,14 @@ export interface RunRequest {
   memoryLimitBytes: number;
   /** Stdin ring buffer (see stdin.ts). */
   stdin: SharedArrayBuffer;
+  /**
+   * Output flow control: one Int32 counting the guest output bytes posted but not yet taken by the runtime. The
+   * worker adds before posting and blocks the guest while it is at `outputBufferBytes`; the runtime subtracts after
+   * taking a chunk and notifies.
+   */
+  outputInFlight: SharedArrayBuffer;
+  /** High-water mark of output in flight, bytes. */
+  outputBufferBytes: number;
 }
 
 /** Worker → main: a chunk of guest output. */

@@ -96,6 +96,8 @@ interface TaskRecord {
   /** The `bind` hook while it runs (it may reject); `finish` awaits it before calling `release`. */
   binding?: Promise<unknown>;
   stdin?: SharedArrayBuffer;
+  /** Output bytes the worker posted and the runtime has not taken yet (see protocol.ts `outputInFlight`). */
+  outputInFlight?: Int32Array;
   output: OutputChunk[];
   retainedBytes: number;
   watchers: Set<Watcher>;
@@ -177,6 +179,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   const maxRetained = options.maxRetainedOutputBytes ?? 2 * MiB;
   const maxWatcherBytes = options.maxWatcherBufferBytes ?? 4 * MiB;
   const stdinBytes = options.stdinBufferBytes ?? 64 * 1024;
+  const outputBufferBytes = options.outputBufferBytes ?? MiB;
   const maxFinished = options.maxFinishedTasks ?? 1000;
   const maxPrepared = options.maxPreparedArtifacts ?? 32;
   const workerHeapMb = options.workerHeapMb ?? 256;
@@ -197,6 +200,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   }
   if (!(Number.isInteger(workerHeapMb) && workerHeapMb >= 2)) {
     throw new RuntimeError('INVALID_ARGUMENT', `workerHeapMb must be an integer ≥ 2, got ${workerHeapMb}`);
+  }
+  if (!(Number.isInteger(outputBufferBytes) && outputBufferBytes >= 4096)) {
+    throw new RuntimeError('INVALID_ARGUMENT', `outputBufferBytes must be an integer ≥ 4096, got ${outputBufferBytes}`);
   }
   checkPositive(defaultMemory, 'defaultLimits.memoryBytes');
   checkPositive(defaultDeadline, 'defaultLimits.deadlineMs');
@@ -547,6 +553,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     const prepared = record.prepared!;
     record.worker = worker;
     record.stdin = createStdinRing(stdinBytes);
+    const outputInFlight = new SharedArrayBuffer(4);
+    record.outputInFlight = new Int32Array(outputInFlight);
     record.status.startedAt = Date.now();
     setState(record, 'RUNNING');
     metrics.active.add(1, nodeAttrs);
@@ -569,6 +577,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       })),
       memoryLimitBytes: record.status.limits.memoryBytes,
       stdin: record.stdin,
+      outputInFlight,
+      outputBufferBytes,
     };
     pool.run(worker, request);
     void pumpStdin(record);
@@ -635,8 +645,13 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     if (message.type === 'ready') return;
     const record = tasks.get(message.taskId);
     if (!record || record.worker !== worker) return;
-    if (message.type === 'output') onOutput(record, message.fd, message.data);
-    else if (message.type === 'done') {
+    if (message.type === 'output') {
+      onOutput(record, message.fd, message.data);
+      // Taken: give the guest its credit back (it may be blocked in a write waiting for it).
+      const inFlight = record.outputInFlight!;
+      Atomics.sub(inFlight, 0, message.data.length);
+      Atomics.notify(inFlight, 0);
+    } else if (message.type === 'done') {
       record.worker = undefined;
       pool.release(worker);
       onDone(record, message);

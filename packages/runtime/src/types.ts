@@ -225,6 +225,12 @@ export interface RuntimeOptions {
   maxRetainedOutputBytes?: number;
   /** Output a watcher may lag behind before its oldest chunks are dropped, bytes. Default: 4 MiB. */
   maxWatcherBufferBytes?: number;
+  /**
+   * Guest output (stdout and stderr together) that may be on its way from a worker to the runtime, bytes. A guest
+   * that writes faster than the runtime takes its output blocks in its write until the runtime catches up
+   * (`check-write` reports the credit left). Default: 1 MiB; at least 4096.
+   */
+  outputBufferBytes?: number;
   /** Size of the stdin ring shared with the worker, bytes. Default: 64 KiB. */
   stdinBufferBytes?: number;
   /**

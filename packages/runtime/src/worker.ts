@@ -62,22 +62,42 @@ function readyPollable(): Pollable {
   return clocks.monotonicClock.subscribeDuration(0n);
 }
 
-/** Guest stdout/stderr: every write goes straight to the runtime as a message (the runtime bounds what it keeps). */
+/**
+ * Guest stdout/stderr: every write is posted to the runtime, with credit-based flow control. `inFlight` counts bytes
+ * posted but not yet taken by the runtime; a write that would take it past `limit` blocks the guest's thread
+ * (`Atomics.wait`) until the runtime catches up, so a guest writing faster than the node can take output is slowed
+ * instead of filling the message queue without bound. `check-write` reports the credit left; `subscribe` is ready
+ * once there is credit.
+ */
 class TaskOutputStream extends BaseOutputStream {
   readonly #fd: 1 | 2;
   readonly #taskId: string;
-  constructor(fd: 1 | 2, taskId: string) {
+  readonly #inFlight: Int32Array;
+  readonly #limit: number;
+  constructor(fd: 1 | 2, taskId: string, inFlight: Int32Array, limit: number) {
     super();
     this.#fd = fd;
     this.#taskId = taskId;
+    this.#inFlight = inFlight;
+    this.#limit = limit;
   }
   #send(data: Bytes): void {
     if (data.length === 0) return;
+    for (;;) {
+      const pending = Atomics.load(this.#inFlight, 0);
+      // A chunk larger than the whole budget still goes once nothing else is in flight.
+      if (pending === 0 || pending + data.length <= this.#limit) break;
+      Atomics.wait(this.#inFlight, 0, pending, 1000);
+    }
+    Atomics.add(this.#inFlight, 0, data.length);
     const copy = data.slice();
     port!.postMessage({ type: 'output', taskId: this.#taskId, fd: this.#fd, data: copy }, [copy.buffer]);
   }
+  #credit(): number {
+    return Math.max(0, this.#limit - Atomics.load(this.#inFlight, 0));
+  }
   checkWrite(): bigint {
-    return 1048576n;
+    return BigInt(this.#credit());
   }
   write(buf: Bytes): void {
     this.#send(buf);
@@ -104,7 +124,9 @@ class TaskOutputStream extends BaseOutputStream {
     return BigInt(data.length);
   }
   subscribe(): Pollable {
-    return readyPollable();
+    // Ready when there is credit; otherwise a short timer (a poll may wake early; check-write tells the truth).
+    if (this.#credit() > 0) return readyPollable();
+    return clocks.monotonicClock.subscribeDuration(5_000_000n);
   }
   [Symbol.dispose](): void {}
 }
@@ -409,8 +431,9 @@ function buildImports(req: RunRequest, ctx: TaskContext): Record<string, unknown
     mountOf.set(descriptor, state);
   }
 
-  const stdout = new TaskOutputStream(1, req.taskId);
-  const stderr = new TaskOutputStream(2, req.taskId);
+  const inFlight = new Int32Array(req.outputInFlight);
+  const stdout = new TaskOutputStream(1, req.taskId, inFlight, req.outputBufferBytes);
+  const stderr = new TaskOutputStream(2, req.taskId, inFlight, req.outputBufferBytes);
   const stdin = new TaskInputStream(ctx.stdin);
   const env = req.env;
   const args = req.args;
