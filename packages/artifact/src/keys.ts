@@ -56,6 +56,12 @@ function assertP256(key: KeyObject, what: string, source: string): void {
  * @throws ArtifactError `MALFORMED_KEY`.
  */
 export function parsePublicKeyPem(pem: string, source = 'public key'): KeyObject {
+  if (/-----BEGIN (?:ENCRYPTED |EC )?PRIVATE KEY-----/.test(pem)) {
+    throw new ArtifactError(
+      'MALFORMED_KEY',
+      `${source} is a private key; a trust set takes public keys (the ${PUBLIC_KEY_FILE} beside it, or \`openssl pkey -in ${source} -pubout\`), and a private key is never handed to a verifier`,
+    );
+  }
   if (!PUBLIC_PEM.test(pem)) {
     throw new ArtifactError(
       'MALFORMED_KEY',
@@ -79,6 +85,24 @@ export function parsePublicKeyPem(pem: string, source = 'public key'): KeyObject
  * @throws ArtifactError `MALFORMED_KEY`.
  */
 export function parsePrivateKeyPem(pem: string, source = 'private key'): KeyObject {
+  if (pem.includes('-----BEGIN EC PRIVATE KEY-----')) {
+    throw new ArtifactError(
+      'MALFORMED_KEY',
+      `${source} is a SEC1 "EC PRIVATE KEY"; VYR reads PKCS#8: convert it with \`openssl pkcs8 -topk8 -nocrypt -in ${source} -out ${PRIVATE_KEY_FILE}\``,
+    );
+  }
+  if (pem.includes('-----BEGIN ENCRYPTED PRIVATE KEY-----')) {
+    throw new ArtifactError(
+      'MALFORMED_KEY',
+      `${source} is an encrypted PKCS#8 key; VYR reads unencrypted PKCS#8 (protect it with file permissions, mode 0600): decrypt it with \`openssl pkey -in ${source} -out ${PRIVATE_KEY_FILE}\``,
+    );
+  }
+  if (pem.includes('-----BEGIN PUBLIC KEY-----')) {
+    throw new ArtifactError(
+      'MALFORMED_KEY',
+      `${source} is a public key; signing takes the private key (the ${PRIVATE_KEY_FILE} made with it by \`vyr key generate\`)`,
+    );
+  }
   if (!PRIVATE_PEM.test(pem)) {
     throw new ArtifactError(
       'MALFORMED_KEY',
@@ -106,23 +130,31 @@ function assertCanonicalPem(pem: string, der: Buffer, source: string): void {
   }
 }
 
-async function readKeyFile(path: string): Promise<string> {
+async function readKeyFile(path: string, fileName: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code === 'ENOENT' ? 'NOT_FOUND' : 'IO_ERROR';
+    const errno = (cause as NodeJS.ErrnoException).code;
+    if (errno === 'EISDIR') {
+      throw new ArtifactError(
+        'MALFORMED_KEY',
+        `${path} is a directory, not a key file; give the key file itself (e.g. ${join(path, fileName)})`,
+        { cause },
+      );
+    }
+    const code = errno === 'ENOENT' ? 'NOT_FOUND' : 'IO_ERROR';
     throw new ArtifactError(code, `cannot read key file ${path}: ${(cause as Error).message}`, { cause });
   }
 }
 
 /** Reads and parses a public key file (SPKI PEM). @throws ArtifactError `NOT_FOUND`, `MALFORMED_KEY`. */
 export async function readPublicKey(path: string): Promise<KeyObject> {
-  return parsePublicKeyPem(await readKeyFile(path), path);
+  return parsePublicKeyPem(await readKeyFile(path, PUBLIC_KEY_FILE), path);
 }
 
 /** Reads and parses a private key file (PKCS#8 PEM). @throws ArtifactError `NOT_FOUND`, `MALFORMED_KEY`. */
 export async function readPrivateKey(path: string): Promise<KeyObject> {
-  return parsePrivateKeyPem(await readKeyFile(path), path);
+  return parsePrivateKeyPem(await readKeyFile(path, PRIVATE_KEY_FILE), path);
 }
 
 /** Options of {@link writeKeyPair}. */
@@ -142,7 +174,8 @@ export interface WrittenKeyPair {
  * Generates a key pair into `dir` as `vyr.key` (PKCS#8 PEM, mode 0600) and `vyr.pub` (SPKI PEM, mode 0644).
  * Creates `dir` if needed.
  *
- * @throws ArtifactError `ALREADY_EXISTS` when a file exists and `force` is not set; `IO_ERROR`.
+ * @throws ArtifactError `ALREADY_EXISTS` when a key file exists and `force` is not set; `INVALID_ARGUMENT` when
+ * `dir` is not a directory; `IO_ERROR`.
  */
 export async function writeKeyPair(dir: string, options: WriteKeyPairOptions = {}): Promise<WrittenKeyPair> {
   const force = options.force ?? false;
@@ -151,6 +184,18 @@ export async function writeKeyPair(dir: string, options: WriteKeyPairOptions = {
   const publicKeyPath = join(dir, PUBLIC_KEY_FILE);
   try {
     await mkdir(dir, { recursive: true });
+  } catch (cause) {
+    const errno = (cause as NodeJS.ErrnoException).code;
+    if (errno === 'EEXIST' || errno === 'ENOTDIR') {
+      throw new ArtifactError(
+        'INVALID_ARGUMENT',
+        `${dir} is not a directory${errno === 'EEXIST' ? ' (a file of that name exists)' : ' (a part of its path is a file)'}; key generate --out takes a directory to hold ${PRIVATE_KEY_FILE} and ${PUBLIC_KEY_FILE}`,
+        { cause },
+      );
+    }
+    throw new ArtifactError('IO_ERROR', `cannot create ${dir}: ${(cause as Error).message}`, { cause });
+  }
+  try {
     if (force) {
       await rm(privateKeyPath, { force: true });
       await rm(publicKeyPath, { force: true });

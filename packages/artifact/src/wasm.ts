@@ -29,6 +29,16 @@ export function wasmKind(bytes: Uint8Array): WasmBinaryKind | undefined {
   return undefined;
 }
 
+/**
+ * Whether `bytes` look like WebAssembly text (WAT): after whitespace and comments (`;; …` and `(; … ;)`), a
+ * `(module` or `(component` form.
+ */
+export function isWatText(bytes: Uint8Array): boolean {
+  const head = Buffer.from(bytes.subarray(0, 4096)).toString('utf8');
+  const rest = head.replace(/^(?:\s+|;;[^\n]*(?:\n|$)|\(;[\s\S]*?;\))*/, '');
+  return /^\(\s*(?:module|component)\b/.test(rest);
+}
+
 /** An import or export of a core module. */
 export interface CoreEntity {
   module?: string;
@@ -124,6 +134,12 @@ function commandAdapter(): Promise<Uint8Array> {
  */
 export async function prepareComponent(bytes: Uint8Array, label: string): Promise<PreparedComponent> {
   const kind = wasmKind(bytes);
+  if (kind === undefined && isWatText(bytes)) {
+    throw new ArtifactError(
+      'NOT_WASM',
+      `${label} is WebAssembly text format (WAT), not a binary; compile it first, e.g. \`wat2wasm ${label} -o ${label.replace(/\.wat$/i, '')}.wasm\` (wabt) or \`wasm-tools parse\`, and pack the .wasm`,
+    );
+  }
   if (kind === undefined) {
     throw new ArtifactError(
       'NOT_WASM',

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseComponentWat } from '@bytecodealliance/jco';
-import { C_FIXTURES, cleanupTempDirs, fixturePath, tempDir } from '@vyr/testing';
+import { C_FIXTURES, cleanupTempDirs, fixturePath, tempDir, watSource } from '@vyr/testing';
 import { create as createTar } from 'tar';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createStore, inspectArtifact, packArtifact, readArtifact, signArtifact, writeKeyPair } from '../src/index.js';
@@ -118,6 +118,17 @@ describe('pack', () => {
     const err = await errorOf(() => packArtifact(join(dir, 'script.sh'), join(dir, 'out')));
     expect(err.code).toBe('NOT_WASM');
     expect(err.message).toContain('script.sh is not WebAssembly');
+  });
+
+  it('recognises WebAssembly text (WAT) and says to compile it with wat2wasm', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'hello.wat'), `;; a comment\n(; a block ;)\n${await watSource('hello')}`);
+    const err = await errorOf(() => packArtifact(join(dir, 'hello.wat'), join(dir, 'out')));
+    expect(err.code).toBe('NOT_WASM');
+    expect(err.message).toContain('is WebAssembly text format (WAT), not a binary');
+    expect(err.message).toContain(`wat2wasm ${join(dir, 'hello.wat')} -o ${join(dir, 'hello')}.wasm`);
+    await writeFile(join(dir, 'c.wat'), '  (component)');
+    expect((await errorOf(() => packArtifact(join(dir, 'c.wat'), join(dir, 'out')))).message).toContain('wat2wasm');
   });
 
   it('refuses Wasm bytes that do not validate with INVALID_WASM', async () => {

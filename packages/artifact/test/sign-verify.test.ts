@@ -68,6 +68,54 @@ describe('keys', () => {
     await expect(stat(join(dir, 'vyr.key'))).rejects.toThrow();
   });
 
+  it('says a key path is a directory (MALFORMED_KEY), and that --out of key generate is not a directory', async () => {
+    const dir = await tempDir();
+    const keys = await writeKeyPair(join(dir, 'keys'));
+    const pub = await errorOf(() => loadTrustPolicy([join(dir, 'keys')]));
+    expect(pub.code).toBe('MALFORMED_KEY');
+    expect(pub.message).toContain(`${join(dir, 'keys')} is a directory, not a key file`);
+    expect(pub.message).toContain(keys.publicKeyPath);
+    const priv = await errorOf(() => signArtifact(join(dir, 'none.oci'), { path: join(dir, 'keys') }));
+    expect(priv.code).toBe('MALFORMED_KEY');
+    expect(priv.message).toContain(keys.privateKeyPath);
+
+    await writeFile(join(dir, 'file'), 'x');
+    for (const out of [join(dir, 'file'), join(dir, 'file', 'sub')]) {
+      const err = await errorOf(() => writeKeyPair(out));
+      expect(err.code).toBe('INVALID_ARGUMENT');
+      expect(err.message).toContain(`${out} is not a directory`);
+      expect(err.message).not.toContain('already exists');
+    }
+  });
+
+  it('names the conversion for a SEC1 or encrypted private key, and a key of the wrong kind', async () => {
+    const { generateKeyPairSync } = await import('node:crypto');
+    const pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const dir = await tempDir();
+    const sec1 = join(dir, 'ec.key');
+    await writeFile(sec1, pair.privateKey.export({ type: 'sec1', format: 'pem' }));
+    const err = await errorOf(() => signArtifact(join(dir, 'none.oci'), { path: sec1 }));
+    expect(err.code).toBe('MALFORMED_KEY');
+    expect(err.message).toContain(`SEC1 "EC PRIVATE KEY"`);
+    expect(err.message).toContain(`openssl pkcs8 -topk8 -nocrypt -in ${sec1}`);
+    const encrypted = join(dir, 'enc.key');
+    await writeFile(
+      encrypted,
+      pair.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'x' }),
+    );
+    expect((await errorOf(() => signArtifact(join(dir, 'none.oci'), { path: encrypted }))).message).toContain(
+      `openssl pkey -in ${encrypted}`,
+    );
+    // A public key where the private one is expected, and the reverse.
+    const keys = await writeKeyPair(join(dir, 'keys'));
+    expect((await errorOf(() => signArtifact(join(dir, 'none.oci'), { path: keys.publicKeyPath }))).message).toContain(
+      'is a public key; signing takes the private key',
+    );
+    const swapped = await errorOf(() => loadTrustPolicy([keys.privateKeyPath]));
+    expect(swapped.code).toBe('MALFORMED_KEY');
+    expect(swapped.message).toContain('is a private key; a trust set takes public keys');
+  });
+
   it('refuses keys that are not ECDSA P-256 PEM with MALFORMED_KEY', async () => {
     const { generateKeyPairSync } = await import('node:crypto');
     const ed = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();

@@ -154,8 +154,27 @@ describe('vyr key / pack / sign / verify / inspect', () => {
     await writeFile(join(dir, 'broken.pub'), '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n');
     expect((await vyr(dir, ['verify', 'app.oci', '--trust', 'broken.pub'])).code).toBe(ExitCode.INVALID_INPUT);
     expect((await vyr(dir, ['verify', 'app.oci', '--trust', 'vyr.pub'])).code).toBe(0);
-    // No --trust: the empty trust set trusts nobody (default deny).
-    expect((await vyr(dir, ['verify', 'app.oci'])).stderr).toMatch(/^vyr: UNTRUSTED_KEY: /);
+    // No --trust: said as such (a usage error), not blamed on the signer.
+    const noTrust = await vyr(dir, ['verify', 'app.oci']);
+    expect(noTrust.code).toBe(ExitCode.USAGE);
+    expect(noTrust.stderr).toMatch(/^vyr: NO_TRUSTED_KEYS: no trusted keys were given: pass .*--trust/);
+    const signedNoTrust = await vyr(dir, ['verify', 'app.oci', '--allow-unsigned']);
+    expect(signedNoTrust.code).toBe(ExitCode.USAGE);
+    expect(signedNoTrust.stderr).toMatch(/^vyr: NO_TRUSTED_KEYS: sha256:[0-9a-f]{64} is signed, but no trusted keys/);
+    // A directory given as a key: MALFORMED_KEY naming the file to give.
+    const keyDir = await vyr(dir, ['verify', 'app.oci', '--trust', 'other']);
+    expect(keyDir.code).toBe(ExitCode.INVALID_INPUT);
+    expect(keyDir.stderr).toMatch(/^vyr: MALFORMED_KEY: .*other is a directory, not a key file; .*other\/vyr\.pub/);
+    expect((await vyr(dir, ['sign', 'app.oci', '--key', 'other'])).stderr).toMatch(
+      /^vyr: MALFORMED_KEY: .*other is a directory, not a key file; .*other\/vyr\.key/,
+    );
+    // key generate --out a file: not a directory.
+    const notDir = await vyr(dir, ['key', 'generate', '--out', 'notes.txt']);
+    expect(notDir.code).toBe(ExitCode.INVALID_INPUT);
+    expect(notDir.stderr).toMatch(/^vyr: INVALID_ARGUMENT: .*notes\.txt is not a directory/);
+    // WAT given to pack: compile it first.
+    await writeFile(join(dir, 'hello.wat'), '(module)');
+    expect((await vyr(dir, ['pack', 'hello.wat', '--out', 'x'])).stderr).toMatch(/^vyr: NOT_WASM: .*wat2wasm/);
     expect((await vyr(dir, ['sign', 'app.oci'])).code).toBe(ExitCode.USAGE);
   });
 
