@@ -7,6 +7,8 @@ import {
   checkDescriptor,
   containerImageError,
   encodeIndex,
+  gzipContent,
+  isGzip,
   isTarPath,
   type LayoutReader,
   openLayout,
@@ -172,10 +174,19 @@ async function refuseContainerImage(input: string, bytes: Uint8Array): Promise<v
     }
     return;
   }
-  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+  if (isGzip(bytes)) {
+    // Same rule as every reader (layout.ts): gzip is never accepted; what is inside decides the message.
+    const content = await gzipContent(bytes);
+    if (content === 'container-image') throw containerImageError(`${input} (gzip-compressed)`);
+    if (content === 'vyr-artifact') {
+      throw new ArtifactError(
+        'INVALID_ARGUMENT',
+        `${input} is a gzip-compressed VYR artifact; it is packed already: decompress it (gunzip) and sign or verify the .tar`,
+      );
+    }
     throw new ArtifactError(
-      'CONTAINER_IMAGE',
-      `${input} is gzip-compressed (a container image tarball?): container images are not an execution path in VYR MVO; pack a WASI command .wasm file`,
+      'NOT_WASM',
+      `${input} is gzip-compressed${content === 'wasm' ? ' WebAssembly' : ', and not a container image'}; pack takes an uncompressed .wasm file: decompress it (gunzip) first`,
     );
   }
   if (bytes[0] === 0x7b) {

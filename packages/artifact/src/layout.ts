@@ -2,10 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { gunzip } from 'node:zlib';
 import { Header, Parser, type ReadEntry } from 'tar';
 import { digestHex, isDigest, sha256Digest } from './digest.js';
 import { ArtifactError } from './errors.js';
 import { type Descriptor, type Digest, MediaType, type OciIndex } from './types.js';
+
+const gunzipAsync = promisify(gunzip);
 
 /** Content of the `oci-layout` file (image-spec `image-layout.md`). */
 export const OCI_LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}';
@@ -126,7 +130,50 @@ export function tarFramingProblem(bytes: Uint8Array): string | undefined {
   return 'it has no end-of-archive marker';
 }
 
+/** Whether `bytes` start with the gzip magic (RFC 1952). */
+export function isGzip(bytes: Uint8Array): boolean {
+  return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
+}
+
+/** What a gzip file holds, as far as VYR cares. */
+export type GzipContent = 'container-image' | 'vyr-artifact' | 'wasm' | 'other';
+
+/** Decompressed bytes beyond this are not looked at (a gzip bomb is "other"). */
+const GZIP_PEEK_LIMIT = 1024 * 1024 * 1024;
+
+/**
+ * Decompresses gzip input only to say what it holds, so that a refusal can be precise: VYR never accepts
+ * compressed input (see docs/artifact.md, "Compressed input"). A container image inside (an OCI layout tar or a
+ * `docker save` tarball) is a container image whether compressed or not.
+ */
+export async function gzipContent(bytes: Uint8Array): Promise<GzipContent> {
+  let inner: Uint8Array;
+  try {
+    inner = new Uint8Array(await gunzipAsync(bytes, { maxOutputLength: GZIP_PEEK_LIMIT }));
+  } catch {
+    return 'other';
+  }
+  if (inner.length >= 4 && inner[0] === 0 && inner[1] === 0x61 && inner[2] === 0x73 && inner[3] === 0x6d) return 'wasm';
+  if (isGzip(inner) || tarFramingProblem(inner) !== undefined) return 'other';
+  try {
+    const reader = await openTarBytes(inner, 'the decompressed archive');
+    return reader.index.manifests.some((d) => d.artifactType === MediaType.wasmConfig)
+      ? 'vyr-artifact'
+      : 'container-image';
+  } catch (err) {
+    return err instanceof ArtifactError && err.code === 'CONTAINER_IMAGE' ? 'container-image' : 'other';
+  }
+}
+
 async function openTarBytes(bytes: Uint8Array, label: string): Promise<LayoutReader> {
+  if (isGzip(bytes)) {
+    const content = await gzipContent(bytes);
+    if (content === 'container-image') throw containerImageError(`${label} (gzip-compressed)`);
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${label} is gzip-compressed${content === 'vyr-artifact' ? ' (a VYR artifact inside)' : ''}; VYR reads an artifact only as an uncompressed OCI layout .tar or directory, so that the bytes verified are the bytes stored: decompress it (gunzip) and retry`,
+    );
+  }
   const framing = tarFramingProblem(bytes);
   if (framing !== undefined) {
     throw new ArtifactError('MALFORMED_LAYOUT', `${label} is not a well-formed tar archive: ${framing}`);

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { parse as parseComponentWat } from '@bytecodealliance/jco';
 import { C_FIXTURES, cleanupTempDirs, fixturePath, tempDir, watSource } from '@vyr/testing';
 import { create as createTar } from 'tar';
@@ -188,6 +189,53 @@ describe('pack', () => {
       const err = await errorOf(() => packArtifact(join(dir, 'nginx.tar'), join(dir, 'out')));
       expect(err.code).toBe('CONTAINER_IMAGE');
       expect(err.message).toContain(expected);
+    });
+
+    it('treats gzip the same way in pack and in every reader: never accepted, named by what it holds', async () => {
+      const dir = await tempDir();
+      const gz = async (name: string, bytes: Uint8Array): Promise<string> => {
+        await writeFile(join(dir, name), gzipSync(bytes));
+        return join(dir, name);
+      };
+      // A gzipped `docker save` tarball and a gzipped OCI image layout tar: container images, for pack and readers.
+      const src = join(dir, 'src');
+      await mkdir(src);
+      await writeFile(join(src, 'manifest.json'), '[{"Config":"c.json","RepoTags":["nginx:latest"],"Layers":[]}]');
+      await writeFile(join(src, 'c.json'), '{}');
+      await createTar({ file: join(dir, 'nginx.tar'), cwd: src, portable: true }, ['manifest.json', 'c.json']);
+      const image = join(dir, 'image');
+      await writeContainerImageLayout(image);
+      await createTar({ file: join(dir, 'oci.tar'), cwd: image, portable: true }, [
+        'oci-layout',
+        'index.json',
+        'blobs',
+      ]);
+      for (const name of ['nginx.tar', 'oci.tar']) {
+        const path = await gz(`${name}.gz`, await readFile(join(dir, name)));
+        const err = await errorOf(() => packArtifact(path, join(dir, 'out')));
+        expect(err.code).toBe('CONTAINER_IMAGE');
+        expect(err.message).toContain('(gzip-compressed)');
+        expect(await codeOf(() => readArtifact(path))).toBe('CONTAINER_IMAGE');
+      }
+      // A gzipped VYR artifact: pack says it is packed already; readers refuse it (exit 64), asking to gunzip.
+      const input = await fixtureFile('hello', dir);
+      await packArtifact(input, join(dir, 'app.tar'));
+      const appGz = await gz('app.tar.gz', await readFile(join(dir, 'app.tar')));
+      expect(await codeOf(() => packArtifact(appGz, join(dir, 'out')))).toBe('INVALID_ARGUMENT');
+      const read = await errorOf(() => readArtifact(appGz));
+      expect(read.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+      expect(read.message).toContain('gzip-compressed (a VYR artifact inside)');
+      expect(read.message).toContain('gunzip');
+      const appGzBytes = new Uint8Array(await readFile(appGz));
+      expect(await codeOf(() => readArtifact(appGzBytes))).toBe('UNSUPPORTED_MEDIA_TYPE');
+      // Gzipped Wasm, or anything else gzipped: pack says NOT_WASM and to decompress; readers refuse it the same way.
+      const wasmGz = await gz('hello.wasm.gz', await readFile(input));
+      const notWasm = await errorOf(() => packArtifact(wasmGz, join(dir, 'out')));
+      expect(notWasm.code).toBe('NOT_WASM');
+      expect(notWasm.message).toContain('gzip-compressed WebAssembly');
+      const textGz = await gz('notes.gz', new TextEncoder().encode('notes'));
+      expect(await codeOf(() => packArtifact(textGz, join(dir, 'out')))).toBe('NOT_WASM');
+      expect(await codeOf(() => readArtifact(textGz))).toBe('UNSUPPORTED_MEDIA_TYPE');
     });
 
     it('refuses an image reference given instead of a file', async () => {

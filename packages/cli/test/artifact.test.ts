@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { cp, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import { createStore } from '@vyr/artifact';
 import { buildWatFixture, cleanupTempDirs, fixturePath, tempDir } from '@vyr/testing';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -265,5 +266,20 @@ describe('vyr key / pack / sign / verify / inspect', () => {
     }
     await writeFile(index, original);
     expect((await vyr(dir, ['verify', 'app.oci', '--trust', 'vyr.pub'])).code).toBe(0);
+  });
+
+  it('refuses a gzip-compressed artifact (exit 64, asking to gunzip) instead of reading it quietly', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'hello.wasm'), await buildWatFixture('hello'));
+    await vyr(dir, ['key', 'generate', '--out', '.']);
+    await vyr(dir, ['pack', 'hello.wasm', '--out', 'app.tar']);
+    await vyr(dir, ['sign', 'app.tar', '--key', 'vyr.key']);
+    await writeFile(join(dir, 'app.tar.gz'), gzipSync(await readFile(join(dir, 'app.tar'))));
+    const run = await vyr(dir, ['verify', 'app.tar.gz', '--trust', 'vyr.pub', '--bundle', 'app.tar.sigstore.json']);
+    expect(run.code).toBe(ExitCode.INVALID_INPUT);
+    expect(run.stderr).toMatch(/^vyr: UNSUPPORTED_MEDIA_TYPE: .*app\.tar\.gz is gzip-compressed .*gunzip/);
+    const pack = await vyr(dir, ['pack', 'app.tar.gz', '--out', 'x']);
+    expect(pack.code).toBe(ExitCode.INVALID_INPUT);
+    expect(pack.stderr).toMatch(/^vyr: INVALID_ARGUMENT: .*gzip-compressed VYR artifact/);
   });
 });
