@@ -7,7 +7,8 @@
  * so `pack` includes the preview1 adaptation with jco, as it does for real users. Every operation works on real
  * files in a temp dir: pack writes a fresh layout each iteration, sign re-signs one layout (integrity check +
  * bundle + layout rewrite + detached copy), verify reads and re-hashes every blob and checks the bundle, import
- * copies into a fresh store each iteration.
+ * copies into a fresh store each iteration; store-list reads metadata only (manifest + declarations), so it should
+ * not grow with the component, while store-get re-hashes every blob.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -63,6 +64,10 @@ export async function runArtifactBench(): Promise<ArtifactBenchRow[]> {
       await packArtifact(input, artifact);
       await signArtifact(artifact, { path: keys.privateKeyPath });
       const componentBytes = (await readArtifact(artifact)).component.byteLength;
+      // A store holding the artifact, for list (metadata only) and get (every blob re-hashed).
+      const readStore = createStore({ dir: join(dir, 'store-read') });
+      await readStore.import(artifact);
+      const digest = (await readStore.list())[0]!.digest;
       let n = 0;
       let storeDir = '';
       const bench = new Bench({
@@ -93,7 +98,13 @@ export async function runArtifactBench(): Promise<ArtifactBenchRow[]> {
               storeDir = join(dir, `store-${n++}`);
             },
           },
-        );
+        )
+        .add(`store-list ${size.label}`, async () => {
+          await readStore.list();
+        })
+        .add(`store-get ${size.label}`, async () => {
+          await readStore.get(digest);
+        });
       await bench.run();
       for (const task of bench.tasks) {
         const result = task.result as { latency?: { samples?: readonly number[] } } | undefined;
