@@ -453,6 +453,14 @@ function buildImports(req: RunRequest, ctx: TaskContext): Record<string, unknown
         throw new ExitSignal(code);
       },
     },
+    // The shim's sandbox refuses outgoing HTTP by throwing the *sockets* error string `access-denied`, which is not
+    // a `wasi:http/types.error-code`: the guest's binding then traps instead of seeing an error. Refuse with the
+    // wasi:http code for a request the host does not allow, `HTTP-request-denied` (what wasmtime answers too).
+    'wasi:http/outgoing-handler': {
+      handle(): never {
+        throw { tag: 'HTTP-request-denied' };
+      },
+    },
     'wasi:cli/stdin': { getStdin: () => stdin },
     'wasi:cli/stdout': { getStdout: () => stdout },
     'wasi:cli/stderr': { getStderr: () => stderr },

@@ -242,3 +242,67 @@ export async function signedStoreSource(
     storeDir,
   };
 }
+
+/** Options of {@link buildJsComponent}. */
+export interface JsComponentOptions {
+  /** ES module source; it must export what the world exports (e.g. `export const run = { run() {…} }`). */
+  source: string;
+  /** WIT text: the world and any interface packages it uses. */
+  wit: string;
+  worldName: string;
+  /** componentize-js features to leave out (`http`, `fetch-event`, `random`, `stdio`, `clocks`). */
+  disableFeatures: string[];
+}
+
+/**
+ * Builds a JavaScript component with componentize-js (SpiderMonkey compiled to Wasm, ≈12 MB). Building takes
+ * 10–40 s, so the component is cached in the OS temp dir by a hash of its inputs.
+ */
+export async function buildJsComponent(options: JsComponentOptions): Promise<Uint8Array> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { rename } = await import('node:fs/promises');
+  const { dirname } = await import('node:path');
+  const { fileURLToPath, pathToFileURL } = await import('node:url');
+  // componentize-js and the shim it runs on sit beside jco in the store.
+  const scope = dirname(dirname(dirname(fileURLToPath(import.meta.resolve('@bytecodealliance/jco')))));
+  const componentize = join(scope, 'componentize-js', 'src', 'componentize.js');
+  const version = JSON.parse(await readFile(join(scope, 'componentize-js', 'package.json'), 'utf8')).version as string;
+  const key = createHash('sha256')
+    .update(JSON.stringify([options.source, options.wit, options.worldName, options.disableFeatures, version]))
+    .digest('hex')
+    .slice(0, 16);
+  const cacheDir = join(tmpdir(), 'vyr-runtime-test-cache');
+  const out = join(cacheDir, `${options.worldName}-js-${key}.wasm`);
+  try {
+    return await readFile(out);
+  } catch {
+    // build below
+  }
+  await mkdir(cacheDir, { recursive: true });
+  const work = join(cacheDir, `build-${key}-${process.pid}`);
+  await mkdir(work, { recursive: true });
+  await writeFile(join(work, 'component.js'), options.source);
+  // jco componentize with shim 0.26.1 needs `/` preopened in the building process (TOOLCHAIN.md).
+  const preload = join(work, 'preload.mjs');
+  const shimFs = pathToFileURL(join(scope, 'preview2-shim', 'dist', 'nodejs', 'filesystem.js')).href;
+  await writeFile(preload, `import { _setPreopens } from ${JSON.stringify(shimFs)};\n_setPreopens({ '/': '/' });\n`);
+  const build = join(work, 'build.mjs');
+  await writeFile(
+    build,
+    `import { componentize } from ${JSON.stringify(pathToFileURL(componentize).href)};
+import { writeFile } from 'node:fs/promises';
+const { component } = await componentize({
+  sourcePath: ${JSON.stringify(join(work, 'component.js'))},
+  witWorld: ${JSON.stringify(options.wit)},
+  worldName: ${JSON.stringify(options.worldName)},
+  disableFeatures: ${JSON.stringify(options.disableFeatures)},
+});
+await writeFile(${JSON.stringify(`${out}.tmp-${process.pid}`)}, component);
+`,
+  );
+  await promisify(execFile)(process.execPath, ['--import', preload, build], { timeout: 200_000 });
+  await rename(`${out}.tmp-${process.pid}`, out);
+  await rm(work, { recursive: true, force: true });
+  return readFile(out);
+}
