@@ -1,11 +1,22 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { access, appendFile, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { access, appendFile, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { buildWatFixture } from '@vyr/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRuntime, type RuntimeArtifact, type RuntimeOptions } from '../dist/index.js';
 import { cacheEntryDir, makeArtifact, memorySource, p1ToComponent, tempDir, text } from './helpers.js';
+
+/** Whether strace is installed and allowed to trace here (ptrace can be forbidden in containers). */
+function straceWorks(): boolean {
+  try {
+    execFileSync('strace', ['-qq', '-o', '/dev/null', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * The prepare cache on disk is checked, not trusted: every file's SHA-256 is recorded in meta.json and re-hashed on
@@ -139,6 +150,63 @@ describe('prepare cache integrity', () => {
       expect(await entryIsSound(entry), what).toBe(true);
     }
   });
+
+  it.skipIf(!straceWorks())(
+    'fsyncs every file of a new entry before renaming it into place, and the parent directory after (strace)',
+    async () => {
+      const work = join(dir, 'strace');
+      const cacheDir = join(work, 'cache');
+      const componentPath = join(work, 'hello.component.wasm');
+      await mkdir(work, { recursive: true });
+      await writeFile(componentPath, hello.component);
+      // A child process prepares and runs the component once with the built runtime.
+      const child = join(work, 'prepare-once.mjs');
+      await writeFile(
+        child,
+        `import { readFile } from 'node:fs/promises';
+import { createRuntime } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};
+const component = new Uint8Array(await readFile(${JSON.stringify(componentPath)}));
+const artifact = { digest: ${JSON.stringify(hello.digest)}, manifest: { name: 'hello', env: [] }, component };
+const runtime = createRuntime({ artifacts: { load: async () => artifact }, cacheDir: ${JSON.stringify(cacheDir)} });
+const task = await runtime.submit({ digest: artifact.digest });
+const status = await runtime.wait(task.id);
+await runtime.close();
+if (status.state !== 'SUCCEEDED') throw new Error(JSON.stringify(status));
+`,
+      );
+      const log = join(work, 'strace.log');
+      // -f: libuv runs fs calls on its thread pool; -y: print the path behind each fd.
+      execFileSync('strace', [
+        '-f',
+        '-y',
+        '-qq',
+        '-o',
+        log,
+        '-e',
+        'trace=fsync,fdatasync,rename,renameat,renameat2',
+        process.execPath,
+        child,
+      ]);
+      const calls = (await readFile(log, 'utf8')).split('\n');
+      const entry = await cacheEntryDir(cacheDir, hello.digest);
+      const renamed = calls.findIndex((line) => /rename(at2?)?\(/.test(line) && line.includes(`"${entry}"`));
+      expect(renamed, calls.join('\n')).toBeGreaterThan(0);
+      const tmp = /"([^"]+\.tmp-[0-9a-f]+)"/.exec(calls[renamed]!)![1]!;
+      for (const name of await readdir(entry)) {
+        const synced = calls.findIndex((line) => /f(data)?sync\(/.test(line) && line.includes(`<${tmp}/${name}>`));
+        expect(synced, `${name}\n${calls.join('\n')}`).toBeGreaterThanOrEqual(0);
+        expect(synced).toBeLessThan(renamed);
+      }
+      const tmpSynced = calls.findIndex((line) => line.includes('fsync(') && line.includes(`<${tmp}>`));
+      expect(tmpSynced).toBeGreaterThanOrEqual(0);
+      expect(tmpSynced).toBeLessThan(renamed);
+      const parent = entry.slice(0, entry.lastIndexOf('/'));
+      const parentSynced = calls.findIndex(
+        (line, i) => i > renamed && line.includes('fsync(') && line.includes(`<${parent}>`),
+      );
+      expect(parentSynced, calls.join('\n')).toBeGreaterThan(renamed);
+    },
+  );
 
   it('keeps at most maxPreparedArtifacts compiled in memory, reloading an evicted one from disk', async () => {
     const cacheDir = join(dir, 'lru');
