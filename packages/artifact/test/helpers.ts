@@ -2,10 +2,10 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { buildWatFixture, tempDir, type WatFixtureName } from '@vyr/testing';
-import { ArtifactError, type ArtifactErrorCode } from '../src/index.js';
+import { ArtifactError, type ArtifactErrorCode, type VyrManifest } from '../src/index.js';
 
 /** The example manifest of issue 2. */
-export const EVENT_TRANSFORM_MANIFEST = {
+export const EVENT_TRANSFORM_MANIFEST: VyrManifest = {
   name: 'event-transform',
   version: '0.1.0',
   env: ['LOG_LEVEL'],
