@@ -909,6 +909,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         queued,
         pending,
         workersReplaced: pool.replaced,
+        workersRecycled: pool.recycled,
       };
     },
     warmUp(): Promise<void> {

@@ -268,6 +268,8 @@ export interface RuntimeStats {
   queued: number;
   pending: number;
   workersReplaced: number;
+  /** Workers replaced because they had loaded more than `maxPreparedArtifacts` distinct components. */
+  workersRecycled: number;
 }
 
 /** A runtime: runs verified components as isolated, cancellable, observable tasks. */

@@ -216,6 +216,7 @@ if (status.state !== 'SUCCEEDED') throw new Error(JSON.stringify(status));
       cacheDir,
       tracer: provider.getTracer('test'),
       maxPreparedArtifacts: 1,
+      poolSize: 1,
     });
     try {
       const sources: unknown[] = [];
@@ -226,6 +227,9 @@ if (status.state !== 'SUCCEEDED') throw new Error(JSON.stringify(status));
       }
       // hello is dropped from memory when exit33 is prepared, and comes back from the disk cache.
       expect(sources).toEqual(['miss', 'memory', 'miss', 'disk']);
+      // The one worker had loaded two components' JS (more than 1) after the third task: replaced once idle.
+      expect(runtime.stats().workersRecycled).toBe(1);
+      expect(runtime.stats().workersReplaced).toBe(0);
     } finally {
       await runtime.close();
     }
