@@ -149,7 +149,9 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
       const slots = slotsOf(ctx.artifact);
       kernel.registerTask(ctx.taskId, slots);
       if (slots.length === 0) return [];
-      const mounts = await kernel.whenReady(ctx.taskId, { declaredSlots: slots });
+      // ctx.signal aborts when the task ends while PENDING (cancel, deadline, node stop); the runtime waits for this
+      // hook before releasing the task's state, so the wait must end with it.
+      const mounts = await kernel.whenReady(ctx.taskId, { declaredSlots: slots, signal: ctx.signal });
       return mounts.map(
         (m): Mount => ({
           guestPath: m.guestPath,
