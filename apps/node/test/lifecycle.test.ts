@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import http2 from 'node:http2';
 import { createNodeClient, describeCallError } from '@vyr/api/client';
@@ -196,6 +197,92 @@ describe('live streams: a stalled subscriber never slows tasks', () => {
       session.close();
       expect(dropped).toBeGreaterThan(0n);
       expect((await client.getNodeInfo({})).telemetry?.streamItemsDropped).toBeGreaterThan(0n);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  });
+});
+
+describe('admission and TLS', () => {
+  it('answers resource_exhausted when the queue is full, and admits again once it drains', async () => {
+    const dir = await tempDir();
+    const node = await startNode([
+      '--data-dir',
+      `${dir}/data`,
+      '--trust',
+      fx.trustedPub,
+      '--pool-size',
+      '1',
+      '--max-queue',
+      '1',
+    ]);
+    try {
+      const client = createNodeClient({ baseUrl: node.url });
+      await client.importArtifact(uploadOf(await readFile(fx.signed.loop?.path as string)));
+      const loop = fx.signed.loop?.digest as string;
+      const running = (await client.submitTask({ artifactDigest: loop })).task?.id as string;
+      await waitForStatus(client, running, TaskStatus.RUNNING);
+      const queued = (await client.submitTask({ artifactDigest: loop })).task?.id as string;
+      const refused = await client.submitTask({ artifactDigest: loop }).then(
+        () => undefined,
+        (e: unknown) => describeCallError(e),
+      );
+      expect(refused).toMatchObject({
+        connectCode: 'resource_exhausted',
+        errorCode: 'RESOURCE_EXHAUSTED',
+        domain: 'runtime',
+      });
+      await client.cancelTask({ taskId: queued });
+      await client.cancelTask({ taskId: running });
+      const again = (await client.submitTask({ artifactDigest: loop })).task?.id as string;
+      expect((await client.cancelTask({ taskId: again })).task?.status).toBe(TaskStatus.CANCELLED);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  });
+
+  it('serves HTTPS with --tls-cert/--tls-key on HTTP/2 and HTTP/1.1', async () => {
+    const dir = await tempDir();
+    const key = `${dir}/node.key`;
+    const cert = `${dir}/node.crt`;
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ],
+      { stdio: 'ignore' },
+    );
+    const node = await startNode(['--data-dir', `${dir}/data`, '--tls-cert', cert, '--tls-key', key]);
+    try {
+      expect(node.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const ca = await readFile(cert);
+      for (const httpVersion of ['2', '1.1'] as const) {
+        const client = createNodeClient({ baseUrl: node.url, httpVersion, ca });
+        expect((await client.getNodeInfo({})).nodeId).toBe(node.nodeId);
+      }
+      const untrusting = createNodeClient({ baseUrl: node.url, httpVersion: '2' });
+      expect(
+        await untrusting.getNodeInfo({}).then(
+          () => 'ok',
+          () => 'refused',
+        ),
+      ).toBe('refused');
     } finally {
       expect(await node.stop()).toBe(0);
     }

@@ -25,6 +25,8 @@ export interface NodeClientOptions {
   interceptors?: Interceptor[];
   /** Largest message accepted from the node in bytes; default 64 MiB. */
   readMaxBytes?: number;
+  /** PEM CA certificate(s) to trust for an `https://` node (e.g. a self-signed node certificate); default: system CAs. */
+  ca?: string | Buffer;
 }
 
 /** Creates the transport {@link createNodeClient} uses; exposed for callers that build their own clients. */
@@ -39,8 +41,9 @@ export function createNodeTransport(options: NodeClientOptions): Transport {
   }
   const readMaxBytes = options.readMaxBytes ?? 64 * 1024 * 1024;
   const protocol = options.protocol ?? 'connect';
+  const nodeOptions = options.ca !== undefined ? { nodeOptions: { ca: options.ca } } : {};
   if (protocol === 'grpc') {
-    return createGrpcTransport({ baseUrl: options.baseUrl, interceptors, readMaxBytes });
+    return createGrpcTransport({ baseUrl: options.baseUrl, interceptors, readMaxBytes, ...nodeOptions });
   }
   const httpVersion = options.httpVersion ?? '1.1';
   const common = {
@@ -49,6 +52,7 @@ export function createNodeTransport(options: NodeClientOptions): Transport {
     interceptors,
     readMaxBytes,
     useBinaryFormat: options.useBinaryFormat ?? true,
+    ...nodeOptions,
   } as const;
   return protocol === 'grpc-web' ? createGrpcWebTransport(common) : createConnectTransport(common);
 }

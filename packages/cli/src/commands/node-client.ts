@@ -14,6 +14,7 @@ export interface NodeFlags {
   node?: string;
   tokenFile?: string;
   http2?: boolean;
+  ca?: string;
 }
 
 /** Adds `--node`, `--token-file` and `--http2` to a command. */
@@ -21,7 +22,8 @@ export function withNodeOptions(cmd: Command): Command {
   return cmd
     .option('--node <url>', `node URL (env VYR_NODE; default ${DEFAULT_NODE_URL})`)
     .option('--token-file <file>', 'file holding the bearer token (env VYR_TOKEN holds the token itself)')
-    .option('--http2', 'use HTTP/2 (cleartext h2c or TLS) instead of HTTP/1.1', false);
+    .option('--http2', 'use HTTP/2 (cleartext h2c or TLS) instead of HTTP/1.1', false)
+    .option('--ca <file>', 'PEM CA certificate to trust for an https:// node (e.g. its self-signed certificate)');
 }
 
 /** A connected client and where it points. */
@@ -60,8 +62,17 @@ export async function connect(ctx: CliContext, flags: NodeFlags): Promise<NodeCo
   } else if (ctx.env.VYR_TOKEN) {
     token = ctx.env.VYR_TOKEN.trim();
   }
+  let ca: Buffer | undefined;
+  if (flags.ca) {
+    try {
+      ca = await readFile(resolve(ctx.cwd, flags.ca));
+    } catch (err) {
+      throw new CliError('NOT_FOUND', `cannot read --ca ${flags.ca}: ${(err as Error).message}`, ExitCode.NOT_FOUND);
+    }
+  }
   const client = createNodeClient({
     baseUrl: url,
+    ...(ca ? { ca } : {}),
     ...(token ? { token } : {}),
     httpVersion: flags.http2 || parsed.protocol === 'https:' ? '2' : '1.1',
   });
