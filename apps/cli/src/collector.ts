@@ -203,18 +203,12 @@ function stderrLogger(ctx: CliContext, json: boolean): Logger {
 }
 
 /**
- * Exit code for `SPOOL_IO` (the spool directory cannot be created, read or written): sysexits' EX_IOERR. Not in
- * `@vyr/cli`'s ExitCode table (owned elsewhere); documented in docs/collector.md.
- */
-const EXIT_IO_ERROR = 74 as number as ExitCodeValue;
-
-/**
  * Exit codes of `vyr collector` by error code (docs/collector.md). A bad option value is a usage error (2)
  * whether the CLI or the library finds it, so `--max-spool-bytes lots` and `--max-spool-bytes 10` exit alike.
  */
 const COLLECTOR_EXIT: Partial<Record<CollectorError['code'], ExitCodeValue>> = {
   INVALID_OPTIONS: ExitCode.USAGE,
-  SPOOL_IO: EXIT_IO_ERROR,
+  SPOOL_IO: ExitCode.IO_ERROR,
   SPOOL_LOCKED: ExitCode.ALREADY_EXISTS,
   LISTEN_FAILED: ExitCode.UNAVAILABLE,
   SPOOL_FULL: ExitCode.RESOURCE_EXHAUSTED,

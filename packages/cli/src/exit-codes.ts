@@ -20,6 +20,8 @@ export const ExitCode = {
   UNAVAILABLE: 69,
   /** Something already exists and `--force` was not given. */
   ALREADY_EXISTS: 73,
+  /** A local file or directory could not be read or written (e.g. a collector spool). */
+  IO_ERROR: 74,
   /** The node refused for lack of capacity (queue full, quota); retry later. */
   RESOURCE_EXHAUSTED: 75,
   /** The node refused the request: untrusted artifact, missing or wrong token, conflicting binding. */
