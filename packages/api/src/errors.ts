@@ -1,6 +1,8 @@
 import { create } from '@bufbuild/protobuf';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { type ErrorInfo, ErrorInfoSchema } from '@vyr/proto';
+import type { RuntimeErrorCode } from '@vyr/runtime';
+import type { StateErrorCode } from '@vyr/state';
 
 /**
  * Ways the API layer itself refuses a request, before any other layer sees it. Stable strings, listed in
@@ -86,20 +88,23 @@ const ARTIFACT_CODES: Record<string, Code> = {
   IO_ERROR: Code.Internal,
 };
 
-// RuntimeErrorCode (packages/runtime/src/errors.ts).
-const RUNTIME_CODES: Record<string, Code> = {
+// RuntimeErrorCode (packages/runtime/src/errors.ts). Typed by the code union, so a new runtime code does not compile
+// until it is mapped here.
+const RUNTIME_CODES: Record<RuntimeErrorCode, Code> = {
   INVALID_ARGUMENT: Code.InvalidArgument,
   NOT_FOUND: Code.NotFound,
   UNTRUSTED: Code.PermissionDenied,
   UNSUPPORTED_ARTIFACT: Code.InvalidArgument,
   RESOURCE_EXHAUSTED: Code.ResourceExhausted,
   CLOSED: Code.Unavailable,
+  // Workers keep dying at start-up: the node cannot run tasks now; retrying later may succeed.
+  UNAVAILABLE: Code.Unavailable,
   FAILED_PRECONDITION: Code.FailedPrecondition,
   INTERNAL: Code.Internal,
 };
 
-// StateErrorCode (packages/state/src/errors.ts).
-const STATE_CODES: Record<string, Code> = {
+// StateErrorCode (packages/state/src/errors.ts), typed like the runtime's.
+const STATE_CODES: Record<StateErrorCode, Code> = {
   NOT_FOUND: Code.NotFound,
   ALREADY_EXISTS: Code.AlreadyExists,
   UNDECLARED_SLOT: Code.InvalidArgument,
