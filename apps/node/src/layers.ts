@@ -26,7 +26,7 @@ import {
   verifyLoaded,
 } from '@vyr/artifact';
 import type { ArtifactSource, Mount, Runtime, RuntimeArtifact, RuntimeHooks, TaskStatus } from '@vyr/runtime';
-import { StateError, type StateInstanceInfo, type StateKernel } from '@vyr/state';
+import { type RestartedTask, StateError, type StateInstanceInfo, type StateKernel } from '@vyr/state';
 
 /** What the node knows about an artifact without reading its blobs again. */
 interface ArtifactMeta {
@@ -43,8 +43,8 @@ export interface NodeLayersOptions {
   createRuntime(source: ArtifactSource, hooks: RuntimeHooks): Runtime;
   /** Scratch directory for exports. */
   tempDir: string;
-  /** Tasks that were live when the previous node process died (from `kernel.recover()`). */
-  restartedTaskIds: readonly string[];
+  /** Tasks that were live when the previous node process died (`failedTasks` of `kernel.recover()`). */
+  restartedTasks: readonly RestartedTask[];
   /** State results remembered for finished tasks; default 4,000. */
   maxRememberedResults?: number;
 }
@@ -77,14 +77,15 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
   const maxResults = options.maxRememberedResults ?? 4000;
   const restarted = new Map<string, TaskView>();
   const recent = new Set<string>();
-  for (const id of options.restartedTaskIds) {
-    restarted.set(id, {
-      id,
-      artifactDigest: '',
+  for (const t of options.restartedTasks) {
+    restarted.set(t.taskId, {
+      id: t.taskId,
+      // Recorded with the task when it was registered (empty only for tasks of a registry older than that field).
+      artifactDigest: t.artifactDigest ?? '',
       status: 'FAILED',
       reason: NODE_RESTART,
       message: 'the node stopped while the task was live; its task-scoped state was deleted',
-      createdAtMs: 0,
+      createdAtMs: t.createdAtMs,
       stateResults: [],
       unboundSlots: [],
     });
@@ -147,7 +148,7 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
   const hooks: RuntimeHooks = {
     async bind(ctx) {
       const slots = slotsOf(ctx.artifact);
-      kernel.registerTask(ctx.taskId, slots);
+      kernel.registerTask(ctx.taskId, slots, { artifactDigest: ctx.digest });
       if (slots.length === 0) return [];
       // ctx.signal aborts when the task ends while PENDING (cancel, deadline, node stop); the runtime waits for this
       // hook before releasing the task's state, so the wait must end with it.
@@ -258,7 +259,7 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
         ...(spec.traceparent ? { traceparent: spec.traceparent } : {}),
       });
       recent.add(status.id);
-      kernel.registerTask(status.id, slots);
+      kernel.registerTask(status.id, slots, { artifactDigest: spec.artifactDigest });
       try {
         for (const b of spec.bindings) {
           await kernel.bind({

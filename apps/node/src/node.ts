@@ -156,7 +156,7 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
     policy,
     kernel,
     tempDir,
-    restartedTaskIds: recovery.failedTaskIds,
+    restartedTasks: recovery.failedTasks,
     createRuntime: (artifacts, hooks) =>
       createRuntime({
         artifacts,

@@ -122,6 +122,10 @@ describe('node lifecycle: SIGTERM, restart recovery, stable identity', () => {
       const { task: after } = await c2.getTask({ taskId: task?.id as string });
       expect(after?.status).toBe(TaskStatus.FAILED);
       expect(after?.reason).toBe('NODE_RESTART');
+      // What it ran and when it was submitted survive the crash (kept with the task in the state registry).
+      expect(after?.artifactDigest).toBe(fx.signed.loopState?.digest);
+      expect(after?.createdAtUnixMs).toBeGreaterThan(0n);
+      expect(Number(after?.createdAtUnixMs)).toBeLessThanOrEqual(Date.now());
       const { states } = await c2.listStates({});
       expect(states.map((s) => s.id)).toContain(state?.id);
       // The named instance is free again: a new task can bind it rw and run.

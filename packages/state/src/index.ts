@@ -6,8 +6,10 @@
  * ## Runtime contract (how `@vyr/runtime` and the node drive the kernel)
  *
  * 1. **Node start.** `const kernel = createStateKernel({ dataDir, logger })`, then
- *    `const { failedTaskIds } = await kernel.recover()`; record each of those tasks as `FAILED(node_restart)`.
- * 2. **Submit.** `kernel.registerTask(taskId, artifact.manifest.state)` (the artifact's declared slots, unchanged).
+ *    `const { failedTasks } = await kernel.recover()`; record each of those tasks as `FAILED(node_restart)` (with
+ *    the `artifactDigest` it was registered with).
+ * 2. **Submit.** `kernel.registerTask(taskId, artifact.manifest.state, { artifactDigest })` (the artifact's declared
+ *    slots, unchanged).
  *    For each inline binding: `kernel.bind({ instanceId, taskId, slot, access })`. Bind errors are coded
  *    {@link StateError}s to return to the submitter.
  * 3. **PENDING.** The task may leave PENDING when `kernel.isReady(taskId)` is true; or
@@ -39,6 +41,7 @@ export type {
   ExportRequest,
   ExportResult,
   RecoveryReport,
+  RestartedTask,
   StateAccess,
   StateBindingInfo,
   StateClass,

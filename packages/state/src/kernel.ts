@@ -6,7 +6,7 @@ import type { Attributes, ObservableGauge, ObservableResult, Span } from '@opent
 import { Attr, type Logger, MetricNames, SpanNames, silentLogger, vyrMeter, vyrTracer, withSpan } from '@vyr/telemetry';
 import { asStateError, StateError } from './errors.js';
 import { exportDir, exportTar } from './export.js';
-import { type BindingRow, type InstanceRow, Registry, type TaskRow } from './registry.js';
+import { type BindingRow, type InstanceRow, Registry, type RestartedTaskRow, type TaskRow } from './registry.js';
 import { seedFromDir, seedFromTar } from './seed.js';
 import { digestTree, walkTree } from './tree.js';
 import type {
@@ -56,10 +56,12 @@ export interface StateKernel {
   usage(instanceId: string): Promise<StateUsage>;
   /**
    * Registers a task (state PENDING from the kernel's point of view) with its artifact's declared slots. Idempotent
-   * for the same slots; `INVALID_ARGUMENT` for different ones; `TASK_TERMINATED` once released. Optional: `bind`
-   * with `declaredSlots` registers too. Registering every task lets {@link StateKernel.recover} report it after a crash.
+   * for the same slots; `INVALID_ARGUMENT` for different ones (or a different `artifactDigest`); `TASK_TERMINATED`
+   * once released. Optional: `bind` with `declaredSlots` registers too. Registering every task lets
+   * {@link StateKernel.recover} report it after a crash, with `options.artifactDigest` (the artifact it runs, stored
+   * with the task; given on a later call when the first did not) so the restarted node can still say what it ran.
    */
-  registerTask(taskId: string, declaredSlots: readonly StateSlot[]): void;
+  registerTask(taskId: string, declaredSlots: readonly StateSlot[], options?: { artifactDigest?: string }): void;
   /**
    * Binds an instance to a declared slot of a task and resolves with the mount for the task's WASI host. Under the
    * `wait` policy a conflicting bind queues (FIFO) until the holders release; under `refuse` it fails at once.
@@ -424,7 +426,11 @@ class Kernel implements StateKernel {
   readonly #sweepTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #recovered: Promise<RecoveryReport> | undefined;
-  readonly #pendingRecovery: { failedTaskIds: string[]; droppedTaskScoped: string[]; interruptedWriters: string[] };
+  readonly #pendingRecovery: {
+    failedTasks: RestartedTaskRow[];
+    droppedTaskScoped: string[];
+    interruptedWriters: string[];
+  };
 
   constructor(config: Config, registry: Registry, lockPath: string) {
     this.#c = config;
@@ -513,7 +519,12 @@ class Kernel implements StateKernel {
   }
 
   /** The task record, registering it when unknown and slots are given. */
-  #task(taskId: string, declaredSlots: readonly StateSlot[] | undefined, register: boolean): LiveTask {
+  #task(
+    taskId: string,
+    declaredSlots: readonly StateSlot[] | undefined,
+    register: boolean,
+    artifactDigest?: string,
+  ): LiveTask {
     const slots = declaredSlots === undefined ? undefined : checkSlots(declaredSlots);
     let task = this.#tasks.get(taskId);
     if (task && (task.row.state === 'ended' || task.release)) {
@@ -527,6 +538,7 @@ class Kernel implements StateKernel {
         throw new StateError('NOT_FOUND', `no task ${taskId} is known to the state kernel; pass its declaredSlots`);
       }
       const row: TaskRow = { taskId, state: 'active', slots, createdAtMs: this.#c.now() };
+      if (artifactDigest !== undefined) row.artifactDigest = artifactDigest;
       this.#registry.upsertTask(row);
       task = this.#newTask(row);
       this.#tasks.set(taskId, task);
@@ -540,6 +552,13 @@ class Kernel implements StateKernel {
         throw invalid(`task ${taskId} was registered with different declared slots`);
       }
     }
+    if (artifactDigest !== undefined && task.row.artifactDigest !== artifactDigest) {
+      if (task.row.artifactDigest !== undefined) {
+        throw invalid(`task ${taskId} was registered for artifact ${task.row.artifactDigest}, not ${artifactDigest}`);
+      }
+      task.row = { ...task.row, artifactDigest };
+      this.#registry.upsertTask(task.row);
+    }
     return task;
   }
 
@@ -550,7 +569,8 @@ class Kernel implements StateKernel {
 
   async #doRecover(): Promise<RecoveryReport> {
     this.#ensureOpen();
-    const { failedTaskIds, droppedTaskScoped, interruptedWriters } = this.#pendingRecovery;
+    const { failedTasks, droppedTaskScoped, interruptedWriters } = this.#pendingRecovery;
+    const failedTaskIds = failedTasks.map((t) => t.taskId);
     for (const id of droppedTaskScoped) await this.#destroyDir(id);
     const removedOrphans = await this.#removeOrphans();
     const interruptedInstanceIds: string[] = [];
@@ -568,13 +588,25 @@ class Kernel implements StateKernel {
       }
     }
     const report: RecoveryReport = {
-      failedTaskIds: [...failedTaskIds].sort(),
+      failedTaskIds: failedTaskIds.sort(),
+      failedTasks: failedTasks
+        .map((t) => ({
+          taskId: t.taskId,
+          createdAtMs: t.createdAtMs,
+          ...(t.artifactDigest !== undefined ? { artifactDigest: t.artifactDigest } : {}),
+        }))
+        .sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : 0)),
       deletedInstanceIds: [...droppedTaskScoped].sort(),
       interruptedInstanceIds: interruptedInstanceIds.sort(),
       removedOrphans,
     };
     if (failedTaskIds.length > 0 || droppedTaskScoped.length > 0 || removedOrphans > 0) {
-      this.#c.logger.warn('state kernel recovered after an unclean stop', { ...report });
+      this.#c.logger.warn('state kernel recovered after an unclean stop', {
+        failedTaskIds: report.failedTaskIds,
+        deletedInstanceIds: report.deletedInstanceIds,
+        interruptedInstanceIds: report.interruptedInstanceIds,
+        removedOrphans,
+      });
     }
     return report;
   }
@@ -741,10 +773,14 @@ class Kernel implements StateKernel {
     return { bytes, entries: entries.length, quotaBytes: inst.row.quotaBytes, quotaEntries: inst.row.quotaEntries };
   }
 
-  registerTask(taskId: string, declaredSlots: readonly StateSlot[]): void {
+  registerTask(taskId: string, declaredSlots: readonly StateSlot[], options?: { artifactDigest?: string }): void {
     this.#ensureOpen();
     if (declaredSlots === undefined) throw invalid('registerTask needs the declared slots (possibly [])');
-    this.#task(checkTaskId(taskId), declaredSlots, true);
+    const digest = options?.artifactDigest;
+    if (digest !== undefined && (typeof digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(digest))) {
+      throw invalid(`artifactDigest ${JSON.stringify(digest)} is invalid: use sha256:<64 lowercase hex>`);
+    }
+    this.#task(checkTaskId(taskId), declaredSlots, true, digest);
   }
 
   bind(request: BindRequest): Promise<StateMount> {

@@ -37,6 +37,8 @@ export interface TaskRow {
   taskId: string;
   state: 'active' | 'ended';
   slots?: StateSlot[];
+  /** The artifact the task runs (`sha256:…`), when the runtime said so at registration. */
+  artifactDigest?: string;
   createdAtMs: number;
   endedAtMs?: number;
   reason?: string;
@@ -72,9 +74,17 @@ CREATE TABLE IF NOT EXISTS tasks (
   slots TEXT,
   created_at INTEGER NOT NULL,
   ended_at INTEGER,
-  reason TEXT
+  reason TEXT,
+  artifact_digest TEXT
 ) STRICT;
 `;
+
+/** A task that was live when the previous process died, as the registry remembers it. */
+export interface RestartedTaskRow {
+  taskId: string;
+  artifactDigest?: string;
+  createdAtMs: number;
+}
 
 type Row = Record<string, unknown>;
 
@@ -106,6 +116,9 @@ export class Registry {
     this.#db = new DatabaseSync(path);
     this.#db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;');
     this.#db.exec(SCHEMA);
+    // Registries written before `artifact_digest` existed gain the column (NULL for their tasks).
+    const columns = (this.#db.prepare('PRAGMA table_info(tasks)').all() as Row[]).map((c) => c.name);
+    if (!columns.includes('artifact_digest')) this.#db.exec('ALTER TABLE tasks ADD COLUMN artifact_digest TEXT');
     const p = (sql: string) => this.#db.prepare(sql);
     this.#stmts = {
       insertInstance: p(
@@ -123,9 +136,10 @@ export class Registry {
       allBindings: p('SELECT * FROM bindings'),
       deleteAllBindings: p('DELETE FROM bindings'),
       upsertTask: p(
-        `INSERT INTO tasks (task_id, state, slots, created_at, ended_at, reason) VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO tasks (task_id, state, slots, created_at, ended_at, reason, artifact_digest)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(task_id) DO UPDATE SET state = excluded.state, slots = excluded.slots,
-           ended_at = excluded.ended_at, reason = excluded.reason`,
+           ended_at = excluded.ended_at, reason = excluded.reason, artifact_digest = excluded.artifact_digest`,
       ),
       allTasks: p('SELECT * FROM tasks'),
       pruneTasks: p("DELETE FROM tasks WHERE state = 'ended' AND ended_at < ?"),
@@ -212,6 +226,7 @@ export class Registry {
       t.createdAtMs,
       t.endedAtMs ?? null,
       t.reason ?? null,
+      t.artifactDigest ?? null,
     );
   }
 
@@ -220,6 +235,7 @@ export class Registry {
       taskId: r.task_id as string,
       state: r.state as 'active' | 'ended',
       slots: r.slots ? (JSON.parse(r.slots as string) as StateSlot[]) : undefined,
+      artifactDigest: opt<string>(r.artifact_digest),
       createdAtMs: Number(r.created_at),
       endedAtMs: opt<number>(r.ended_at),
       reason: opt<string>(r.reason),
@@ -239,14 +255,20 @@ export class Registry {
     nowMs: number,
     reason: string,
   ): {
-    failedTaskIds: string[];
+    failedTasks: RestartedTaskRow[];
     droppedTaskScoped: string[];
     interruptedWriters: string[];
   } {
     this.#db.exec('BEGIN IMMEDIATE');
     try {
-      const failed = (this.#db.prepare("SELECT task_id FROM tasks WHERE state = 'active'").all() as Row[]).map(
-        (r) => r.task_id as string,
+      const failed = (
+        this.#db.prepare("SELECT task_id, artifact_digest, created_at FROM tasks WHERE state = 'active'").all() as Row[]
+      ).map(
+        (r): RestartedTaskRow => ({
+          taskId: r.task_id as string,
+          artifactDigest: opt<string>(r.artifact_digest),
+          createdAtMs: Number(r.created_at),
+        }),
       );
       const interrupted = (
         this.#db.prepare("SELECT DISTINCT instance_id FROM bindings WHERE access = 'rw'").all() as Row[]
@@ -260,7 +282,7 @@ export class Registry {
       this.#stmts.deleteAllBindings!.run();
       this.#db.prepare("DELETE FROM instances WHERE scope = 'task'").run();
       this.#db.exec('COMMIT');
-      return { failedTaskIds: failed, droppedTaskScoped: dropped, interruptedWriters: interrupted };
+      return { failedTasks: failed, droppedTaskScoped: dropped, interruptedWriters: interrupted };
     } catch (err) {
       this.#db.exec('ROLLBACK');
       throw err;

@@ -232,10 +232,21 @@ export interface ExportResult {
   entries: number;
 }
 
+/** A task that was live when the previous node process died (see {@link RecoveryReport.failedTasks}). */
+export interface RestartedTask {
+  taskId: string;
+  /** The artifact it ran, when it was registered with one (`registerTask(…, { artifactDigest })`). */
+  artifactDigest?: string;
+  /** When the kernel first heard of the task, epoch ms. */
+  createdAtMs: number;
+}
+
 /** Result of {@link StateKernel.recover}. */
 export interface RecoveryReport {
   /** Tasks that were live when the previous process died; record them as `FAILED(node_restart)`. */
   failedTaskIds: string[];
+  /** The same tasks with what the registry kept about them (artifact digest, registration time), by task id. */
+  failedTasks: RestartedTask[];
   /** Task-scoped instances deleted because their task died with the node. */
   deletedInstanceIds: string[];
   /** Named instances whose writer died mid-task; kept with their last content, digest re-measured. */

@@ -54,6 +54,11 @@ describe('crash safety with a real process killed by SIGKILL', () => {
     const kernel = await openKernel({ dataDir });
     const recovery = await kernel.recover();
     expect(recovery.failedTaskIds).toEqual(['task-pending', 'task-running']);
+    // The registry kept what each task ran, so the restarted node can still report its artifact.
+    expect(recovery.failedTasks).toEqual([
+      { taskId: 'task-pending', createdAtMs: expect.any(Number) },
+      { taskId: 'task-running', artifactDigest: `sha256:${'ab'.repeat(32)}`, createdAtMs: expect.any(Number) },
+    ]);
     expect(recovery.deletedInstanceIds).toEqual([report.scratchId]);
     expect(recovery.interruptedInstanceIds).toEqual([report.namedId]);
 

@@ -413,6 +413,7 @@ describe('kernel lifetime', () => {
     await expectCode(second.bind({ instanceId: info.id, taskId: 't', slot: 'data' }), 'TASK_TERMINATED');
     expect(await second.recover()).toEqual({
       failedTaskIds: [],
+      failedTasks: [],
       deletedInstanceIds: [],
       interruptedInstanceIds: [],
       removedOrphans: 0,
@@ -476,6 +477,43 @@ describe('kernel lifetime', () => {
       await writeFile(join(dataDir, 'kernel.lock'), `${pid}`);
       expectThrowsCode(() => createStateKernel({ dataDir }), 'DATA_DIR_LOCKED');
     });
+  });
+
+  it('keeps the artifact digest a task was registered with, and reports it for tasks a restart ended', async () => {
+    const dataDir = await tempDir();
+    const digest = `sha256:${'c'.repeat(64)}`;
+    const first = createStateKernel({ dataDir, sweepIntervalMs: 0 });
+    first.registerTask('with-digest', RW, { artifactDigest: digest });
+    first.registerTask('with-digest', RW); // idempotent without it
+    first.registerTask('late-digest', RW);
+    first.registerTask('late-digest', RW, { artifactDigest: digest }); // given on a later call
+    first.registerTask('no-digest', []);
+    expectThrowsCode(
+      () => first.registerTask('with-digest', RW, { artifactDigest: `sha256:${'d'.repeat(64)}` }),
+      'INVALID_ARGUMENT',
+    );
+    expectThrowsCode(() => first.registerTask('bad', RW, { artifactDigest: 'sha256:XYZ' }), 'INVALID_ARGUMENT');
+    // Closed without releasing them: as after a crash, the next kernel ends them with node_restart.
+    await first.close();
+    const second = await openKernel({ dataDir });
+    expect((await second.recover()).failedTasks).toEqual([
+      { taskId: 'late-digest', artifactDigest: digest, createdAtMs: expect.any(Number) },
+      { taskId: 'no-digest', createdAtMs: expect.any(Number) },
+      { taskId: 'with-digest', artifactDigest: digest, createdAtMs: expect.any(Number) },
+    ]);
+  });
+
+  it('opens a registry written before tasks had an artifact digest (the column is added)', async () => {
+    const dataDir = await tempDir();
+    const { DatabaseSync } = await import('node:sqlite');
+    const db = new DatabaseSync(join(dataDir, 'state.db'));
+    db.exec(`CREATE TABLE tasks (task_id TEXT PRIMARY KEY, state TEXT NOT NULL, slots TEXT, created_at INTEGER NOT NULL,
+      ended_at INTEGER, reason TEXT) STRICT;
+      INSERT INTO tasks (task_id, state, slots, created_at) VALUES ('old-task', 'active', '[]', 1000);`);
+    db.close();
+    const kernel = await openKernel({ dataDir });
+    expect((await kernel.recover()).failedTasks).toEqual([{ taskId: 'old-task', createdAtMs: 1000 }]);
+    kernel.registerTask('new-task', RW, { artifactDigest: `sha256:${'e'.repeat(64)}` });
   });
 
   it('refuses a corrupt registry with IO_ERROR and frees the directory lock', async () => {
