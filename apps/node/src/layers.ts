@@ -159,11 +159,22 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
           hostPath: m.hostPath,
           readOnly: m.readOnly,
           quotaBytes: m.quotaBytes,
+          quotaEntries: m.quotaEntries,
+          usedEntries: m.usedEntries,
         }),
       );
     },
     async release(ctx) {
-      const report = await kernel.releaseTask(ctx.taskId, { reason: ctx.status.reason ?? ctx.status.state });
+      // Writes the WASI host refused past a quota, by the slot mounted at that guest path: the kernel records them.
+      const refusedPaths = new Set(ctx.status.quotaExceeded.map((q) => q.guestPath));
+      const quotaRefusedSlots = kernel
+        .mounts(ctx.taskId)
+        .filter((m) => refusedPaths.has(m.guestPath))
+        .map((m) => m.slot);
+      const report = await kernel.releaseTask(ctx.taskId, {
+        reason: ctx.status.reason ?? ctx.status.state,
+        quotaRefusedSlots,
+      });
       const list: StateResultView[] = report.releases
         .filter((r) => r.slot !== undefined)
         .map((r) => ({
@@ -172,6 +183,7 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
           digest: r.digest ?? '',
           bytes: r.bytes,
           entries: r.entries,
+          quotaExceeded: r.quotaExceeded,
         }));
       results.set(ctx.taskId, list);
       if (results.size > maxResults) results.delete(results.keys().next().value as string);

@@ -161,6 +161,7 @@ export function taskToProto(task: TaskView): Task {
       digest: r.digest,
       bytes: BigInt(r.bytes),
       entries: BigInt(r.entries),
+      quotaExceeded: r.quotaExceeded ?? false,
     })),
     traceId: task.traceId ?? '',
     unboundSlots: task.unboundSlots,

@@ -25,6 +25,11 @@ export interface StateResultView {
   digest: string;
   bytes: number;
   entries: number;
+  /**
+   * The slot's byte or entry quota was hit: the guest had a write or create refused with ENOSPC, or the content was
+   * over the quota at release. Default false.
+   */
+  quotaExceeded?: boolean;
 }
 
 /** A task as the API reports it. Times are epoch milliseconds. */

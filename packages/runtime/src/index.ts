@@ -6,6 +6,7 @@ export { artifactSourceFromStore } from './source.js';
 export type {
   ArtifactSource,
   Mount,
+  QuotaRefusal,
   Runtime,
   RuntimeArtifact,
   RuntimeHooks,

@@ -11,6 +11,9 @@ export interface WorkerMount {
   hostPath: string;
   readOnly: boolean;
   quotaBytes?: number;
+  quotaEntries?: number;
+  /** Entries already under `hostPath`; counted on disk by the worker when absent. */
+  usedEntries?: number;
 }
 
 /** Main → worker: run one task. */
@@ -55,12 +58,10 @@ export interface OutputMessage {
   data: Uint8Array;
 }
 
-/** A write refused because a mount's quota was reached. */
-export interface QuotaEvent {
-  guestPath: string;
-  quotaBytes: number;
-  attemptedBytes: number;
-}
+/** A write refused because a mount's quota was reached (the runtime's `QuotaRefusal`). */
+export type QuotaEvent =
+  | { guestPath: string; kind: 'bytes'; quotaBytes: number; attemptedBytes: number }
+  | { guestPath: string; kind: 'entries'; quotaEntries: number; attemptedEntries: number };
 
 /** How the guest ended, as seen inside the worker. */
 export type WorkerOutcome =

@@ -148,6 +148,12 @@ function checkMount(mount: Mount, where: string): void {
   if (mount.quotaBytes !== undefined && !(Number.isSafeInteger(mount.quotaBytes) && mount.quotaBytes >= 0)) {
     throw new RuntimeError('INVALID_ARGUMENT', `${where}: quotaBytes ${mount.quotaBytes} is not a byte count`);
   }
+  for (const key of ['quotaEntries', 'usedEntries'] as const) {
+    const value = mount[key];
+    if (value !== undefined && !(Number.isSafeInteger(value) && value >= 0)) {
+      throw new RuntimeError('INVALID_ARGUMENT', `${where}: ${key} ${value} is not an entry count`);
+    }
+  }
 }
 
 function checkPositive(value: number | undefined, name: string): void {
@@ -574,6 +580,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         hostPath: m.hostPath,
         readOnly: m.readOnly ?? false,
         ...(m.quotaBytes !== undefined ? { quotaBytes: m.quotaBytes } : {}),
+        ...(m.quotaEntries !== undefined ? { quotaEntries: m.quotaEntries } : {}),
+        ...(m.usedEntries !== undefined ? { usedEntries: m.usedEntries } : {}),
       })),
       memoryLimitBytes: record.status.limits.memoryBytes,
       stdin: record.stdin,
@@ -683,7 +691,12 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     if (done && done.outcome.kind !== 'exit')
       run.setStatus({ code: SpanStatusCode.ERROR, message: done.outcome.message });
     for (const q of done?.quotaEvents ?? []) {
-      run.addEvent('vyr.state.quota_exceeded', { 'vyr.state.mount': q.guestPath, [Attr.stateBytes]: q.attemptedBytes });
+      run.addEvent(
+        'vyr.state.quota_exceeded',
+        q.kind === 'bytes'
+          ? { 'vyr.state.mount': q.guestPath, 'vyr.state.quota': 'bytes', [Attr.stateBytes]: q.attemptedBytes }
+          : { 'vyr.state.mount': q.guestPath, 'vyr.state.quota': 'entries', 'vyr.state.entries': q.attemptedEntries },
+      );
     }
     run.end(toHrTime(runEnd));
   }

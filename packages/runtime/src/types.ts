@@ -45,7 +45,27 @@ export interface Mount {
   readOnly?: boolean;
   /** Maximum bytes of regular files under the mount; a write past it fails in the guest with ENOSPC. Default: none. */
   quotaBytes?: number;
+  /**
+   * Maximum entries (files, directories, symlinks; each hard link counts) under the mount. Creating a file, a
+   * directory, a symlink or a hard link past it fails in the guest with ENOSPC (`insufficient-space`) and is
+   * recorded in {@link TaskStatus.quotaExceeded}, like the byte quota. Default: none.
+   */
+  quotaEntries?: number;
+  /**
+   * Entries already under the mount when the task starts: the starting count against `quotaEntries` (the state
+   * kernel measured it). Default: counted on disk when the task starts.
+   */
+  usedEntries?: number;
 }
+
+/**
+ * A guest write refused by a mount quota (WASI `insufficient-space`, ENOSPC in the guest): the byte quota
+ * (`attemptedBytes`: the total the write would have reached) or the entry quota (`attemptedEntries`: the count the
+ * create would have reached).
+ */
+export type QuotaRefusal =
+  | { guestPath: string; kind: 'bytes'; quotaBytes: number; attemptedBytes: number }
+  | { guestPath: string; kind: 'entries'; quotaEntries: number; attemptedEntries: number };
 
 /** Resource limits of one task. */
 export interface TaskLimits {
@@ -193,8 +213,8 @@ export interface TaskStatus {
   stderrBytes: number;
   /** Output bytes not retained because the retention buffer was full (oldest dropped first). */
   droppedOutputBytes: number;
-  /** Writes refused by a mount quota. */
-  quotaExceeded: { guestPath: string; quotaBytes: number; attemptedBytes: number }[];
+  /** Writes refused by a mount quota (bytes or entries), in the order they happened. */
+  quotaExceeded: QuotaRefusal[];
   /** Trace id of the task's trace (hex), when telemetry is recording. */
   traceId?: string;
 }

@@ -7,7 +7,8 @@
  *   of the shim's stream classes, so the transpiled component's resource checks accept them), no terminals, and an
  *   `exit` that ends the task instead of calling `process.exit`;
  * - read-only mounts and quotas enforced around the shim's `Descriptor` (wasmtime semantics: writes through a
- *   read-only preopen fail with `not-permitted`; a write past a quota fails with `insufficient-space`, ENOSPC).
+ *   read-only preopen fail with `not-permitted`; a write past the byte quota, or a create past the entry quota,
+ *   fails with `insufficient-space`, ENOSPC; renames and hard links between mounts fail with `cross-device`).
  *
  * This file is the worker's entry point; it only runs inside `worker_threads`.
  */
@@ -171,6 +172,9 @@ interface MountState {
   readOnly: boolean;
   quotaBytes?: number;
   usedBytes: number;
+  quotaEntries?: number;
+  /** Files, directories and symlinks under the mount (each hard link counts), as the state kernel counts them. */
+  usedEntries: number;
 }
 interface StreamTarget {
   descriptor: object;
@@ -192,7 +196,49 @@ function sizeOf(descriptor: object): number {
 }
 
 function recordQuota(mount: MountState, attempted: number): void {
-  current?.quotaEvents.push({ guestPath: mount.guestPath, quotaBytes: mount.quotaBytes!, attemptedBytes: attempted });
+  current?.quotaEvents.push({
+    guestPath: mount.guestPath,
+    kind: 'bytes',
+    quotaBytes: mount.quotaBytes!,
+    attemptedBytes: attempted,
+  });
+}
+
+/** Whether `path` (relative to the directory `dir`) names nothing yet, so creating it adds an entry. */
+function absent(dir: object, path: string, follow: boolean): boolean {
+  try {
+    (dir as { statAt(flags: object, path: string): unknown }).statAt({ symlinkFollow: follow }, path);
+    return false;
+  } catch (err) {
+    return err === 'no-entry';
+  }
+}
+
+/**
+ * Throws `insufficient-space` (ENOSPC in the guest) if one more entry would pass the mount's entry quota, recording
+ * the refusal. Called before a create that will add an entry; the caller counts it once the create succeeded.
+ */
+function chargeEntry(mount: MountState | undefined): void {
+  if (mount?.quotaEntries === undefined) return;
+  if (mount.usedEntries + 1 > mount.quotaEntries) {
+    current?.quotaEvents.push({
+      guestPath: mount.guestPath,
+      kind: 'entries',
+      quotaEntries: mount.quotaEntries,
+      attemptedEntries: mount.usedEntries + 1,
+    });
+    throw 'insufficient-space';
+  }
+}
+
+/**
+ * Each mount is its own filesystem for the guest: a rename or hard link between two mounts fails with
+ * `cross-device` (EXDEV, as between two host filesystems; `mv` then copies). A hard link across mounts would
+ * make two state instances share a file (implicit sharing), and a rename across them would move content past both
+ * quotas' accounting.
+ */
+function sameMount(a: MountState | undefined, b: MountState | undefined): void {
+  if (a !== b) throw 'cross-device';
 }
 
 /** Throws if writing `len` bytes at `offset` of the file behind `descriptor` would pass the mount's quota. */
@@ -243,22 +289,87 @@ function installFilesystemGuards(): void {
         ) {
           throw 'not-permitted';
         }
+        const [pathFlags, path] = args as unknown as [{ symlinkFollow?: boolean }, string];
+        const creates =
+          mount?.quotaEntries !== undefined &&
+          openFlags.create === true &&
+          absent(this, path, pathFlags.symlinkFollow === true);
+        if (creates) chargeEntry(mount);
         const opened = orig.apply(this, args) as object;
-        if (mount) mountOf.set(opened, mount);
+        if (mount) {
+          mountOf.set(opened, mount);
+          if (creates) mount.usedEntries++;
+        }
         return opened;
       },
   );
-  for (const name of [
-    'createDirectoryAt',
-    'removeDirectoryAt',
-    'symlinkAt',
-    'linkAt',
-    'setTimesAt',
-    'setTimes',
-    'appendViaStream',
-  ]) {
+  for (const name of ['setTimesAt', 'setTimes', 'appendViaStream']) {
     readOnlyGuard(name);
   }
+  // Creates of one entry: a directory, a symlink. Refused on a read-only mount, charged against the entry quota.
+  for (const [name, pathArg] of [
+    ['createDirectoryAt', 0],
+    ['symlinkAt', 1],
+  ] as const) {
+    wrap(
+      proto,
+      name,
+      (orig) =>
+        function (this: object, ...args: never[]) {
+          const mount = mountOf.get(this);
+          if (mount?.readOnly) throw 'not-permitted';
+          const creates = mount?.quotaEntries !== undefined && absent(this, args[pathArg] as unknown as string, false);
+          if (creates) chargeEntry(mount);
+          const result = orig.apply(this, args);
+          if (creates) mount!.usedEntries++;
+          return result;
+        },
+    );
+  }
+  wrap(
+    proto,
+    'linkAt',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const [oldFlags, oldPath, target, newPath] = args as unknown as [
+          { symlinkFollow?: boolean },
+          string,
+          object,
+          string,
+        ];
+        const mount = mountOf.get(this);
+        if (mount?.readOnly || mountOf.get(target)?.readOnly) throw 'not-permitted';
+        sameMount(mount, mountOf.get(target));
+        // A new name for an existing file: one more entry, and as many more bytes as the state kernel counts (it
+        // sums the size of every path).
+        const creates = mount?.quotaEntries !== undefined && absent(target, newPath, false);
+        const size =
+          mount?.quotaBytes !== undefined ? regularFileSize(this, oldPath, oldFlags.symlinkFollow === true) : 0;
+        if (creates) chargeEntry(mount);
+        if (mount?.quotaBytes !== undefined && mount.usedBytes + size > mount.quotaBytes) {
+          recordQuota(mount, mount.usedBytes + size);
+          throw 'insufficient-space';
+        }
+        const result = orig.apply(this, args);
+        if (mount) {
+          if (creates) mount.usedEntries++;
+          mount.usedBytes += size;
+        }
+        return result;
+      },
+  );
+  wrap(
+    proto,
+    'removeDirectoryAt',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const mount = mountOf.get(this);
+        if (mount?.readOnly) throw 'not-permitted';
+        const result = orig.apply(this, args);
+        if (mount) mount.usedEntries = Math.max(0, mount.usedEntries - 1);
+        return result;
+      },
+  );
   wrap(
     proto,
     'renameAt',
@@ -268,9 +379,15 @@ function installFilesystemGuards(): void {
         const mount = mountOf.get(this);
         if (mount?.readOnly || mountOf.get(target)?.readOnly) throw 'not-permitted';
         const targetMount = mountOf.get(target);
+        sameMount(mount, targetMount);
+        // Renaming over an existing name replaces it: one entry (and that file's bytes) fewer.
+        const replacesEntry = targetMount?.quotaEntries !== undefined && !absent(target, newPath, false);
         const replaced = targetMount?.quotaBytes !== undefined ? regularFileSize(target, newPath) : 0;
         const result = orig.apply(this, args);
-        if (targetMount) targetMount.usedBytes = Math.max(0, targetMount.usedBytes - replaced);
+        if (targetMount) {
+          targetMount.usedBytes = Math.max(0, targetMount.usedBytes - replaced);
+          if (replacesEntry) targetMount.usedEntries = Math.max(0, targetMount.usedEntries - 1);
+        }
         return result;
       },
   );
@@ -283,7 +400,10 @@ function installFilesystemGuards(): void {
         if (mount?.readOnly) throw 'not-permitted';
         const freed = mount?.quotaBytes !== undefined ? regularFileSize(this, args[0] as unknown as string) : 0;
         const result = orig.apply(this, args);
-        if (mount) mount.usedBytes = Math.max(0, mount.usedBytes - freed);
+        if (mount) {
+          mount.usedBytes = Math.max(0, mount.usedBytes - freed);
+          mount.usedEntries = Math.max(0, mount.usedEntries - 1);
+        }
         return result;
       },
   );
@@ -352,20 +472,29 @@ function installFilesystemGuards(): void {
   wrap(streamProto, 'blockingWriteZeroesAndFlush', charged(zeroesLength));
 }
 
-function regularFileSize(dir: object, path: string): number {
+/**
+ * Bytes the state kernel counts for the path: the size of a regular file (each of its names counts, as in the
+ * kernel's digest walk), 0 for anything else or a missing path.
+ */
+function regularFileSize(dir: object, path: string, follow = false): number {
   try {
-    const stat = (
-      dir as { statAt(flags: object, path: string): { type: string; size: bigint; linkCount: bigint } }
-    ).statAt({ symlinkFollow: false }, path);
-    return stat.type === 'regular-file' && stat.linkCount <= 1n ? Number(stat.size) : 0;
+    const stat = (dir as { statAt(flags: object, path: string): { type: string; size: bigint } }).statAt(
+      { symlinkFollow: follow },
+      path,
+    );
+    return stat.type === 'regular-file' ? Number(stat.size) : 0;
   } catch {
     return 0;
   }
 }
 
-/** Bytes of regular files under `dir` (the quota's starting point). Symlinks are not followed. */
-function diskUsage(dir: string): number {
+/**
+ * Bytes of regular files and number of entries under `dir` (the quotas' starting point), counted as the state
+ * kernel counts them: every path below the root, symlinks not followed.
+ */
+function diskUsage(dir: string): { bytes: number; entries: number } {
   let total = 0;
+  let entries = 0;
   const stack = [dir];
   while (stack.length > 0) {
     const d = stack.pop()!;
@@ -380,9 +509,10 @@ function diskUsage(dir: string): number {
       const st = lstatSync(p);
       if (st.isDirectory()) stack.push(p);
       else if (st.isFile()) total += st.size;
+      if (st.isDirectory() || st.isFile() || st.isSymbolicLink()) entries++;
     }
   }
-  return total;
+  return { bytes: total, entries };
 }
 
 installFilesystemGuards();
@@ -423,10 +553,16 @@ function buildImports(req: RunRequest, ctx: TaskContext): Record<string, unknown
   const dirs = (wasi['wasi:filesystem/preopens'] as { getDirectories(): [object, string][] }).getDirectories();
   for (const [descriptor, guestPath] of dirs) {
     const mount = req.mounts.find((m: WorkerMount) => m.guestPath === guestPath)!;
-    const state: MountState = { guestPath, readOnly: mount.readOnly, usedBytes: 0 };
-    if (mount.quotaBytes !== undefined) {
-      state.quotaBytes = mount.quotaBytes;
-      state.usedBytes = diskUsage(mount.hostPath);
+    const state: MountState = { guestPath, readOnly: mount.readOnly, usedBytes: 0, usedEntries: 0 };
+    if (mount.quotaBytes !== undefined || (mount.quotaEntries !== undefined && mount.usedEntries === undefined)) {
+      const usage = diskUsage(mount.hostPath);
+      state.usedBytes = usage.bytes;
+      state.usedEntries = usage.entries;
+    }
+    if (mount.quotaBytes !== undefined) state.quotaBytes = mount.quotaBytes;
+    if (mount.quotaEntries !== undefined) {
+      state.quotaEntries = mount.quotaEntries;
+      if (mount.usedEntries !== undefined) state.usedEntries = mount.usedEntries;
     }
     mountOf.set(descriptor, state);
   }

@@ -88,8 +88,13 @@ export interface StateKernel {
    * Ends the task in the kernel, whatever its outcome: cancels its waiting binds, releases each binding after
    * computing the content digest, destroys its task-scoped instances (after recording their digest) and unblocks
    * waiters. Call after the guest can no longer write. Idempotent; an unknown task is recorded as ended.
+   * `options.quotaRefusedSlots` names the slots whose WASI host refused a guest write or create past the binding's
+   * quota: their releases (and instances) record `quotaExceeded` even though the content is within the quota.
    */
-  releaseTask(taskId: string, options?: { reason?: string }): Promise<TaskReleaseReport>;
+  releaseTask(
+    taskId: string,
+    options?: { reason?: string; quotaRefusedSlots?: readonly string[] },
+  ): Promise<TaskReleaseReport>;
   /** Exports the content to a directory or a deterministic tar. `INSTANCE_IN_USE` while a writer holds it. */
   export(request: ExportRequest): Promise<ExportResult>;
   /** Deletes an unbound instance. `INSTANCE_IN_USE` while bound, queued for, or exported. */
@@ -1026,7 +1031,10 @@ class Kernel implements StateKernel {
     return [...task.bound.values()].sort(byName).map((h) => ({ ...h.mount }));
   }
 
-  releaseTask(taskId: string, options?: { reason?: string }): Promise<TaskReleaseReport> {
+  releaseTask(
+    taskId: string,
+    options?: { reason?: string; quotaRefusedSlots?: readonly string[] },
+  ): Promise<TaskReleaseReport> {
     try {
       this.#ensureOpen();
       checkTaskId(taskId);
@@ -1041,13 +1049,18 @@ class Kernel implements StateKernel {
       this.#tasks.set(taskId, task);
     }
     const live = task;
-    live.release = this.#releaseTask(live, options?.reason).finally(() => {
+    const refused = new Set(options?.quotaRefusedSlots ?? []);
+    live.release = this.#releaseTask(live, options?.reason, refused).finally(() => {
       live.release = undefined;
     });
     return live.release;
   }
 
-  async #releaseTask(task: LiveTask, reason: string | undefined): Promise<TaskReleaseReport> {
+  async #releaseTask(
+    task: LiveTask,
+    reason: string | undefined,
+    quotaRefused: ReadonlySet<string>,
+  ): Promise<TaskReleaseReport> {
     const taskId = task.row.taskId;
     const terminated = new StateError('TASK_TERMINATED', `task ${taskId} ended while waiting for its state`);
     for (const w of [...task.waiting.values()]) w.fail(terminated);
@@ -1055,14 +1068,14 @@ class Kernel implements StateKernel {
     const releases: StateRelease[] = [];
     for (const holder of [...task.bound.values()].sort(byName)) {
       const inst = this.#instances.get(holder.mount.instanceId)!;
-      releases.push(await this.#release(inst, task, holder));
+      releases.push(await this.#release(inst, task, holder, quotaRefused.has(holder.slot)));
     }
     const owned = [...this.#instances.values()]
       .filter((i) => i.row.scope === 'task' && i.row.taskId === taskId)
       .sort((a, b) => (a.row.id < b.row.id ? -1 : 1));
     for (const inst of owned) {
       const mine = releases.filter((r) => r.instanceId === inst.row.id);
-      if (mine.length === 0) releases.push(await this.#release(inst, task, undefined));
+      if (mine.length === 0) releases.push(await this.#release(inst, task, undefined, false));
       await this.#destroy(inst);
       for (const r of releases) if (r.instanceId === inst.row.id) r.destroyed = true;
     }
@@ -1072,8 +1085,11 @@ class Kernel implements StateKernel {
     return { taskId, releases, alreadyReleased: false };
   }
 
-  /** Measures an instance, records the result, and drops `holder` (if any), unblocking waiters. */
-  #release(inst: LiveInstance, task: LiveTask, holder: Holder | undefined): Promise<StateRelease> {
+  /**
+   * Measures an instance, records the result, and drops `holder` (if any), unblocking waiters. `refused`: the
+   * runtime reported a guest write refused by this binding's quota.
+   */
+  #release(inst: LiveInstance, task: LiveTask, holder: Holder | undefined, refused: boolean): Promise<StateRelease> {
     const attributes: Attributes = { [Attr.taskId]: task.row.taskId, [Attr.stateId]: inst.row.id };
     if (holder) {
       attributes[Attr.stateSlot] = holder.slot;
@@ -1104,7 +1120,7 @@ class Kernel implements StateKernel {
         result.digest = s.digest;
         result.bytes = s.bytes;
         result.entries = s.entries;
-        result.quotaExceeded = s.bytes > quotaBytes || s.entries > inst.row.quotaEntries;
+        result.quotaExceeded = refused || s.bytes > quotaBytes || s.entries > inst.row.quotaEntries;
         inst.row = {
           ...inst.row,
           bytes: s.bytes,

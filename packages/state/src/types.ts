@@ -119,7 +119,7 @@ export interface StateInstanceInfo {
   entries: number;
   /** Digest at the last creation/release; absent while a writer holds the instance. */
   digest?: StateDigest;
-  /** The last release found the content over a quota. */
+  /** The last release found the content over a quota, or was told a guest write was refused by one. */
   quotaExceeded: boolean;
   /** Current bindings. */
   bindings: StateBindingInfo[];
@@ -189,7 +189,10 @@ export interface StateRelease {
   bytes: number;
   /** Files + directories + symlinks. */
   entries: number;
-  /** The content was over the binding's byte or entry quota; recorded on the instance. */
+  /**
+   * The binding's byte or entry quota was hit: the content was over it at release, or the runtime reported a guest
+   * write or create it refused (`releaseTask`'s `quotaRefusedSlots`). Recorded on the instance.
+   */
   quotaExceeded: boolean;
   /** The instance was task-scoped and has been destroyed. */
   destroyed: boolean;

@@ -98,6 +98,27 @@ describe('release at task end', () => {
     expect(kernel.get(id).quotaExceeded).toBe(false);
   });
 
+  it('records a quota the WASI host enforced (quotaRefusedSlots) although the content stays within it', async () => {
+    const kernel = await openKernel();
+    const id = (await kernel.create({ scope: 'named', quotaEntries: 2 })).id;
+    const other = (await kernel.create({ scope: 'named' })).id;
+    const slots: StateSlot[] = [
+      { name: 'data', mount: '/data', access: 'rw' },
+      { name: 'more', mount: '/more', access: 'rw' },
+    ];
+    const mount = await kernel.bind({ instanceId: id, taskId: 't1', slot: 'data', declaredSlots: slots });
+    await kernel.bind({ instanceId: other, taskId: 't1', slot: 'more' });
+    // The guest made two entries; its third create was refused with ENOSPC by the runtime.
+    await writeTree(mount.hostPath, { a: '', b: '' });
+    const { releases } = await kernel.releaseTask('t1', { reason: 'EXIT_CODE', quotaRefusedSlots: ['data'] });
+    expect(releases.map((r) => [r.slot, r.entries, r.quotaExceeded])).toEqual([
+      ['data', 2, true],
+      ['more', 0, false],
+    ]);
+    expect(kernel.get(id).quotaExceeded).toBe(true);
+    expect(kernel.get(other).quotaExceeded).toBe(false);
+  });
+
   it('is idempotent, and records an unknown task as ended', async () => {
     const kernel = await openKernel();
     await kernel.bind({
