@@ -66,12 +66,14 @@ interface StartFlags {
   maxQueue?: string;
   metricIntervalMs?: string;
   streamBuffer?: string;
+  stateConflict: 'wait' | 'refuse';
+  pendingTimeoutMs?: string;
   logLevel: LogLevel;
 }
 
-function positiveInt(value: string | undefined, flag: string): number | undefined {
+function positiveInt(value: string | undefined, flag: string, maxDigits = 6): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^[1-9]\d{0,5}$/.test(value))
+  if (!new RegExp(`^[1-9]\\d{0,${maxDigits - 1}}$`).test(value))
     throw new NodeError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} is not a positive integer`);
   return Number(value);
 }
@@ -113,6 +115,19 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
       '1024',
     )
     .addOption(
+      new Option(
+        '--state-conflict <policy>',
+        'a state binding that conflicts with the single writer: refuse it (failed_precondition) or wait in FIFO order',
+      )
+        .choices(['refuse', 'wait'])
+        .default('refuse'),
+    )
+    .option(
+      '--pending-timeout-ms <ms>',
+      'a task PENDING longer than this for its state ends FAILED(PENDING_TIMEOUT)',
+      '300000',
+    )
+    .addOption(
       new Option('--log-level <level>', 'stderr log level').choices(['debug', 'info', 'warn', 'error']).default('info'),
     )
     .action(async (flags: StartFlags) => {
@@ -133,6 +148,7 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
       const maxQueueLength = positiveInt(flags.maxQueue, '--max-queue');
       const metricIntervalMs = positiveInt(flags.metricIntervalMs, '--metric-interval-ms');
       const streamBufferItems = positiveInt(flags.streamBuffer, '--stream-buffer');
+      const statePendingTimeoutMs = positiveInt(flags.pendingTimeoutMs, '--pending-timeout-ms', 10);
       const signal = untilSignal();
       const node: VyrNode = await startNode(
         {
@@ -148,6 +164,8 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
           ...(maxQueueLength ? { maxQueueLength } : {}),
           ...(metricIntervalMs ? { metricIntervalMs } : {}),
           ...(streamBufferItems ? { streamBufferItems } : {}),
+          stateConflictPolicy: flags.stateConflict,
+          ...(statePendingTimeoutMs ? { statePendingTimeoutMs } : {}),
           logger,
         },
         {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type Context, context } from '@opentelemetry/api';
 import {
   ApiError,
   type ArtifactService,
@@ -25,7 +26,15 @@ import {
   type TrustPolicy,
   verifyLoaded,
 } from '@vyr/artifact';
-import type { ArtifactSource, Mount, Runtime, RuntimeArtifact, RuntimeHooks, TaskStatus } from '@vyr/runtime';
+import type {
+  ArtifactSource,
+  Mount,
+  Runtime,
+  RuntimeArtifact,
+  RuntimeHooks,
+  StateBindingRequest,
+  TaskStatus,
+} from '@vyr/runtime';
 import { type RestartedTask, StateError, type StateInstanceInfo, type StateKernel } from '@vyr/state';
 
 /** What the node knows about an artifact without reading its blobs again. */
@@ -62,6 +71,31 @@ export interface NodeLayers {
 
 const NODE_RESTART = 'NODE_RESTART';
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED', 'DEADLINE_EXCEEDED']);
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+/**
+ * What the API handlers and the runtime's bind hook of one task share while the task can still be bound. Every
+ * state-kernel bind of the task runs inside the hook's trace context (the task's `vyr.state.bind` span), so the
+ * kernel's spans nest under `vyr.task` whether the binding came inline with SubmitTask or later with BindState.
+ */
+interface BindSession {
+  /** Resolves with the hook's trace context once the bind hook runs (after prepare). */
+  started: Deferred<Context>;
+  /** Resolves once every inline binding was granted or queued (`undefined`), or with the first refusal. */
+  inline: Deferred<unknown>;
+}
 
 /**
  * Adapts `@vyr/runtime`, `@vyr/state` and `@vyr/artifact` to the ports of `@vyr/api`. This is the glue of the
@@ -145,14 +179,71 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
   const slotsOf = (artifact: RuntimeArtifact): StateSlotDeclaration[] =>
     (artifact.manifest as { state?: StateSlotDeclaration[] }).state ?? [];
 
+  const sessions = new Map<string, BindSession>();
+  const sessionOf = (taskId: string): BindSession => {
+    let session = sessions.get(taskId);
+    if (!session) {
+      session = { started: deferred(), inline: deferred() };
+      sessions.set(taskId, session);
+    }
+    return session;
+  };
+  /** Drops the session of a task that has ended (the release hook does it; late RPCs may have made a new one). */
+  const forgetIfEnded = (taskId: string): void => {
+    const state = getStatus(taskId)?.state;
+    if (state === undefined || TERMINAL.has(state)) sessions.delete(taskId);
+  };
+
   const hooks: RuntimeHooks = {
     async bind(ctx) {
       const slots = slotsOf(ctx.artifact);
-      kernel.registerTask(ctx.taskId, slots, { artifactDigest: ctx.digest });
+      const taskId = ctx.taskId;
+      const inTask = <T>(fn: () => T): T => context.with(ctx.traceContext, fn);
+      kernel.registerTask(taskId, slots, { artifactDigest: ctx.digest });
+      const session = sessionOf(taskId);
+      session.started.resolve(ctx.traceContext);
+      // Inline bindings, in request order. Each is granted at once, refused at once (BINDING_CONFLICT under the
+      // `refuse` policy, …: SubmitTask answers with that error), or queued behind the current holder (`wait`
+      // policy: SubmitTask answers PENDING and the task starts once the holder releases).
+      const grants: Promise<unknown>[] = [];
+      try {
+        for (const b of (ctx.request.stateBindings ?? []) as readonly StateBindingRequest[]) {
+          let queued = false;
+          const grant = inTask(() =>
+            kernel.bind({
+              instanceId: b.instanceId,
+              taskId,
+              slot: b.slot,
+              ...(b.access ? { access: b.access } : {}),
+              declaredSlots: slots,
+              signal: ctx.signal,
+              onQueued: () => {
+                queued = true;
+              },
+            }),
+          );
+          grant.catch(() => undefined); // observed below (at once, or through queuedFailure)
+          if (!queued) await grant;
+          grants.push(grant);
+        }
+      } catch (err) {
+        session.inline.resolve(err);
+        throw err;
+      }
+      session.inline.resolve(undefined);
       if (slots.length === 0) return [];
-      // ctx.signal aborts when the task ends while PENDING (cancel, deadline, node stop); the runtime waits for this
-      // hook before releasing the task's state, so the wait must end with it.
-      const mounts = await kernel.whenReady(ctx.taskId, { declaredSlots: slots, signal: ctx.signal });
+      // A queued bind that fails (its pending timeout, the task cancelled) ends the wait at once.
+      const queuedFailure = new Promise<never>((_, reject) => {
+        for (const g of grants) g.catch(reject);
+      });
+      queuedFailure.catch(() => undefined);
+      // ctx.signal aborts when the task ends while PENDING (cancel, deadline, node stop): the runtime waits for this
+      // hook before releasing the task's state, so the wait ends with it. A slot still unbound after the kernel's
+      // pending timeout rejects PENDING_TIMEOUT, which the runtime reports as the task's reason.
+      const mounts = await Promise.race([
+        inTask(() => kernel.whenReady(taskId, { declaredSlots: slots, signal: ctx.signal })),
+        queuedFailure,
+      ]);
       return mounts.map(
         (m): Mount => ({
           guestPath: m.guestPath,
@@ -171,10 +262,10 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
         .mounts(ctx.taskId)
         .filter((m) => refusedPaths.has(m.guestPath))
         .map((m) => m.slot);
-      const report = await kernel.releaseTask(ctx.taskId, {
-        reason: ctx.status.reason ?? ctx.status.state,
-        quotaRefusedSlots,
-      });
+      sessions.delete(ctx.taskId);
+      const report = await context.with(ctx.traceContext, () =>
+        kernel.releaseTask(ctx.taskId, { reason: ctx.status.reason ?? ctx.status.state, quotaRefusedSlots }),
+      );
       const list: StateResultView[] = report.releases
         .filter((r) => r.slot !== undefined)
         .map((r) => ({
@@ -268,24 +359,34 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
           ...(spec.deadlineMs !== undefined ? { deadlineMs: spec.deadlineMs } : {}),
           ...(spec.memoryBytes !== undefined ? { memoryBytes: spec.memoryBytes } : {}),
         },
+        // Bound by the runtime's bind hook, inside the task's trace (see BindSession).
+        stateBindings: spec.bindings.map((b) => ({
+          slot: b.slot,
+          instanceId: b.stateId,
+          ...(b.access ? { access: b.access } : {}),
+        })),
         ...(spec.traceparent ? { traceparent: spec.traceparent } : {}),
       });
       recent.add(status.id);
-      kernel.registerTask(status.id, slots, { artifactDigest: spec.artifactDigest });
       try {
-        for (const b of spec.bindings) {
-          await kernel.bind({
-            instanceId: b.stateId,
-            taskId: status.id,
-            slot: b.slot,
-            ...(b.access ? { access: b.access } : {}),
-            declaredSlots: slots,
-          });
-        }
+        // Registered now, not only when the hook runs after prepare, so a crash in between still reports it.
+        kernel.registerTask(status.id, slots, { artifactDigest: spec.artifactDigest });
       } catch (err) {
-        // A refused inline binding means the submit failed: the task must not run with part of its state.
-        await runtime.cancel(status.id).catch(() => undefined);
-        throw err;
+        // Already ended and released (a prepare that failed at once): nothing left to register.
+        if ((err as { code?: string }).code !== 'TASK_TERMINATED') throw err;
+      }
+      if (spec.bindings.length > 0) {
+        try {
+          // The answer waits until each inline binding is granted or queued, or one is refused: a refused binding
+          // fails the submit (the task ends FAILED(STATE_BIND_FAILED) and never runs with part of its state).
+          const refused = await Promise.race([
+            sessionOf(status.id).inline.promise,
+            runtime.wait(status.id).then(() => undefined),
+          ]);
+          if (refused !== undefined) throw refused;
+        } finally {
+          forgetIfEnded(status.id);
+        }
       }
       return view(runtime.get(status.id));
     },
@@ -343,13 +444,37 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
       }
       const { slots } = await meta(status.digest);
       checkBinding(slots, binding);
-      await kernel.bind({
-        instanceId: binding.stateId,
-        taskId,
-        slot: binding.slot,
-        ...(binding.access ? { access: binding.access } : {}),
-        declaredSlots: slots,
-      });
+      let parent: Context | undefined;
+      try {
+        // The bind runs in the task's trace, under its vyr.state.bind span, once the bind hook has started.
+        parent = await Promise.race([sessionOf(taskId).started.promise, runtime.wait(taskId).then(() => undefined)]);
+      } finally {
+        forgetIfEnded(taskId);
+      }
+      if (parent === undefined) {
+        const ended = getStatus(taskId);
+        throw new StateError(
+          'TASK_TERMINATED',
+          `task ${taskId} ended (${ended?.state ?? 'gone'}${ended?.reason ? `, ${ended.reason}` : ''}) before its state could be bound`,
+        );
+      }
+      let queued = false;
+      const grant = context.with(parent, () =>
+        kernel.bind({
+          instanceId: binding.stateId,
+          taskId,
+          slot: binding.slot,
+          ...(binding.access ? { access: binding.access } : {}),
+          declaredSlots: slots,
+          onQueued: () => {
+            queued = true;
+          },
+        }),
+      );
+      // Queued behind a holder (`wait` policy): answered now, with the slot still unbound; the task starts when the
+      // bind is granted, or ends PENDING_TIMEOUT if it never is (the bind hook's wait reports it).
+      if (queued) grant.catch(() => undefined);
+      else await grant;
       return view(runtime.get(taskId));
     },
   };

@@ -15,7 +15,7 @@ import {
 import { createStore, loadTrustPolicy } from '@vyr/artifact';
 import type { ResourceMetrics, ResourceSpans } from '@vyr/proto/otlp';
 import { createRuntime } from '@vyr/runtime';
-import { createStateKernel } from '@vyr/state';
+import { type ConflictPolicy, createStateKernel } from '@vyr/state';
 import { type Logger, silentLogger } from '@vyr/telemetry';
 import { NodeError } from './errors.js';
 import { createNodeLayers, type NodeLayers } from './layers.js';
@@ -59,6 +59,19 @@ export interface NodeOptions {
   metricIntervalMs?: number;
   /** Per-subscriber buffer of StreamTraces / StreamMetrics, in batches; default 1,024. */
   streamBufferItems?: number;
+  /**
+   * What a state binding that conflicts with the single-writer rule does (an `rw` bind of a held instance, an `ro`
+   * bind of one a writer holds): `refuse` (default) answers `failed_precondition` / `BINDING_CONFLICT` at once, so
+   * the caller decides when to retry; `wait` queues the binding in FIFO order (SubmitTask and BindState answer at
+   * once with the task PENDING, and the task runs once the holder releases). docs/state.md.
+   */
+  stateConflictPolicy?: ConflictPolicy;
+  /**
+   * How long a task may stay PENDING waiting for its state (a declared slot never bound, a queued binding never
+   * granted) before it ends `FAILED(PENDING_TIMEOUT)`, ms; counted from the start of the state bind, after prepare.
+   * Default 300,000 (5 min).
+   */
+  statePendingTimeoutMs?: number;
   /** Logger; default silent. */
   logger?: Logger;
 }
@@ -141,8 +154,14 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
 
   const policy = await loadTrustPolicy(options.trust ?? [], { allowUnsigned: options.allowUnsigned ?? false });
   const store = createStore({ dir: join(dataDir, 'artifacts') });
-  // `refuse`: a conflicting bind answers failed_precondition at once instead of holding an RPC open.
-  const kernel = createStateKernel({ dataDir: join(dataDir, 'state'), logger, conflictPolicy: 'refuse' });
+  // Default `refuse`: a conflicting bind answers failed_precondition at once, a predictable answer for scripts;
+  // `wait` is for pipelines that hand one instance from task to task.
+  const kernel = createStateKernel({
+    dataDir: join(dataDir, 'state'),
+    logger,
+    conflictPolicy: options.stateConflictPolicy ?? 'refuse',
+    ...(options.statePendingTimeoutMs !== undefined ? { pendingTimeoutMs: options.statePendingTimeoutMs } : {}),
+  });
   const recovery = await kernel.recover();
   if (recovery.failedTaskIds.length > 0) {
     logger.warn('tasks were live when the node stopped; marked FAILED(NODE_RESTART)', {

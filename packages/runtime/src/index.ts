@@ -12,6 +12,7 @@ export type {
   RuntimeHooks,
   RuntimeOptions,
   RuntimeStats,
+  StateBindingRequest,
   StateHookContext,
   StateReleaseContext,
   StateReleaseResult,

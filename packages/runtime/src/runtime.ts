@@ -342,6 +342,19 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       }
       seen.add(mount.guestPath);
     }
+    if (request.stateBindings !== undefined) {
+      const ok =
+        Array.isArray(request.stateBindings) &&
+        request.stateBindings.every(
+          (b) =>
+            typeof b?.slot === 'string' &&
+            typeof b.instanceId === 'string' &&
+            (b.access === undefined || b.access === 'ro' || b.access === 'rw'),
+        );
+      if (!ok) {
+        throw new RuntimeError('INVALID_ARGUMENT', 'stateBindings must be an array of { slot, instanceId, access? }');
+      }
+    }
     const stdin = request.stdin;
     if (
       stdin !== undefined &&
@@ -473,13 +486,14 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     return snapshot(record.status);
   }
 
-  function hookContext(record: TaskRecord): StateHookContext {
+  function hookContext(record: TaskRecord, traceContext: Context): StateHookContext {
     return {
       taskId: record.status.id,
       digest: record.status.digest,
       artifact: record.artifact,
       request: record.request,
       signal: record.bindAbort.signal,
+      traceContext,
     };
   }
 
@@ -507,8 +521,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     if (record.ending) return;
     if (hooks.bind) {
       try {
-        const binding = withSpan(SpanNames.stateBind, { parent: record.rootContext, tracer }, () =>
-          hooks.bind!(hookContext(record)),
+        const binding = withSpan(SpanNames.stateBind, { parent: record.rootContext, tracer }, (span) =>
+          hooks.bind!(hookContext(record, trace.setSpan(record.rootContext, span))),
         );
         record.binding = binding;
         const extra = await binding;
@@ -524,7 +538,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
           record.mounts.push(mount);
         }
       } catch (err) {
-        return finish(record, 'FAILED', 'STATE_BIND_FAILED', { message: (err as Error).message });
+        // The hook gave up waiting for the task's state: a reason of its own, not a failure of the hook.
+        const reason = (err as { code?: unknown }).code === 'PENDING_TIMEOUT' ? 'PENDING_TIMEOUT' : 'STATE_BIND_FAILED';
+        return finish(record, 'FAILED', reason, { message: (err as Error).message });
       }
     }
     if (record.ending) return;
@@ -781,7 +797,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       try {
         await withSpan(SpanNames.stateRelease, { parent: record.rootContext, tracer }, async (span) => {
           const status: TaskStatus = { ...snapshot(record.status), ...outcome, endedAt };
-          const r = await hooks.release!({ ...hookContext(record), status, outcome: { ...outcome } });
+          const ctx = hookContext(record, trace.setSpan(record.rootContext, span));
+          const r = await hooks.release!({ ...ctx, status, outcome: { ...outcome } });
           if (r?.attributes) span.setAttributes(r.attributes);
           return r;
         });

@@ -19,6 +19,8 @@ export type TerminalState = 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'DEADLINE_EXC
  * - `PREPARE_FAILED`: the component could not be transpiled or compiled.
  * - `INSTANTIATE_FAILED`: the component could not be linked (for example, it imports an interface this host lacks).
  * - `STATE_BIND_FAILED` / `STATE_RELEASE_FAILED`: a state hook threw.
+ * - `PENDING_TIMEOUT`: the task stayed `PENDING` too long waiting for its state: the `bind` hook gave up with an error
+ *   whose `code` is `PENDING_TIMEOUT` (the state kernel's pending timeout; `message` names the unbound slots).
  * - `WORKER_CRASHED`: the worker thread died for a reason other than the above.
  * - `RUNTIME_CLOSED`: the runtime closed before the task finished.
  */
@@ -32,6 +34,7 @@ export type TaskReason =
   | 'INSTANTIATE_FAILED'
   | 'STATE_BIND_FAILED'
   | 'STATE_RELEASE_FAILED'
+  | 'PENDING_TIMEOUT'
   | 'WORKER_CRASHED'
   | 'RUNTIME_CLOSED';
 
@@ -120,6 +123,25 @@ export interface StateHookContext {
    * before it calls `release`, so whatever `bind` acquired is always released.
    */
   signal: AbortSignal;
+  /**
+   * The trace context of the hook's own span (`vyr.state.bind` or `vyr.state.release`, a child of the task's
+   * `vyr.task`). Run state-kernel calls inside it (`context.with(ctx.traceContext, …)`), also calls made later
+   * on the hook's behalf (a `bind_state` RPC while the task is PENDING), so their spans nest under the task.
+   */
+  traceContext: Context;
+}
+
+/**
+ * A state binding requested at submit, carried to the `bind` hook unchanged (`ctx.request.stateBindings`). The
+ * runtime does not interpret it; the hook binds it (so the bind happens inside the task's trace).
+ */
+export interface StateBindingRequest {
+  /** Declared slot name. */
+  slot: string;
+  /** State instance id. */
+  instanceId: string;
+  /** Requested access; default: the slot's declared access. */
+  access?: 'ro' | 'rw';
 }
 
 /** How a task ended, decided before the `release` hook runs. */
@@ -157,7 +179,9 @@ export interface StateReleaseResult {
 export interface RuntimeHooks {
   /**
    * Called while the task is `PENDING`; returns extra mounts to add to the submit's mounts. `ctx.signal` aborts if
-   * the task ends first (cancel, deadline, close); a rejection then is expected and not reported as a failure.
+   * the task ends first (cancel, deadline, close); a rejection then is expected and not reported as a failure. Any
+   * other rejection ends the task `FAILED` with `STATE_BIND_FAILED`, or with `PENDING_TIMEOUT` when the error's
+   * `code` is `PENDING_TIMEOUT` (the hook waited too long for the task's state).
    */
   bind?(ctx: StateHookContext): Promise<readonly Mount[] | undefined> | readonly Mount[] | undefined;
   /**
@@ -183,6 +207,8 @@ export interface SubmitRequest {
   limits?: TaskLimits;
   /** Host directories for the guest, in addition to those the `bind` hook returns. Default `[]`. */
   mounts?: readonly Mount[];
+  /** State bindings for the `bind` hook (see {@link StateBindingRequest}). Default `[]`. */
+  stateBindings?: readonly StateBindingRequest[];
   /** The caller's W3C `traceparent`: the task's trace joins it. */
   traceparent?: string;
   /** Parent context, when the caller runs in-process (ignored if `traceparent` is set). */

@@ -149,6 +149,59 @@ describe('state hooks see the outcome and never leak a binding', () => {
       await runtime.close();
     }
   });
+
+  it("hands the submit's stateBindings to the bind hook unchanged and refuses malformed ones (INVALID_ARGUMENT)", async () => {
+    const seen: unknown[] = [];
+    const runtime = withHooks({ bind: ({ request }) => void seen.push(request.stateBindings) }, 'c5');
+    try {
+      const stateBindings = [
+        { slot: 'data', instanceId: 'st_a' },
+        { slot: 'cfg', instanceId: 'st_b', access: 'ro' as const },
+      ];
+      const task = await runtime.submit({ digest: a.hello!.digest, stateBindings });
+      expect(await runtime.wait(task.id)).toMatchObject({ state: 'SUCCEEDED' });
+      expect(seen).toEqual([stateBindings]);
+      for (const bad of [[{ slot: 'data' }], [{ slot: 'd', instanceId: 's', access: 'rx' }], 'data=st_a']) {
+        await expect(runtime.submit({ digest: a.hello!.digest, stateBindings: bad as never })).rejects.toMatchObject({
+          code: 'INVALID_ARGUMENT',
+        });
+      }
+    } finally {
+      await runtime.close();
+    }
+  });
+
+  it('ends a task whose bind hook gave up waiting (code PENDING_TIMEOUT) FAILED(PENDING_TIMEOUT); other errors STATE_BIND_FAILED', async () => {
+    const released: string[] = [];
+    const runtime = withHooks(
+      {
+        bind: ({ request }) => {
+          if (request.args?.[0] === 'timeout') {
+            throw Object.assign(new Error('task stayed pending 50 ms; unbound slots: data'), {
+              code: 'PENDING_TIMEOUT',
+            });
+          }
+          throw Object.assign(new Error('state instance st_x is held by another task'), { code: 'BINDING_CONFLICT' });
+        },
+        release: ({ taskId }) => void released.push(taskId),
+      },
+      'c6',
+    );
+    try {
+      const timedOut = await runtime.wait((await runtime.submit({ digest: a.hello!.digest, args: ['timeout'] })).id);
+      expect(timedOut).toMatchObject({
+        state: 'FAILED',
+        reason: 'PENDING_TIMEOUT',
+        message: 'task stayed pending 50 ms; unbound slots: data',
+      });
+      expect(timedOut.startedAt).toBeUndefined();
+      const refused = await runtime.wait((await runtime.submit({ digest: a.hello!.digest })).id);
+      expect(refused).toMatchObject({ state: 'FAILED', reason: 'STATE_BIND_FAILED' });
+      expect(released).toEqual([timedOut.id, refused.id]);
+    } finally {
+      await runtime.close();
+    }
+  });
 });
 
 describe('stdin sources are closed when the task ends', () => {

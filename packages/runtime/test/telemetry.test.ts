@@ -63,8 +63,13 @@ describe('exit criterion: every task leaves one OTLP trace covering verify → p
       tracer: provider.getTracer('vyr'),
       meter: meterProvider.getMeter('vyr'),
       hooks: {
-        bind: () => [],
-        release: ({ taskId }) => {
+        // A state kernel's own spans, started in the context the runtime hands to each hook.
+        bind: ({ traceContext }) => {
+          provider.getTracer('kernel').startSpan('kernel.bind', {}, traceContext).end();
+          return [];
+        },
+        release: ({ taskId, traceContext }) => {
+          provider.getTracer('kernel').startSpan('kernel.release', {}, traceContext).end();
           released.push(taskId);
           return { attributes: { 'vyr.state.digest': 'sha256:none' } };
         },
@@ -118,6 +123,9 @@ describe('exit criterion: every task leaves one OTLP trace covering verify → p
       ].sort(),
     );
     const byName = (n: string) => spans.find((s) => s.name === n)!;
+    // The hooks' traceContext is their own span's: what the kernel does nests under vyr.state.bind / .release.
+    expect(byName('kernel.bind').parentSpanId).toBe(byName('vyr.state.bind').spanId);
+    expect(byName('kernel.release').parentSpanId).toBe(byName('vyr.state.release').spanId);
     expect(byName('vyr.prepare').attributes['vyr.prepare.cache_hit']).toBe(false);
     expect(byName('vyr.run').attributes['vyr.task.exit_code']).toBe(33);
     expect(byName('vyr.state.release').attributes['vyr.state.digest']).toBe('sha256:none');

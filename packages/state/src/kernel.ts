@@ -898,6 +898,11 @@ class Kernel implements StateKernel {
       signal?.addEventListener('abort', onAbort, { once: true });
       inst.queue.push(waiter);
       task.waiting.set(slot.name, waiter);
+      try {
+        req.onQueued?.();
+      } catch (err) {
+        this.#c.logger.warn('a bind onQueued callback threw', { error: (err as Error).message });
+      }
     });
   }
 

@@ -146,6 +146,12 @@ export interface BindRequest {
   timeoutMs?: number;
   /** Cancels a waiting bind (`CANCELLED`). */
   signal?: AbortSignal;
+  /**
+   * Called synchronously, once, when the bind is queued behind a conflicting holder (`wait` policy): the caller may
+   * answer "accepted, waiting" at once while the returned promise settles later (granted, or `PENDING_TIMEOUT`,
+   * `CANCELLED`, `TASK_TERMINATED`, `CLOSED`). Not called for a bind granted or refused at once.
+   */
+  onQueued?: () => void;
 }
 
 /**

@@ -248,6 +248,41 @@ describe('single writer under concurrent binds, policy "wait"', () => {
     await expectCode(waiting, 'TASK_TERMINATED');
   });
 
+  it('tells the caller synchronously when a bind is queued (onQueued), never for one granted or refused at once', async () => {
+    const kernel = await openKernel();
+    const id = await named(kernel);
+    const calls: string[] = [];
+    const granted = kernel.bind({
+      instanceId: id,
+      taskId: 'first',
+      slot: 'data',
+      declaredSlots: RW,
+      onQueued: () => calls.push('first'),
+    });
+    const queued = kernel.bind({
+      instanceId: id,
+      taskId: 'second',
+      slot: 'data',
+      declaredSlots: RW,
+      onQueued: () => calls.push('second'),
+    });
+    // Already queued when bind() returns: a node can answer the submit before the holder releases.
+    expect(calls).toEqual(['second']);
+    expect(kernel.taskStatus('second').waitingSlots).toEqual(['data']);
+    const refused = kernel.bind({
+      instanceId: id,
+      taskId: 'other',
+      slot: 'nope',
+      declaredSlots: RW,
+      onQueued: () => calls.push('other'),
+    });
+    await expectCode(refused, 'UNDECLARED_SLOT');
+    await granted;
+    await kernel.releaseTask('first');
+    expect((await queued).taskId).toBe('second');
+    expect(calls).toEqual(['second']);
+  });
+
   it('refuses at once a bind that would wait for the same task (BINDING_CONFLICT)', async () => {
     const kernel = await openKernel();
     const id = await named(kernel);
@@ -317,6 +352,18 @@ describe('PENDING: readiness of a task', () => {
     const kernel = await openKernel();
     expect(kernel.isReady('t', [])).toBe(true);
     expect(await kernel.whenReady('t', { declaredSlots: [] })).toEqual([]);
+  });
+
+  it('ends a wait for readiness when its signal aborts (CANCELLED), so a cancelled PENDING task never hangs', async () => {
+    const kernel = await openKernel();
+    kernel.registerTask('t', SLOTS);
+    const ac = new AbortController();
+    const ready = kernel.whenReady('t', { signal: ac.signal });
+    ac.abort();
+    await expectCode(ready, 'CANCELLED');
+    await expectCode(kernel.whenReady('t', { signal: AbortSignal.abort() }), 'CANCELLED');
+    // Nothing is left waiting: releasing the task completes at once.
+    expect((await kernel.releaseTask('t')).releases).toEqual([]);
   });
 
   it('ends a wait for readiness with PENDING_TIMEOUT naming the unbound slots, or TASK_TERMINATED', async () => {
