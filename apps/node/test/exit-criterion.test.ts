@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises';
-import { createNodeClient, describeCallError, type NodeClient } from '@vyr/api/client';
+import { createNodeClient, type NodeClient } from '@vyr/api/client';
 import { Access, StateScope, TaskStatus } from '@vyr/proto';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
 import { create as createTar, list as listTar } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildFixtures,
+  expectRefused,
   type Fixtures,
   type NodeProcess,
   startNode,
@@ -14,27 +15,6 @@ import {
   watchToEnd,
   writeText,
 } from './helpers.js';
-
-/** Asserts that `call` fails with the Connect code and the node's ErrorInfo code. */
-async function expectRefused(call: Promise<unknown> | AsyncIterable<unknown>, connectCode: string, errorCode?: string) {
-  let error: unknown;
-  try {
-    if (Symbol.asyncIterator in (call as object)) {
-      for await (const _ of call as AsyncIterable<unknown>) {
-        // drain
-      }
-    } else await call;
-  } catch (err) {
-    error = err;
-  }
-  expect(error, `expected ${connectCode}${errorCode ? `/${errorCode}` : ''}, but the call succeeded`).toBeDefined();
-  const e = describeCallError(error);
-  expect({ connectCode: e.connectCode, ...(errorCode ? { errorCode: e.errorCode } : {}) }).toEqual({
-    connectCode,
-    ...(errorCode ? { errorCode } : {}),
-  });
-  return e;
-}
 
 /** A tar holding one regular file whose name escapes the archive root: a seed the node must refuse. */
 function escapingTar(): Uint8Array {

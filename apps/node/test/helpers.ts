@@ -4,17 +4,40 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { create } from '@bufbuild/protobuf';
-import type { NodeClient } from '@vyr/api/client';
+import { describeCallError, type NodeClient } from '@vyr/api/client';
 import { packArtifact, signArtifact, type VyrManifest, writeKeyPair } from '@vyr/artifact';
 import { type ImportArtifactRequest, ImportArtifactRequestSchema, type Task, TaskStatus } from '@vyr/proto';
 import { type WatFixtureName, watFixtureFile } from '@vyr/testing';
+import { attributesToObject } from '@vyr/testing/otlp';
+import { expect } from 'vitest';
 
 /** The built node daemon (`vyr-node node start …`). */
 export const NODE_MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 
+/**
+ * The `state-probe` guest (fixtures/state-probe.c, built by fixtures/build.sh): runs filesystem commands given as
+ * arguments and prints one line per command.
+ */
+export const STATE_PROBE_WASM = fileURLToPath(new URL('./fixtures/state-probe.wasm', import.meta.url));
+
+/** Packs `wasm` with `manifest` (name required; other fields default empty) into `out`, signed with `key` if given. */
+export async function packSigned(
+  wasm: string,
+  out: string,
+  manifest: Partial<VyrManifest> & { name: string },
+  key?: string,
+): Promise<{ path: string; digest: string }> {
+  const full: VyrManifest = { version: '0.1.0', env: [], state: [], limits: {}, ...manifest };
+  const packed = await packArtifact(wasm, out, { manifest: full });
+  if (key) await signArtifact(out, { path: key });
+  return { path: out, digest: packed.digest };
+}
+
 /** Signed and unsigned artifacts built from the @vyr/testing WAT fixtures. */
 export interface Fixtures {
   dir: string;
+  /** Private key the `signed` artifacts are signed with (the node trusts `trustedPub`). */
+  trustedKey: string;
   trustedPub: string;
   untrustedPub: string;
   /** name → path of a `.tar` signed by the trusted key. */
@@ -32,14 +55,8 @@ export async function buildFixtures(dir: string): Promise<Fixtures> {
   const trusted = await writeKeyPair(join(dir, 'trusted'));
   const other = await writeKeyPair(join(dir, 'other'));
   const signed: Fixtures['signed'] = {};
-  const make = async (name: WatFixtureName, extra: Partial<VyrManifest>, key: string | undefined, file: string) => {
-    const wasm = await watFixtureFile(name, dir);
-    const manifest: VyrManifest = { name, version: '0.1.0', env: [], state: [], limits: {}, ...extra };
-    const path = join(dir, file);
-    const packed = await packArtifact(wasm, path, { manifest });
-    if (key) await signArtifact(path, { path: key });
-    return { path, digest: packed.digest };
-  };
+  const make = async (name: WatFixtureName, extra: Partial<VyrManifest>, key: string | undefined, file: string) =>
+    packSigned(await watFixtureFile(name, dir), join(dir, file), { name, ...extra }, key);
   signed.hello = await make('hello', {}, trusted.privateKeyPath, 'hello.tar');
   signed.fs = await make('fs', STATEFUL, trusted.privateKeyPath, 'fs.tar');
   signed.loop = await make('loop', {}, trusted.privateKeyPath, 'loop.tar');
@@ -50,7 +67,15 @@ export async function buildFixtures(dir: string): Promise<Fixtures> {
   await mkdir(join(dir, 'u'), { recursive: true });
   const untrusted = await make('hello', { name: 'hello-untrusted' }, other.privateKeyPath, 'u/untrusted.tar');
   const unsigned = await make('hello', { name: 'hello-unsigned' }, undefined, 'u/unsigned.tar');
-  return { dir, trustedPub: trusted.publicKeyPath, untrustedPub: other.publicKeyPath, signed, untrusted, unsigned };
+  return {
+    dir,
+    trustedKey: trusted.privateKeyPath,
+    trustedPub: trusted.publicKeyPath,
+    untrustedPub: other.publicKeyPath,
+    signed,
+    untrusted,
+    unsigned,
+  };
 }
 
 /** A node started as a child process. */
@@ -154,4 +179,74 @@ export async function writeText(dir: string, name: string, text: string): Promis
   const path = join(dir, name);
   await writeFile(path, text, { mode: 0o600 });
   return path;
+}
+
+/** Asserts that `call` fails with the Connect code and the node's ErrorInfo code; returns the described error. */
+export async function expectRefused(
+  call: Promise<unknown> | AsyncIterable<unknown>,
+  connectCode: string,
+  errorCode?: string,
+) {
+  let error: unknown;
+  try {
+    if (Symbol.asyncIterator in (call as object)) {
+      for await (const _ of call as AsyncIterable<unknown>) {
+        // drain
+      }
+    } else await call;
+  } catch (err) {
+    error = err;
+  }
+  expect(error, `expected ${connectCode}${errorCode ? `/${errorCode}` : ''}, but the call succeeded`).toBeDefined();
+  const e = describeCallError(error);
+  expect({ connectCode: e.connectCode, ...(errorCode ? { errorCode: e.errorCode } : {}) }).toEqual({
+    connectCode,
+    ...(errorCode ? { errorCode } : {}),
+  });
+  return e;
+}
+
+/** A span of a task's trace as StreamTraces sent it (ids in hex, attributes as a plain object). */
+export interface StreamedSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string;
+  name: string;
+  attributes: Record<string, unknown>;
+  events: { name: string; attributes: Record<string, unknown> }[];
+}
+
+/**
+ * The retained spans of `taskId`'s trace from StreamTraces (`follow: false`), polled until `until` holds over them
+ * (spans are exported in batches, so the last ones may arrive a moment after the task ended).
+ */
+export async function streamedSpans(
+  client: NodeClient,
+  taskId: string,
+  until: (spans: StreamedSpan[]) => boolean,
+): Promise<StreamedSpan[]> {
+  const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+  let spans: StreamedSpan[] = [];
+  for (let attempt = 0; attempt < 200; attempt++) {
+    spans = [];
+    for await (const batch of client.streamTraces({ taskId })) {
+      for (const ss of batch.resourceSpans?.scopeSpans ?? []) {
+        for (const s of ss.spans) {
+          spans.push({
+            traceId: hex(s.traceId),
+            spanId: hex(s.spanId),
+            parentSpanId: hex(s.parentSpanId),
+            name: s.name,
+            attributes: attributesToObject(s.attributes),
+            events: s.events.map((e) => ({ name: e.name, attributes: attributesToObject(e.attributes) })),
+          });
+        }
+      }
+    }
+    if (until(spans)) return spans;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(
+    `StreamTraces of ${taskId} never held the expected spans; got ${spans.map((s) => s.name).join(', ')}`,
+  );
 }

@@ -13,8 +13,9 @@
  *    For each inline binding: `kernel.bind({ instanceId, taskId, slot, access })`. Bind errors are coded
  *    {@link StateError}s to return to the submitter.
  * 3. **PENDING.** The task may leave PENDING when `kernel.isReady(taskId)` is true; or
- *    `await kernel.whenReady(taskId, { timeoutMs })`, which resolves with the mounts, or rejects `PENDING_TIMEOUT`
- *    (end the task with that reason), `TASK_TERMINATED` or `CANCELLED`. Later `bind_state` calls bind while the
+ *    `await kernel.whenReady(taskId, { timeoutMs, signal })`, which resolves with the mounts, or rejects
+ *    `PENDING_TIMEOUT` (end the task with that reason), `TASK_TERMINATED` or `CANCELLED` (when `signal`, the task's
+ *    own abort signal, fires). Later `bind_state` calls bind while the
  *    task is PENDING; under the default `wait` policy a bind that conflicts with the single-writer rule queues FIFO.
  * 4. **Run.** `kernel.mounts(taskId)` gives one {@link StateMount} per slot: give the WASI host a preopen per mount
  *    (`guestPath` → `hostPath`); refuse every write when `readOnly`; fail a write with WASI `no-space` when the
