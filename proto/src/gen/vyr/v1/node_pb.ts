@@ -125,7 +125,8 @@ export type SubmitTaskRequest = Message<"vyr.v1.SubmitTaskRequest"> & {
   stdin: Uint8Array;
 
   /**
-   * Deadline in milliseconds from start; 0 uses the artifact's declared limit or the node default.
+   * Deadline in milliseconds from submit (PENDING and QUEUED time count); 0 uses the artifact's declared limit or
+   * the node default.
    *
    * @generated from field: uint64 deadline_ms = 5;
    */
