@@ -37,6 +37,7 @@ export {
   GetNodeInfoRequestSchema,
   TelemetryHealthSchema,
   GetNodeInfoResponseSchema,
+  RequestLimitsSchema,
   TaskStatus,
   TaskStatusSchema,
   Access,
@@ -80,4 +81,5 @@ export {
   type GetNodeInfoRequest,
   type TelemetryHealth,
   type GetNodeInfoResponse,
+  type RequestLimits,
 } from './gen/vyr/v1/node_pb.js';
