@@ -84,10 +84,21 @@ export interface DoneMessage {
   runEnd: number;
 }
 
+/**
+ * Worker → main: the component is instantiated and `wasi:cli/run` is about to be called. Lets the runtime time the
+ * instantiate and run spans of a task it stops (cancel, deadline) before the worker can say `done`.
+ */
+export interface RunningMessage {
+  type: 'running';
+  taskId: string;
+  instantiateStart: number;
+  runStart: number;
+}
+
 /** Worker → main: the worker has loaded its WASI host and is ready for tasks. */
 export interface ReadyMessage {
   type: 'ready';
 }
 
 /** Any message a worker posts. */
-export type WorkerMessage = OutputMessage | DoneMessage | ReadyMessage;
+export type WorkerMessage = OutputMessage | RunningMessage | DoneMessage | ReadyMessage;

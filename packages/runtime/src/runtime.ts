@@ -72,6 +72,8 @@ interface Watcher {
   events: TaskEvent[];
   bytes: number;
   dropped: number;
+  /** The first watcher of a `holdOutput` task: never drops, and gives the guest its output credit as it reads. */
+  primary?: boolean;
   wake?: () => void;
 }
 
@@ -98,6 +100,17 @@ interface TaskRecord {
   stdin?: SharedArrayBuffer;
   /** Output bytes the worker posted and the runtime has not taken yet (see protocol.ts `outputInFlight`). */
   outputInFlight?: Int32Array;
+  /**
+   * Output hold of a `holdOutput` task (SubmitRequest.holdOutput): `waiting` for the first watcher (nothing is
+   * dropped, credit is kept), `attached` (the primary watcher gives credit back as it reads), or `none`.
+   */
+  hold: 'none' | 'waiting' | 'attached';
+  /** Output bytes taken from the worker whose credit was not given back yet (held for the primary watcher). */
+  heldCredit: number;
+  /** Ends a `waiting` hold `outputHoldMs` after the first held chunk. */
+  holdTimer?: NodeJS.Timeout;
+  /** Worker timestamps of instantiate and run start (the `running` message), for tasks stopped before `done`. */
+  runningAt?: { instantiateStart: number; runStart: number };
   output: OutputChunk[];
   retainedBytes: number;
   watchers: Set<Watcher>;
@@ -186,6 +199,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   const maxWatcherBytes = options.maxWatcherBufferBytes ?? 4 * MiB;
   const stdinBytes = options.stdinBufferBytes ?? 64 * 1024;
   const outputBufferBytes = options.outputBufferBytes ?? MiB;
+  const outputHoldMs = options.outputHoldMs ?? 60_000;
   const maxFinished = options.maxFinishedTasks ?? 1000;
   const maxPrepared = options.maxPreparedArtifacts ?? 32;
   const workerHeapMb = options.workerHeapMb ?? 256;
@@ -210,6 +224,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   if (!(Number.isInteger(outputBufferBytes) && outputBufferBytes >= 4096)) {
     throw new RuntimeError('INVALID_ARGUMENT', `outputBufferBytes must be an integer ≥ 4096, got ${outputBufferBytes}`);
   }
+  checkPositive(outputHoldMs, 'outputHoldMs');
   checkPositive(defaultMemory, 'defaultLimits.memoryBytes');
   checkPositive(defaultDeadline, 'defaultLimits.deadlineMs');
 
@@ -286,7 +301,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   function emit(record: TaskRecord, event: TaskEvent): void {
     for (const w of record.watchers) {
       w.events.push(event);
-      if (event.type === 'stdout' || event.type === 'stderr') {
+      // The primary watcher of a held task is bounded by the guest's output credit instead (see giveCredit).
+      if ((event.type === 'stdout' || event.type === 'stderr') && !w.primary) {
         w.bytes += event.data.length;
         // A slow watcher loses its oldest output, never slows the task (bounded buffer, drops counted).
         while (w.bytes > maxWatcherBytes) {
@@ -459,6 +475,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         stdoutBytes: 0,
         stderrBytes: 0,
         droppedOutputBytes: 0,
+        missedOutputBytes: 0,
         quotaExceeded: [],
         ...(trace.isSpanContextValid(spanContext) ? { traceId: spanContext.traceId } : {}),
       },
@@ -471,6 +488,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       bindAbort: new AbortController(),
       output: [],
       retainedBytes: 0,
+      hold: request.holdOutput === true ? 'waiting' : 'none',
+      heldCredit: 0,
       watchers: new Set(),
       done,
       resolveDone,
@@ -670,15 +689,49 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     const record = tasks.get(message.taskId);
     if (!record || record.worker !== worker) return;
     if (message.type === 'output') {
+      // Taken: give the guest its credit back (it may be blocked in a write waiting for it), unless the output is
+      // held for the primary watcher, which gives it back as it reads.
+      record.heldCredit += message.data.length;
       onOutput(record, message.fd, message.data);
-      // Taken: give the guest its credit back (it may be blocked in a write waiting for it).
-      const inFlight = record.outputInFlight!;
-      Atomics.sub(inFlight, 0, message.data.length);
-      Atomics.notify(inFlight, 0);
+      if (record.hold === 'none') giveCredit(record, record.heldCredit);
+    } else if (message.type === 'running') {
+      record.runningAt = { instantiateStart: message.instantiateStart, runStart: message.runStart };
     } else if (message.type === 'done') {
       record.worker = undefined;
       pool.release(worker);
       onDone(record, message);
+    }
+  }
+
+  /** Gives the guest back `bytes` of output credit (see protocol.ts `outputInFlight`) and wakes a blocked write. */
+  function giveCredit(record: TaskRecord, bytes: number): void {
+    const n = Math.min(bytes, record.heldCredit);
+    if (n <= 0) return;
+    record.heldCredit -= n;
+    const inFlight = record.outputInFlight;
+    if (!inFlight) return;
+    Atomics.sub(inFlight, 0, n);
+    Atomics.notify(inFlight, 0);
+  }
+
+  /** Ends a task's output hold: every held byte's credit goes back, retention and drop rules apply again. */
+  function endHold(record: TaskRecord): void {
+    if (record.hold === 'none') return;
+    record.hold = 'none';
+    clearTimeout(record.holdTimer);
+    record.holdTimer = undefined;
+    for (const w of record.watchers) w.primary = false;
+    giveCredit(record, record.heldCredit);
+    trimRetained(record);
+  }
+
+  function trimRetained(record: TaskRecord): void {
+    // While waiting for the primary watcher nothing is dropped; the guest's credit bounds what is kept.
+    if (record.hold === 'waiting') return;
+    while (record.retainedBytes > maxRetained && record.output.length > 0) {
+      const old = record.output.shift()!;
+      record.retainedBytes -= old.data.length;
+      record.status.droppedOutputBytes += old.data.length;
     }
   }
 
@@ -687,19 +740,30 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     else record.status.stderrBytes += data.length;
     record.output.push({ fd, data });
     record.retainedBytes += data.length;
-    while (record.retainedBytes > maxRetained && record.output.length > 0) {
-      const old = record.output.shift()!;
-      record.retainedBytes -= old.data.length;
-      record.status.droppedOutputBytes += old.data.length;
+    trimRetained(record);
+    if (record.hold === 'waiting' && !record.holdTimer) {
+      record.holdTimer = setTimeout(() => {
+        if (record.hold !== 'waiting') return;
+        logger.warn('no watcher attached to a task holding its output; its output is no longer held', {
+          taskId: record.status.id,
+          outputHoldMs,
+        });
+        endHold(record);
+      }, outputHoldMs);
+      record.holdTimer.unref();
     }
     emit(record, { type: fd === 1 ? 'stdout' : 'stderr', data });
   }
 
   function endRunSpans(record: TaskRecord, runEnd: number, done?: DoneMessage): void {
+    // A task stopped before `done` (cancel, deadline) has the worker's `running` timestamps when the guest got as far
+    // as `run`: instantiate ends and run starts there, and run lasts until the stop. Stopped during instantiation,
+    // instantiate lasts until the stop and run is empty.
     const startedAt = record.status.startedAt ?? runEnd;
-    const instStart = done?.instantiateStart ?? startedAt;
-    const instEnd = done?.instantiateEnd ?? runEnd;
-    const runStart = done?.runStart ?? runEnd;
+    const running = record.runningAt;
+    const instStart = done?.instantiateStart ?? running?.instantiateStart ?? startedAt;
+    const instEnd = done?.instantiateEnd ?? running?.runStart ?? runEnd;
+    const runStart = done?.runStart ?? running?.runStart ?? runEnd;
     const inst = tracer.startSpan(SpanNames.instantiate, { startTime: toHrTime(instStart) }, record.rootContext);
     inst.end(toHrTime(instEnd));
     const run = tracer.startSpan(SpanNames.run, { startTime: toHrTime(runStart) }, record.rootContext);
@@ -835,7 +899,12 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     for (const w of record.watchers) w.wake?.();
     record.resolveDone(snapshot(status));
     finishedOrder.push(status.id);
-    while (finishedOrder.length > maxFinished) tasks.delete(finishedOrder.shift()!);
+    while (finishedOrder.length > maxFinished) {
+      const old = tasks.get(finishedOrder.shift()!);
+      if (!old) continue;
+      clearTimeout(old.holdTimer);
+      tasks.delete(old.status.id);
+    }
   }
 
   function find(taskId: string): TaskRecord {
@@ -847,11 +916,22 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   async function* watch(taskId: string, opts?: { signal?: AbortSignal }): AsyncGenerator<TaskEvent> {
     const record = find(taskId);
     const watcher: Watcher = { events: [], bytes: 0, dropped: 0 };
-    watcher.events.push({ type: 'status', status: snapshot(record.status) });
+    if (record.hold === 'waiting') {
+      // The first watcher of a held task: everything since the start is still retained (nothing was dropped while
+      // waiting); it gives the guest its credit back as it reads.
+      record.hold = 'attached';
+      clearTimeout(record.holdTimer);
+      record.holdTimer = undefined;
+      watcher.primary = true;
+    }
+    // An ended task publishes nothing more: its retained output first, then its terminal status, the last event.
+    const ended = TERMINAL.has(record.status.state);
+    if (!ended) watcher.events.push({ type: 'status', status: snapshot(record.status) });
     for (const chunk of record.output) {
       watcher.events.push({ type: chunk.fd === 1 ? 'stdout' : 'stderr', data: chunk.data });
       watcher.bytes += chunk.data.length;
     }
+    if (ended) watcher.events.push({ type: 'status', status: snapshot(record.status) });
     if (record.status.droppedOutputBytes > 0) watcher.dropped = record.status.droppedOutputBytes;
     record.watchers.add(watcher);
     const onAbort = () => watcher.wake?.();
@@ -862,12 +942,17 @@ export function createRuntime(options: RuntimeOptions): Runtime {
         if (watcher.dropped > 0) {
           const bytes = watcher.dropped;
           watcher.dropped = 0;
+          record.status.missedOutputBytes += bytes;
           yield { type: 'dropped', bytes };
           continue;
         }
         const event = watcher.events.shift();
         if (event) {
-          if (event.type === 'stdout' || event.type === 'stderr') watcher.bytes -= event.data.length;
+          if (event.type === 'stdout' || event.type === 'stderr') {
+            watcher.bytes -= event.data.length;
+            // Read by the primary watcher: the guest may write this much more.
+            if (watcher.primary) giveCredit(record, event.data.length);
+          }
           yield event;
           if (event.type === 'status' && TERMINAL.has(event.status.state)) return;
           continue;
@@ -885,6 +970,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     } finally {
       record.watchers.delete(watcher);
       opts?.signal?.removeEventListener('abort', onAbort);
+      // The primary watcher went away: nobody paces the guest any more.
+      if (watcher.primary) endHold(record);
     }
   }
 

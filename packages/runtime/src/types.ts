@@ -213,6 +213,15 @@ export interface SubmitRequest {
   traceparent?: string;
   /** Parent context, when the caller runs in-process (ignored if `traceparent` is set). */
   parentContext?: Context;
+  /**
+   * Hold the task's output for its first watcher instead of dropping any: until the first {@link Runtime.watch} of
+   * the task attaches, every chunk is kept (the guest blocks in its write once `outputBufferBytes` are unread), and
+   * from then on the guest is paced to that watcher (it blocks while the watcher is `outputBufferBytes` behind). The
+   * hold ends, and the usual retention and drop rules apply, when that watcher stops, or when no watcher attached
+   * within `outputHoldMs` of the first held chunk. For a submitter that follows its own task (`vyr run`). Default
+   * false: output is never held, a watcher that reads too slowly or attaches late misses bytes (`dropped` events).
+   */
+  holdOutput?: boolean;
 }
 
 /** A snapshot of a task. */
@@ -239,6 +248,12 @@ export interface TaskStatus {
   stderrBytes: number;
   /** Output bytes not retained because the retention buffer was full (oldest dropped first). */
   droppedOutputBytes: number;
+  /**
+   * Output bytes watchers of this task missed, summed over its watchers: the bytes of every `dropped` event
+   * {@link Runtime.watch} has yielded for it (a watcher that attached after older output was no longer retained, or
+   * that read too slowly). 0 when every watcher got every byte.
+   */
+  missedOutputBytes: number;
   /** Writes refused by a mount quota (bytes or entries), in the order they happened. */
   quotaExceeded: QuotaRefusal[];
   /** Trace id of the task's trace (hex), when telemetry is recording. */
@@ -250,7 +265,10 @@ export type TaskEvent =
   | { type: 'status'; status: TaskStatus }
   | { type: 'stdout'; data: Uint8Array }
   | { type: 'stderr'; data: Uint8Array }
-  /** Output this watcher missed because it read too slowly (its buffer was full). */
+  /**
+   * Output this watcher missed at this point of the stream: it read too slowly (its buffer was full), or it attached
+   * after older output was no longer retained (then it is the first event).
+   */
   | { type: 'dropped'; bytes: number };
 
 /** Options of {@link createRuntime}. */
@@ -277,6 +295,11 @@ export interface RuntimeOptions {
    * (`check-write` reports the credit left). Default: 1 MiB; at least 4096.
    */
   outputBufferBytes?: number;
+  /**
+   * How long the output of a `holdOutput` task is held waiting for its first watcher, from the first held chunk,
+   * milliseconds; the guest blocks at most this long for want of a reader. Default: 60,000.
+   */
+  outputHoldMs?: number;
   /** Size of the stdin ring shared with the worker, bytes. Default: 64 KiB. */
   stdinBufferBytes?: number;
   /**
@@ -337,8 +360,11 @@ export interface Runtime {
   /** Resolves with the terminal status. @throws RuntimeError `NOT_FOUND`. */
   wait(taskId: string): Promise<TaskStatus>;
   /**
-   * Status changes and output of a task, from its beginning (retained output is replayed first), ending after the
-   * terminal status. Stops early when `signal` aborts. @throws RuntimeError `NOT_FOUND`.
+   * Status changes and output of a task, from its beginning, ending after the terminal status: the current status,
+   * then the retained output (preceded by a `dropped` event when older output is no longer retained), then live
+   * events; a task that has already ended yields its retained output first and its terminal status last. Stops
+   * early when `signal` aborts. The first watcher of a `holdOutput` task gets every byte and paces the guest.
+   * @throws RuntimeError `NOT_FOUND`.
    */
   watch(taskId: string, options?: { signal?: AbortSignal }): AsyncIterable<TaskEvent>;
   /** Retained stdout and stderr of a task. @throws RuntimeError `NOT_FOUND`. */

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import * as shim from '@bytecodealliance/preview2-shim';
 import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
-import type { DoneMessage, QuotaEvent, RunRequest, WorkerMount, WorkerOutcome } from './protocol.js';
+import type { DoneMessage, QuotaEvent, RunningMessage, RunRequest, WorkerMount, WorkerOutcome } from './protocol.js';
 import { StdinReader } from './stdin.js';
 import { GROW_FAILED_EXPORT, MEMORY_IMPORT_FIELD, MEMORY_IMPORT_MODULE } from './wasm-memory.js';
 
@@ -714,6 +714,7 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
     }
     instantiateEnd = now();
     runStart = instantiateEnd;
+    port!.postMessage({ type: 'running', taskId: req.taskId, instantiateStart, runStart } satisfies RunningMessage);
     try {
       run();
       outcome = { kind: 'exit', exitCode: 0 };

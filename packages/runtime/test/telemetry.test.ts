@@ -189,4 +189,33 @@ describe('exit criterion: every task leaves one OTLP trace covering verify → p
     expect(byName('vyr.artifact.verify.duration')).toBeDefined();
     expect(byName('vyr.artifact.prepare.duration')).toBeDefined();
   });
+
+  it('a cancelled or timed-out task: vyr.run covers the run up to the stop, vyr.instantiate only instantiation', async () => {
+    const busy = await runtime.submit({ digest: loop.digest });
+    const late = await runtime.submit({ digest: loop.digest, limits: { deadlineMs: 1500 } });
+    for await (const e of runtime.watch(busy.id)) if (e.type === 'status' && e.status.state === 'RUNNING') break;
+    // Let the guest get into its loop (instantiating the tiny module takes a few milliseconds).
+    await new Promise((r) => setTimeout(r, 500));
+    const cancelled = await runtime.cancel(busy.id);
+    const timedOut = await runtime.wait(late.id);
+    expect([cancelled.state, timedOut.state]).toEqual(['CANCELLED', 'DEADLINE_EXCEEDED']);
+    await provider.forceFlush();
+    const ids = [cancelled.traceId!, timedOut.traceId!];
+    const all = await receiver.waitForSpans((s) =>
+      ids.every((id) => s.some((x) => x.traceId === id && x.name === 'vyr.task')),
+    );
+    for (const id of ids) {
+      const spans = all.filter((s) => s.traceId === id);
+      const inst = spans.find((s) => s.name === 'vyr.instantiate')!;
+      const run = spans.find((s) => s.name === 'vyr.run')!;
+      const terminate = spans.find((s) => s.name === 'vyr.terminate')!;
+      // Instantiation ends where the run starts; the run lasts until the worker was stopped.
+      expect(inst.endTimeUnixNano).toBe(run.startTimeUnixNano);
+      expect(run.endTimeUnixNano - run.startTimeUnixNano).toBeGreaterThan(
+        inst.endTimeUnixNano - inst.startTimeUnixNano,
+      );
+      expect(run.endTimeUnixNano).toBeGreaterThan(run.startTimeUnixNano);
+      expect(run.endTimeUnixNano).toBeGreaterThanOrEqual(terminate.startTimeUnixNano);
+    }
+  });
 });
