@@ -1,7 +1,15 @@
-import { type CliContext, CliError, type CommandRegistrar, ExitCode, type ExitCodeValue, emit } from '@vyr/cli';
+import { resolve } from 'node:path';
 import {
-  CollectorError,
-  type CollectorOptions,
+  type CliContext,
+  CliError,
+  type CommandRegistrar,
+  createStreamLogger,
+  ExitCode,
+  emit,
+  parseListen,
+  parseSize,
+} from '@vyr/cli';
+import {
   type CollectorStatus,
   createCollector,
   type FullPolicy,
@@ -10,8 +18,6 @@ import {
   type SpoolInspection,
 } from '@vyr/collector';
 import { type SelfMetrics, startSelfMetrics } from './collector-metrics.js';
-
-type Logger = NonNullable<CollectorOptions['logger']>;
 
 /**
  * `vyr collector start|status`: the disconnected OTLP collector (`@vyr/collector`) as a command. `start` runs in
@@ -29,7 +35,11 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
     .requiredOption('--spool <dir>', 'spool directory (created if missing)')
     .requiredOption('--upstream <url>', 'base URL of the upstream OTLP/HTTP receiver, e.g. http://cloud:4318')
     .option('--listen <host:port>', 'address of the OTLP/HTTP receiver', '127.0.0.1:4318')
-    .option('--max-spool-bytes <n>', 'bound of the spool on disk (bytes; K/M/G and KiB/MiB/GiB suffixes)', '1GiB')
+    .option(
+      '--max-spool-bytes <n>',
+      'bound of the spool on disk (a size: 1GiB = 1G = 1024³ bytes, 1GB = 1000³)',
+      '1GiB',
+    )
     .option('--full-policy <policy>', 'when the spool is full: drop-oldest or refuse', 'drop-oldest')
     .option('--max-request-bytes <n>', 'largest accepted request body (default min(16 MiB, spool/4))')
     .option(
@@ -68,24 +78,22 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
       // Registered before the collector creates its instruments; attached once the receiver listens.
       const self: SelfMetrics | undefined =
         intervalMs > 0 ? startSelfMetrics({ intervalMs, serviceInstanceId: `${o.listen}:${o.spool}` }) : undefined;
-      const collector = wrap(() =>
-        createCollector({
-          host,
-          port,
-          spoolDir: resolvePath(ctx, o.spool),
-          upstream: o.upstream,
-          maxSpoolBytes: parseBytes('--max-spool-bytes', o.maxSpoolBytes),
-          maxRequestBytes:
-            o.maxRequestBytes === undefined ? undefined : parseBytes('--max-request-bytes', o.maxRequestBytes),
-          maxInflightBytes:
-            o.maxInflightBytes === undefined ? undefined : parseBytes('--max-inflight-bytes', o.maxInflightBytes),
-          allowRemote: o.allowRemote,
-          fullPolicy: policy as FullPolicy,
-          compression: o.compression,
-          logger: stderrLogger(ctx, out.json),
-        }),
-      );
-      const info = await wrapAsync(() => collector.start());
+      const collector = createCollector({
+        host,
+        port,
+        spoolDir: resolvePath(ctx, o.spool),
+        upstream: o.upstream,
+        maxSpoolBytes: parseSize(o.maxSpoolBytes, '--max-spool-bytes'),
+        maxRequestBytes:
+          o.maxRequestBytes === undefined ? undefined : parseSize(o.maxRequestBytes, '--max-request-bytes'),
+        maxInflightBytes:
+          o.maxInflightBytes === undefined ? undefined : parseSize(o.maxInflightBytes, '--max-inflight-bytes'),
+        allowRemote: o.allowRemote,
+        fullPolicy: policy as FullPolicy,
+        compression: o.compression,
+        logger: createStreamLogger(ctx.stderr, out.json),
+      });
+      const info = await collector.start();
       self?.attach(info.url);
       const upstream = redactUrl(o.upstream);
       emit(
@@ -126,7 +134,7 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
         emit(ctx, out, st, formatLive(st));
         return;
       }
-      const st = await wrapAsync(() => inspectSpool(resolvePath(ctx, o.spool as string)));
+      const st = await inspectSpool(resolvePath(ctx, o.spool as string));
       emit(ctx, out, st, formatOffline(st));
     });
 };
@@ -145,96 +153,7 @@ interface StartFlags {
 }
 
 function resolvePath(ctx: CliContext, p: string): string {
-  return p.startsWith('/') ? p : `${ctx.cwd}/${p}`;
-}
-
-/** `HOST:PORT`, `[v6]:PORT` or `:PORT` (all interfaces). */
-export function parseListen(s: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s);
-  const port = m ? Number(m[3]) : Number.NaN;
-  if (!m || port > 65535) {
-    throw new CliError('INVALID_INPUT', `--listen ${s} is not HOST:PORT (e.g. 127.0.0.1:4318)`, ExitCode.USAGE);
-  }
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
-}
-
-const UNITS: Record<string, number> = {
-  '': 1,
-  b: 1,
-  k: 1e3,
-  kb: 1e3,
-  kib: 1024,
-  m: 1e6,
-  mb: 1e6,
-  mib: 1024 ** 2,
-  g: 1e9,
-  gb: 1e9,
-  gib: 1024 ** 3,
-};
-
-/** A byte size: an integer with an optional unit (K, M, G decimal; KiB, MiB, GiB binary). */
-export function parseBytes(flag: string, s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(s.trim());
-  const unit = UNITS[(m?.[2] ?? '').toLowerCase()];
-  if (!m || unit === undefined) {
-    throw new CliError(
-      'INVALID_INPUT',
-      `${flag} ${s} is not a size such as 1073741824, 512MiB or 1GiB`,
-      ExitCode.USAGE,
-    );
-  }
-  return Math.floor(Number(m[1]) * unit);
-}
-
-function stderrLogger(ctx: CliContext, json: boolean): Logger {
-  const write =
-    (level: string) =>
-    (message: string, fields?: Record<string, unknown>): void => {
-      if (json) {
-        ctx.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
-        return;
-      }
-      const kv = Object.entries(fields ?? {})
-        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-        .join(' ');
-      ctx.stderr.write(`${new Date().toISOString()} ${level.padEnd(5)} ${message}${kv ? ` ${kv}` : ''}\n`);
-    };
-  return { debug: () => {}, info: write('info'), warn: write('warn'), error: write('error') };
-}
-
-/**
- * Exit codes of `vyr collector` by error code (docs/collector.md). A bad option value is a usage error (2)
- * whether the CLI or the library finds it, so `--max-spool-bytes lots` and `--max-spool-bytes 10` exit alike.
- */
-const COLLECTOR_EXIT: Partial<Record<CollectorError['code'], ExitCodeValue>> = {
-  INVALID_OPTIONS: ExitCode.USAGE,
-  SPOOL_IO: ExitCode.IO_ERROR,
-  SPOOL_LOCKED: ExitCode.ALREADY_EXISTS,
-  LISTEN_FAILED: ExitCode.UNAVAILABLE,
-  SPOOL_FULL: ExitCode.RESOURCE_EXHAUSTED,
-};
-
-function toCli(err: unknown): unknown {
-  if (err instanceof CollectorError) {
-    return new CliError(err.code, err.message, COLLECTOR_EXIT[err.code] ?? ExitCode.FAILURE, { cause: err });
-  }
-  return err;
-}
-
-function wrap<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    throw toCli(err);
-  }
-}
-
-async function wrapAsync<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw toCli(err);
-  }
+  return resolve(ctx.cwd, p);
 }
 
 async function fetchStatus(addr: string): Promise<CollectorStatus> {

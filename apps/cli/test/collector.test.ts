@@ -197,7 +197,7 @@ describe('vyr collector', () => {
       vyr('collector', 'start', '--spool', join(dir, 'spool'), '--upstream', 'http://127.0.0.1:9', ...extra);
     const unparseable = await start('--max-spool-bytes', 'lots');
     expect(unparseable.code).toBe(2);
-    expect(unparseable.stderr).toMatch(/--max-spool-bytes lots is not a size/);
+    expect(unparseable.stderr).toMatch(/--max-spool-bytes "lots" is not a size/);
     const tooSmall = await start('--max-spool-bytes', '10');
     expect(tooSmall.code).toBe(2);
     expect(tooSmall.stderr).toMatch(/INVALID_OPTIONS: maxSpoolBytes 10 must be an integer of at least 65536/);

@@ -17,7 +17,16 @@ export interface CliContext {
   cwd: string;
   /** Set the exit code the process ends with once the command returns. */
   setExitCode(code: number): void;
+  /**
+   * Handle the next SIGINT or SIGTERM instead of the process's default (dying at once); returns a function that
+   * stops handling it. `vyr run` uses it to cancel its task before it exits. Default (absent): signals are not
+   * intercepted.
+   */
+  onSignal?(handler: SignalHandler): () => void;
 }
+
+/** Receives the name of the signal the process got (`SIGINT`, `SIGTERM`). */
+export type SignalHandler = (signal: 'SIGINT' | 'SIGTERM') => void;
 
 /** Global output mode chosen with `--json`. */
 export interface OutputOptions {

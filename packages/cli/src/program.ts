@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerCommands } from './commands/index.js';
 import type { CliContext, OutputOptions } from './context.js';
-import { CliError } from './errors.js';
+import { toCliError } from './errors.js';
 import { ExitCode } from './exit-codes.js';
 
 /** Version printed by `vyr --version`. */
@@ -37,16 +37,40 @@ export function createProgram(options: ProgramOptions): Command {
   return program;
 }
 
+/** True when `--json` is among the global options: before `--`, where task arguments begin. */
+function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end === -1 ? argv : argv.slice(0, end)).includes('--json');
+}
+
+function reportError(ctx: CliContext, json: boolean, code: string, message: string): void {
+  if (json) ctx.stdout.write(`${JSON.stringify({ error: { code, message } })}\n`);
+  ctx.stderr.write(`vyr: ${code}: ${message}\n`);
+}
+
 /**
  * Parses `argv` (without the node and script entries) and runs the command. Returns the exit code; never exits
- * the process. Errors become one line `vyr: CODE: message` on stderr (or a JSON error object with `--json`).
+ * the process. Errors become one line `vyr: CODE: message` on stderr, and with `--json` also a JSON error object
+ * `{"error":{"code","message"}}` on stdout — usage errors found by the parser included (code `USAGE`, exit 2).
  */
 export async function runCli(argv: readonly string[], options: ProgramOptions): Promise<number> {
   const ctx = options.context;
   let exitCode: number = ExitCode.OK;
   const wrapped: CliContext = { ...ctx, setExitCode: (code) => (exitCode = code) };
+  const json = wantsJson(argv);
+  // With --json the parser's own "error: …" line is replaced by the JSON object and our one-line form.
   const program = createProgram({ ...options, context: wrapped });
   program.exitOverride();
+  if (json) {
+    for (const cmd of allCommands(program)) {
+      cmd.configureOutput({
+        writeOut: (s) => ctx.stdout.write(s),
+        writeErr: () => {},
+        outputError: () => {},
+      });
+      cmd.showHelpAfterError(false);
+    }
+  }
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return exitCode;
@@ -55,22 +79,15 @@ export async function runCli(argv: readonly string[], options: ProgramOptions): 
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
         return ExitCode.OK;
       }
+      if (json) reportError(ctx, true, 'USAGE', err.message.replace(/^error: /, ''));
       return ExitCode.USAGE;
     }
-    const json = argv.includes('--json');
     const cliError = toCliError(err);
-    if (json) {
-      ctx.stdout.write(`${JSON.stringify({ error: { code: cliError.code, message: cliError.message } })}\n`);
-    }
-    ctx.stderr.write(`vyr: ${cliError.code}: ${cliError.message}\n`);
+    reportError(ctx, json, cliError.code, cliError.message);
     return cliError.exitCode;
   }
 }
 
-/** Maps any thrown value to a {@link CliError}; package errors keep their `code`. */
-export function toCliError(err: unknown): CliError {
-  if (err instanceof CliError) return err;
-  const code = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : 'INTERNAL';
-  const message = err instanceof Error ? err.message : String(err);
-  return new CliError(code, message, ExitCode.FAILURE, { cause: err });
+function allCommands(cmd: Command): Command[] {
+  return [cmd, ...cmd.commands.flatMap(allCommands)];
 }

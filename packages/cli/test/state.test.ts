@@ -38,7 +38,7 @@ describe('vyr state create / bind / ls / export / rm and vyr run --state', () =>
     const ran = await run('run', fx.tars.fs?.digest as string, '--state', `data=${id}`);
     expect(ran.code).toBe(0);
     expect(ran.stdout).toBe('vyr state\nescape refused\n');
-    expect(ran.stderr).toMatch(new RegExp(`^vyr: state data ${id} sha256:[0-9a-f]{64} \\(`));
+    expect(ran.stderr).toMatch(new RegExp(`^vyr: state data ${id} sha256:[0-9a-f]{64} \\(`, 'm'));
 
     const ls = JSON.parse((await run('--json', 'state', 'ls')).stdout) as {
       states: { id: string; name: string; quotaBytes: number; lastDigest: string; entries: number }[];

@@ -1,8 +1,6 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
-  type ArtifactError,
-  type ArtifactErrorCode,
   inspectArtifact,
   isArtifactError,
   isContainerImageReference,
@@ -10,42 +8,22 @@ import {
   packArtifact,
   readArtifact,
   signArtifact,
-  VERIFICATION_CODES,
   verifyArtifact,
   writeKeyPair,
 } from '@vyr/artifact';
 import type { Command } from 'commander';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
-import { CliError } from '../errors.js';
-import { ExitCode, type ExitCodeValue } from '../exit-codes.js';
+import { CliError, toCliError } from '../errors.js';
+import { ExitCode } from '../exit-codes.js';
+import { formatBytes } from '../format.js';
 
-/**
- * Exit code for each artifact error (docs/cli.md): verification refusals → VERIFY_FAILED, missing things →
- * NOT_FOUND, existing files → ALREADY_EXISTS, I/O → FAILURE, every malformed or unsupported input → INVALID_INPUT.
- */
-export function artifactExitCode(code: ArtifactErrorCode): ExitCodeValue {
-  if (VERIFICATION_CODES.has(code) || code === 'MALFORMED_BUNDLE') return ExitCode.VERIFY_FAILED;
-  if (code === 'NOT_FOUND') return ExitCode.NOT_FOUND;
-  if (code === 'ALREADY_EXISTS') return ExitCode.ALREADY_EXISTS;
-  if (code === 'IO_ERROR') return ExitCode.FAILURE;
-  return ExitCode.INVALID_INPUT;
-}
-
-function toCli(err: unknown): unknown {
-  if (isArtifactError(err)) {
-    const e = err as ArtifactError;
-    return new CliError(e.code, e.message, artifactExitCode(e.code), { cause: e });
-  }
-  return err;
-}
-
-/** Wraps a command action so artifact errors leave with their documented exit code. */
+/** Wraps a command action so artifact errors leave with their documented exit code ({@link toCliError}). */
 function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
       await fn(...args);
     } catch (err) {
-      throw toCli(err);
+      throw toCliError(err);
     }
   };
 }
@@ -61,10 +39,6 @@ function sourceDateEpoch(ctx: CliContext): number | undefined {
     );
   }
   return Number(raw);
-}
-
-function kib(n: number): string {
-  return n < 1024 ? `${n} B` : n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -134,7 +108,7 @@ export function registerArtifactCommands(program: Command, ctx: CliContext, outp
         );
         if (!output().json) {
           ctx.stderr.write(
-            `packed ${result.manifest.name}@${result.manifest.version} (${result.source === 'wasip2' ? 'wasip2 component' : 'wasip1 module, adapted'}, ${kib(result.componentBytes)}) into ${opts.out}\n`,
+            `packed ${result.manifest.name}@${result.manifest.version} (${result.source === 'wasip2' ? 'wasip2 component' : 'wasip1 module, adapted'}, ${formatBytes(result.componentBytes)}) into ${opts.out}\n`,
           );
         }
       }),
@@ -222,19 +196,19 @@ export function registerArtifactCommands(program: Command, ctx: CliContext, outp
           `world      ${info.component.world}`,
           `exports    ${info.component.exports.join(', ')}`,
           `imports    ${info.component.imports.join(', ')}`,
-          `size       ${kib(info.sizes.totalBytes)} (component ${kib(info.sizes.componentBytes)}, manifest ${info.sizes.manifestBytes} B, config ${info.sizes.configBytes} B, declarations ${info.sizes.declarationsBytes} B)`,
+          `size       ${formatBytes(info.sizes.totalBytes)} (component ${formatBytes(info.sizes.componentBytes)}, manifest ${info.sizes.manifestBytes} B, config ${info.sizes.configBytes} B, declarations ${info.sizes.declarationsBytes} B)`,
           ...(info.created === undefined ? [] : [`created    ${info.created}`]),
           `env        ${info.env.length === 0 ? '(none)' : info.env.join(', ')}`,
           `state      ${info.state.length === 0 ? '(none)' : ''}`.trimEnd(),
           ...info.state.map(
             (s) =>
-              `  ${s.name} at ${s.mount} (${s.access}${s.quotaBytes === undefined ? '' : `, quota ${kib(s.quotaBytes)}`})`,
+              `  ${s.name} at ${s.mount} (${s.access}${s.quotaBytes === undefined ? '' : `, quota ${formatBytes(s.quotaBytes)}`})`,
           ),
           `limits     ${
             info.limits.memoryBytes === undefined && info.limits.deadlineMs === undefined
               ? '(node defaults)'
               : [
-                  info.limits.memoryBytes === undefined ? undefined : `memory ${kib(info.limits.memoryBytes)}`,
+                  info.limits.memoryBytes === undefined ? undefined : `memory ${formatBytes(info.limits.memoryBytes)}`,
                   info.limits.deadlineMs === undefined ? undefined : `deadline ${info.limits.deadlineMs} ms`,
                 ]
                   .filter(Boolean)

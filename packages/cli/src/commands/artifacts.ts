@@ -10,7 +10,8 @@ import { create as createTar } from 'tar';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
-import { formatBytes, type NodeFlags, table, withNode, withNodeOptions } from './node-client.js';
+import { formatBytes, table } from '../format.js';
+import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
 
 /** Chunk size of an upload. */
 const CHUNK_BYTES = 256 * 1024;
@@ -26,13 +27,13 @@ export interface UploadResult {
 /**
  * Uploads an artifact (an OCI layout directory or a `.tar` of one) with ImportArtifact: a directory is first
  * written to a temp tar, then the file is streamed in 256 KiB chunks, never held in memory whole. Reports progress
- * on stderr for big uploads unless `quiet`.
+ * on stderr for big uploads unless `quiet`; `signal` abandons the upload.
  */
 export async function uploadArtifact(
   ctx: CliContext,
   client: NodeClient,
   path: string,
-  options: { quiet?: boolean } = {},
+  options: { quiet?: boolean; signal?: AbortSignal } = {},
 ): Promise<UploadResult> {
   const abs = resolve(ctx.cwd, path);
   let info: Awaited<ReturnType<typeof stat>>;
@@ -79,7 +80,7 @@ export async function uploadArtifact(
         }
       }
     }
-    const res = await client.importArtifact(requests());
+    const res = await client.importArtifact(requests(), options.signal ? { signal: options.signal } : {});
     if (!res.artifact) throw new CliError('INTERNAL', 'the node answered ImportArtifact without an artifact');
     return { artifact: res.artifact, alreadyPresent: res.alreadyPresent };
   } finally {

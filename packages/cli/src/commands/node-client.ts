@@ -1,13 +1,19 @@
-import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
-import { createNodeClient, describeCallError, type NodeCallError, type NodeClient } from '@vyr/api/client';
+import { Agent as HttpAgent } from 'node:http';
+import { type Client, createClient, type Interceptor } from '@connectrpc/connect';
+import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import type { NodeClient } from '@vyr/api/client';
+import { NodeService } from '@vyr/proto';
 import type { Command } from 'commander';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
-import { CliError } from '../errors.js';
-import { ExitCode, type ExitCodeValue } from '../exit-codes.js';
+import { CliError, toCliError } from '../errors.js';
+import { ExitCode } from '../exit-codes.js';
+import { readInputFile, readSecretFile } from '../files.js';
 
 /** Node URL used when neither `--node` nor `VYR_NODE` is given (docs/cli.md). */
 export const DEFAULT_NODE_URL = 'http://127.0.0.1:7070';
+
+/** Largest message the CLI accepts from a node (a WatchTask output chunk, an export chunk), bytes. */
+const READ_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Flags every command that talks to a node accepts. */
 export interface NodeFlags {
@@ -17,22 +23,32 @@ export interface NodeFlags {
   ca?: string;
 }
 
-/** Adds `--node`, `--token-file` and `--http2` to a command. */
+/** Adds `--node`, `--token-file`, `--http2` and `--ca` to a command. */
 export function withNodeOptions(cmd: Command): Command {
   return cmd
     .option('--node <url>', `node URL (env VYR_NODE; default ${DEFAULT_NODE_URL})`)
     .option('--token-file <file>', 'file holding the bearer token (env VYR_TOKEN holds the token itself)')
-    .option('--http2', 'use HTTP/2 (cleartext h2c or TLS) instead of HTTP/1.1', false)
+    .option('--http2', 'use HTTP/2 (cleartext h2c or TLS) instead of HTTP/1.1; https:// URLs always do', false)
     .option('--ca <file>', 'PEM CA certificate to trust for an https:// node (e.g. its self-signed certificate)');
 }
 
-/** A connected client and where it points. */
+/** A client, where it points, and how to let go of its connections. */
 export interface NodeConnection {
   client: NodeClient;
   url: string;
+  /**
+   * Closes every connection of the client at once, including calls still in flight (an HTTP/2 session, the
+   * sockets of an HTTP/1.1 agent). Idempotent. Without it a request the node refused before reading it whole
+   * (an oversized stdin) keeps its socket, and the process, alive.
+   */
+  close(): void;
 }
 
-/** Resolves the node URL and token from flags and environment, and creates a client. */
+/**
+ * Resolves the node URL, token and CA from flags and environment, and creates a client whose connections the CLI
+ * owns: an `Http2SessionManager` for HTTP/2, an `http.Agent`/`https.Agent` for HTTP/1.1 (same wire settings as
+ * `createNodeClient` of `@vyr/api/client`: Connect protocol, binary, bearer token).
+ */
 export async function connect(ctx: CliContext, flags: NodeFlags): Promise<NodeConnection> {
   const url = (flags.node ?? ctx.env.VYR_NODE ?? DEFAULT_NODE_URL).replace(/\/+$/, '');
   let parsed: URL;
@@ -49,99 +65,65 @@ export async function connect(ctx: CliContext, flags: NodeFlags): Promise<NodeCo
     throw new CliError('INVALID_ARGUMENT', `node URL ${url} must start with http:// or https://`, ExitCode.USAGE);
   }
   let token: string | undefined;
-  if (flags.tokenFile) {
-    try {
-      token = (await readFile(resolve(ctx.cwd, flags.tokenFile), 'utf8')).trim();
-    } catch (err) {
-      throw new CliError(
-        'NOT_FOUND',
-        `cannot read token file ${flags.tokenFile}: ${(err as Error).message}`,
-        ExitCode.NOT_FOUND,
-      );
-    }
-  } else if (ctx.env.VYR_TOKEN) {
-    token = ctx.env.VYR_TOKEN.trim();
+  if (flags.tokenFile) token = await readSecretFile(ctx, flags.tokenFile, '--token-file');
+  else if (ctx.env.VYR_TOKEN?.trim()) token = ctx.env.VYR_TOKEN.trim();
+  const ca = flags.ca ? await readInputFile(ctx, flags.ca, '--ca') : undefined;
+
+  const interceptors: Interceptor[] = [];
+  if (token !== undefined) {
+    interceptors.push((next) => async (req) => {
+      req.header.set('authorization', `Bearer ${token}`);
+      return next(req);
+    });
   }
-  let ca: Buffer | undefined;
-  if (flags.ca) {
-    try {
-      ca = await readFile(resolve(ctx.cwd, flags.ca));
-    } catch (err) {
-      throw new CliError('NOT_FOUND', `cannot read --ca ${flags.ca}: ${(err as Error).message}`, ExitCode.NOT_FOUND);
-    }
+  const tls = parsed.protocol === 'https:';
+  const tlsOptions = ca ? { ca } : {};
+  let close: () => void;
+  let client: Client<typeof NodeService>;
+  // TLS always negotiates HTTP/2 by ALPN; the node serves both.
+  if (flags.http2 || tls) {
+    const sessions = new Http2SessionManager(url, {}, tlsOptions);
+    close = () => sessions.abort();
+    client = createClient(
+      NodeService,
+      createConnectTransport({
+        baseUrl: url,
+        httpVersion: '2',
+        sessionManager: sessions,
+        interceptors,
+        readMaxBytes: READ_MAX_BYTES,
+      }),
+    );
+  } else {
+    const agent = new HttpAgent({ keepAlive: true });
+    close = () => agent.destroy();
+    client = createClient(
+      NodeService,
+      createConnectTransport({
+        baseUrl: url,
+        httpVersion: '1.1',
+        nodeOptions: { agent },
+        interceptors,
+        readMaxBytes: READ_MAX_BYTES,
+      }),
+    );
   }
-  const client = createNodeClient({
-    baseUrl: url,
-    ...(ca ? { ca } : {}),
-    ...(token ? { token } : {}),
-    httpVersion: flags.http2 || parsed.protocol === 'https:' ? '2' : '1.1',
-  });
-  return { client, url };
-}
-
-// Artifact refusals that mean "verification failed" get their own exit code, whatever the Connect code.
-const VERIFY_CODES = new Set([
-  'UNTRUSTED_KEY',
-  'UNSIGNED',
-  'SIGNATURE_INVALID',
-  'MESSAGE_DIGEST_MISMATCH',
-  'BLOB_DIGEST_MISMATCH',
-  'BLOB_MISSING',
-  'MANIFEST_TAMPERED',
-  'CONFIG_TAMPERED',
-  'UNTRUSTED',
-]);
-
-const BY_CONNECT_CODE: Record<string, ExitCodeValue> = {
-  invalid_argument: ExitCode.INVALID_INPUT,
-  not_found: ExitCode.NOT_FOUND,
-  already_exists: ExitCode.ALREADY_EXISTS,
-  permission_denied: ExitCode.PERMISSION_DENIED,
-  unauthenticated: ExitCode.PERMISSION_DENIED,
-  failed_precondition: ExitCode.PERMISSION_DENIED,
-  resource_exhausted: ExitCode.RESOURCE_EXHAUSTED,
-  unavailable: ExitCode.UNAVAILABLE,
-  deadline_exceeded: ExitCode.UNAVAILABLE,
-};
-
-/** The exit code for a failed call (docs/cli.md "Exit codes"). */
-export function exitCodeFor(e: NodeCallError): ExitCodeValue {
-  if (VERIFY_CODES.has(e.errorCode)) return ExitCode.VERIFY_FAILED;
-  return BY_CONNECT_CODE[e.connectCode] ?? ExitCode.FAILURE;
+  let closed = false;
+  return {
+    client,
+    url,
+    close: () => {
+      if (closed) return;
+      closed = true;
+      close();
+    },
+  };
 }
 
 /**
- * Converts an error of a NodeService call into a {@link CliError} that keeps the node's precise code (e.g.
- * UNTRUSTED_KEY, BINDING_CONFLICT) and a stable exit code. CliErrors pass through.
+ * Runs `fn` with a client, maps whatever it throws ({@link toCliError}, naming the node), and closes the client's
+ * connections afterwards, whether `fn` succeeded or not.
  */
-export function toNodeCliError(err: unknown, url: string): CliError {
-  if (err instanceof CliError) return err;
-  // Local artifact errors (reading ARTIFACT before an upload) keep their code too.
-  if (err instanceof Error && err.name === 'ArtifactError') {
-    const code = (err as { code?: string }).code ?? 'INVALID_INPUT';
-    const exit =
-      code === 'NOT_FOUND'
-        ? ExitCode.NOT_FOUND
-        : VERIFY_CODES.has(code)
-          ? ExitCode.VERIFY_FAILED
-          : ExitCode.INVALID_INPUT;
-    return new CliError(code, err.message, exit, { cause: err });
-  }
-  const e = describeCallError(err);
-  if (e.connectCode === 'unavailable' && e.domain === 'transport') {
-    return new CliError(
-      'UNAVAILABLE',
-      `cannot reach the node at ${url}: ${e.message}; is \`vyr node start\` running?`,
-      ExitCode.UNAVAILABLE,
-      {
-        cause: err,
-      },
-    );
-  }
-  return new CliError(e.errorCode, e.message, exitCodeFor(e), { cause: err });
-}
-
-/** Runs `fn` with a client and maps whatever it throws. */
 export async function withNode<T>(
   ctx: CliContext,
   flags: NodeFlags,
@@ -151,79 +133,10 @@ export async function withNode<T>(
   try {
     return await fn(conn);
   } catch (err) {
-    throw toNodeCliError(err, conn.url);
+    throw toCliError(err, { nodeUrl: conn.url });
+  } finally {
+    conn.close();
   }
-}
-
-const SIZE_UNITS: Record<string, number> = {
-  '': 1,
-  b: 1,
-  k: 1024,
-  kb: 1000,
-  kib: 1024,
-  m: 1024 ** 2,
-  mb: 1000 ** 2,
-  mib: 1024 ** 2,
-  g: 1024 ** 3,
-  gb: 1000 ** 3,
-  gib: 1024 ** 3,
-};
-
-/** Parses a size like `64MiB`, `10MB`, `512k`, `4096` into bytes. @throws CliError INVALID_ARGUMENT. */
-export function parseSize(value: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(value.trim());
-  const unit = m ? SIZE_UNITS[(m[2] as string).toLowerCase()] : undefined;
-  if (!m || unit === undefined) {
-    throw new CliError(
-      'INVALID_ARGUMENT',
-      `${flag} ${JSON.stringify(value)} is not a size (e.g. 64MiB, 10MB, 4096)`,
-      ExitCode.USAGE,
-    );
-  }
-  const bytes = Math.round(Number(m[1]) * unit);
-  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
-    throw new CliError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} must be a positive size`, ExitCode.USAGE);
-  }
-  return bytes;
-}
-
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** Parses a duration like `500ms`, `5s`, `10m`, `1h`, `7d` into milliseconds. @throws CliError INVALID_ARGUMENT. */
-export function parseDuration(value: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(value.trim());
-  if (!m) {
-    throw new CliError(
-      'INVALID_ARGUMENT',
-      `${flag} ${JSON.stringify(value)} is not a duration (e.g. 500ms, 5s, 10m, 1h)`,
-      ExitCode.USAGE,
-    );
-  }
-  const ms = Math.round(Number(m[1]) * (DURATION_UNITS[m[2] as string] as number));
-  if (ms <= 0)
-    throw new CliError('INVALID_ARGUMENT', `${flag} ${JSON.stringify(value)} must be positive`, ExitCode.USAGE);
-  return ms;
-}
-
-/** Human size: `1.5 MiB`. */
-export function formatBytes(n: number | bigint): string {
-  let v = Number(n);
-  for (const unit of ['B', 'KiB', 'MiB', 'GiB']) {
-    if (v < 1024 || unit === 'GiB') return unit === 'B' ? `${v} B` : `${v.toFixed(1)} ${unit}`;
-    v /= 1024;
-  }
-  return `${v} B`;
-}
-
-/** A plain text table: left-aligned columns separated by two spaces. */
-export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] as number)))
-      .join('  ')
-      .trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n');
 }
 
 /** `vyr node status`: the node's identity, capacity, contents and telemetry health. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { once } from 'node:events';
 import { resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { describeCallError } from '@vyr/api/client';
@@ -9,8 +9,11 @@ import type { Command } from 'commander';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
+import { readInputFile } from '../files.js';
+import { formatBytes } from '../format.js';
+import { parseDuration, parseSize } from '../parse.js';
 import { uploadArtifact } from './artifacts.js';
-import { formatBytes, type NodeFlags, parseDuration, parseSize, withNode, withNodeOptions } from './node-client.js';
+import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
@@ -51,6 +54,7 @@ export function taskJson(t: Task): Record<string, unknown> {
     })),
     ...(t.traceId ? { traceId: t.traceId } : {}),
     ...(t.unboundSlots.length > 0 ? { unboundSlots: t.unboundSlots } : {}),
+    ...(t.droppedOutputBytes > 0n ? { droppedOutputBytes: Number(t.droppedOutputBytes) } : {}),
   };
 }
 
@@ -114,6 +118,27 @@ interface RunFlags extends NodeFlags {
   idempotencyKey?: string;
 }
 
+/** Writes a chunk and waits while `out` is full, so a slow reader of our stdout slows the task, not our memory. */
+async function write(out: NodeJS.WritableStream, chunk: Uint8Array): Promise<void> {
+  if (!out.write(chunk)) await once(out, 'drain');
+}
+
+// Connect codes of a call that broke without an answer from the node (no ErrorInfo): the connection is gone.
+const LOST_CODES = new Set(['aborted', 'unavailable', 'internal', 'unknown', 'canceled']);
+
+/** The error for a watch that broke off: the node went away mid-task (exit 69), or a plain mapped error. */
+function nodeLost(cause: unknown, url: string, task: Task): unknown {
+  const e = describeCallError(cause);
+  const answered = e.errorCode !== e.connectCode.toUpperCase();
+  if (answered || !LOST_CODES.has(e.connectCode)) return cause;
+  return new CliError(
+    'NODE_LOST',
+    `lost the node at ${url} while task ${task.id} was ${STATUS_NAMES[task.status] ?? 'running'} (${e.connectCode}: ${e.message}); the node stopped or the network failed — once it is back, \`vyr task get ${task.id}\` tells how the task ended`,
+    ExitCode.UNAVAILABLE,
+    { cause },
+  );
+}
+
 async function readAll(stream: NodeJS.ReadableStream): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
@@ -135,7 +160,7 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
       .option('--state <SLOT=ID[:ro]>', 'bind a state instance to a declared slot; repeatable', collect, [])
       .option('--idempotency-key <key>', 'retrying with the same key returns the same task instead of running again'),
   ).action(async (target: string, args: string[], flags: RunFlags) =>
-    withNode(ctx, flags, async ({ client }) => {
+    withNode(ctx, flags, async ({ client, url }) => {
       const json = output().json;
       const env: Record<string, string> = {};
       for (const kv of flags.env) {
@@ -143,22 +168,12 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
         if (i <= 0) throw new CliError('INVALID_ARGUMENT', `--env ${JSON.stringify(kv)} is not K=V`, ExitCode.USAGE);
         env[kv.slice(0, i)] = kv.slice(i + 1);
       }
-      let stdin: Uint8Array = new Uint8Array();
-      if (flags.stdin === '-') stdin = await readAll(ctx.stdin);
-      else if (flags.stdin !== undefined) {
-        try {
-          stdin = await readFile(resolve(ctx.cwd, flags.stdin));
-        } catch (err) {
-          throw new CliError(
-            'NOT_FOUND',
-            `cannot read --stdin ${flags.stdin}: ${(err as Error).message}`,
-            ExitCode.NOT_FOUND,
-          );
-        }
-      }
       const deadlineMs = flags.deadline ? parseDuration(flags.deadline, '--deadline') : 0;
       const memoryBytes = flags.memory ? parseSize(flags.memory, '--memory') : 0;
       const bindings = flags.state.map(parseStateFlag);
+      let stdin: Uint8Array = new Uint8Array();
+      if (flags.stdin === '-') stdin = await readAll(ctx.stdin);
+      else if (flags.stdin !== undefined) stdin = await readInputFile(ctx, flags.stdin, '--stdin');
 
       let digest = target;
       let localPath: string | undefined;
@@ -174,76 +189,143 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
         localPath = resolve(ctx.cwd, target);
         digest = (await readArtifact(localPath)).digest;
       }
-      // Our own trace context, so the task's trace and this invocation share a trace id.
-      const traceparent = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
-      const submit = () =>
-        client.submitTask({
-          artifactDigest: digest,
-          args,
-          env,
-          stdin,
-          deadlineMs: BigInt(deadlineMs),
-          memoryBytes: BigInt(memoryBytes),
-          bindings,
-          idempotencyKey: flags.idempotencyKey ?? '',
-          traceparent,
-        });
-      let submitted: Awaited<ReturnType<typeof submit>>;
+
+      // SIGINT/SIGTERM: cancel the task on the node (its CANCELLED status then ends the watch), exit 130. Before
+      // the task exists, an upload is abandoned; a submit in flight completes and its task is cancelled at once.
+      const interrupt = new AbortController();
+      let interrupted: string | undefined;
+      let taskId: string | undefined;
+      let cancelled: Promise<void> | undefined;
+      const cancel = (id: string): Promise<void> =>
+        client.cancelTask({ taskId: id }, { timeoutMs: 10_000 }).then(
+          () => undefined,
+          (err: unknown) => {
+            ctx.stderr.write(`vyr: could not cancel task ${id}: ${describeCallError(err).message}\n`);
+            interrupt.abort();
+          },
+        );
+      const stopHandling = ctx.onSignal?.((signal) => {
+        interrupted = signal;
+        if (taskId === undefined) {
+          ctx.stderr.write(`vyr: ${signal}: stopping\n`);
+          interrupt.abort();
+        } else {
+          ctx.stderr.write(`vyr: ${signal}: cancelling task ${taskId}\n`);
+          cancelled = cancel(taskId);
+        }
+      });
       try {
-        submitted = await submit();
-      } catch (err) {
-        const e = describeCallError(err);
-        if (localPath === undefined || e.errorCode !== 'NOT_FOUND' || e.domain !== 'artifact') throw err;
-        await uploadArtifact(ctx, client, localPath, { quiet: json });
-        submitted = await submit();
-      }
-      let task = submitted.task as Task;
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      let announcedPending = false;
-      for await (const ev of client.watchTask({ taskId: task.id })) {
-        const e = ev.event;
-        if (e.case === 'task') {
-          task = e.value;
-          if (!json && !announcedPending && task.status === TaskStatus.PENDING && task.unboundSlots.length > 0) {
-            announcedPending = true;
+        // Our own trace context, so the task's trace and this invocation share a trace id.
+        const traceparent = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+        const submit = () =>
+          client.submitTask({
+            artifactDigest: digest,
+            args,
+            env,
+            stdin,
+            deadlineMs: BigInt(deadlineMs),
+            memoryBytes: BigInt(memoryBytes),
+            bindings,
+            idempotencyKey: flags.idempotencyKey ?? '',
+            traceparent,
+            // We watch the task at once: the node keeps all of its output for us and paces the guest to our reading.
+            holdOutput: true,
+          });
+        let submitted: Awaited<ReturnType<typeof submit>>;
+        try {
+          submitted = await submit();
+        } catch (err) {
+          const e = describeCallError(err);
+          if (localPath === undefined || e.errorCode !== 'NOT_FOUND' || e.domain !== 'artifact') throw err;
+          await uploadArtifact(ctx, client, localPath, { quiet: json, signal: interrupt.signal });
+          submitted = await submit();
+        }
+        let task = submitted.task as Task;
+        taskId = task.id;
+        if (interrupted !== undefined) {
+          ctx.stderr.write(`vyr: ${interrupted}: cancelling task ${task.id}\n`);
+          cancelled = cancel(task.id);
+        }
+        if (json) {
+          // A task waiting for state: scripts need its id now, to bind state to it.
+          if (task.status === TaskStatus.PENDING && task.unboundSlots.length > 0) {
+            emit(ctx, output(), { event: 'accepted', task: taskJson(task) }, '');
+          }
+        } else {
+          ctx.stderr.write(`vyr: task ${task.id}\n`);
+        }
+
+        const out: Buffer[] = [];
+        const err: Buffer[] = [];
+        let droppedSeen = 0n;
+        let announcedPending = false;
+        try {
+          for await (const ev of client.watchTask({ taskId: task.id }, { signal: interrupt.signal })) {
+            const e = ev.event;
+            if (e.case === 'task') {
+              task = e.value;
+              if (!json && !announcedPending && task.status === TaskStatus.PENDING && task.unboundSlots.length > 0) {
+                announcedPending = true;
+                ctx.stderr.write(
+                  `vyr: task ${task.id} waits for state in slot(s) ${task.unboundSlots.join(', ')}: bind with \`vyr state bind ID ${task.id} --slot NAME\`\n`,
+                );
+              }
+            } else if (e.case === 'stdout') {
+              if (json) out.push(Buffer.from(e.value));
+              else await write(ctx.stdout, e.value);
+            } else if (e.case === 'stderr') {
+              if (json) err.push(Buffer.from(e.value));
+              else await write(ctx.stderr, e.value);
+            } else if (e.case === 'dropped') {
+              droppedSeen += e.value;
+              if (!json) ctx.stderr.write(`vyr: warning: ${e.value} byte(s) of output lost here\n`);
+            }
+          }
+        } catch (cause) {
+          if (interrupted === undefined) throw nodeLost(cause, url, task);
+        }
+        if (interrupted !== undefined) await cancelled;
+        if (!isTerminal(task.status)) {
+          try {
+            task = (await client.getTask({ taskId: task.id }, { timeoutMs: 10_000 })).task as Task;
+          } catch (cause) {
+            if (interrupted === undefined) throw nodeLost(cause, url, task);
+          }
+        }
+        const lost = task.droppedOutputBytes > droppedSeen ? task.droppedOutputBytes : droppedSeen;
+        if (json) {
+          emit(
+            ctx,
+            output(),
+            {
+              task: { ...taskJson(task), droppedOutputBytes: Number(lost) },
+              stdout: Buffer.concat(out).toString('utf8'),
+              stderr: Buffer.concat(err).toString('utf8'),
+            },
+            '',
+          );
+        } else {
+          for (const r of task.stateResults)
+            ctx.stderr.write(`vyr: state ${r.slot} ${r.stateId} ${r.digest} (${formatBytes(r.bytes)})\n`);
+          if (
+            task.status !== TaskStatus.SUCCEEDED &&
+            !(task.status === TaskStatus.FAILED && task.reason === 'EXIT_CODE')
+          ) {
             ctx.stderr.write(
-              `vyr: task ${task.id} waits for state in slot(s) ${task.unboundSlots.join(', ')}: bind with \`vyr state bind ID ${task.id} --slot NAME\`\n`,
+              `vyr: task ${task.id} ${STATUS_NAMES[task.status]}${task.reason ? ` (${task.reason})` : ''}${task.message ? `: ${task.message}` : ''}\n`,
             );
           }
-        } else if (e.case === 'stdout') {
-          if (json) out.push(Buffer.from(e.value));
-          else ctx.stdout.write(e.value);
-        } else if (e.case === 'stderr') {
-          if (json) err.push(Buffer.from(e.value));
-          else ctx.stderr.write(e.value);
         }
-      }
-      if (!isTerminal(task.status)) task = (await client.getTask({ taskId: task.id })).task as Task;
-      if (json) {
-        emit(
-          ctx,
-          output(),
-          {
-            task: taskJson(task),
-            stdout: Buffer.concat(out).toString('utf8'),
-            stderr: Buffer.concat(err).toString('utf8'),
-          },
-          '',
-        );
-      } else {
-        for (const r of task.stateResults)
-          ctx.stderr.write(`vyr: state ${r.slot} ${r.stateId} ${r.digest} (${formatBytes(r.bytes)})\n`);
-        if (
-          task.status !== TaskStatus.SUCCEEDED &&
-          !(task.status === TaskStatus.FAILED && task.reason === 'EXIT_CODE')
-        ) {
+        if (lost > 0n) {
           ctx.stderr.write(
-            `vyr: task ${task.id} ${STATUS_NAMES[task.status]}${task.reason ? ` (${task.reason})` : ''}${task.message ? `: ${task.message}` : ''}\n`,
+            `vyr: warning: the node dropped ${lost} byte(s) of task ${task.id}'s output (this reader was too slow or attached late); the output above is incomplete\n`,
           );
         }
+        const code = interrupted !== undefined ? ExitCode.CANCELLED : runExitCode(task);
+        ctx.setExitCode(code === 0 && lost > 0n ? ExitCode.OUTPUT_LOST : code);
+      } finally {
+        stopHandling?.();
       }
-      ctx.setExitCode(runExitCode(task));
     }),
   );
 

@@ -7,15 +7,9 @@ import { create as createTar, extract as extractTar } from 'tar';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
-import {
-  formatBytes,
-  type NodeFlags,
-  parseDuration,
-  parseSize,
-  table,
-  withNode,
-  withNodeOptions,
-} from './node-client.js';
+import { formatBytes, table } from '../format.js';
+import { parseDuration, parseSize } from '../parse.js';
+import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
 import { describeTask, taskJson } from './run.js';
 
 /** The state instance as `--json` prints it. */

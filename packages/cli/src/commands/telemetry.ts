@@ -1,7 +1,8 @@
 import type { AnyValue, KeyValue, ResourceMetrics, Span } from '@vyr/proto/otlp';
 import type { Command } from 'commander';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
-import { type NodeFlags, parseDuration, withNode, withNodeOptions } from './node-client.js';
+import { parseDuration } from '../parse.js';
+import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
