@@ -24,4 +24,5 @@ export type {
   TaskState,
   TaskStatus,
   TerminalState,
+  WatchOptions,
 } from './types.js';

@@ -45,6 +45,7 @@ import type {
   TaskState,
   TaskStatus,
   TerminalState,
+  WatchOptions,
 } from './types.js';
 
 const MiB = 1024 * 1024;
@@ -74,6 +75,8 @@ interface Watcher {
   dropped: number;
   /** The first watcher of a `holdOutput` task: never drops, and gives the guest its output credit as it reads. */
   primary?: boolean;
+  /** Wants status events only (no output, never a task's primary watcher). */
+  statusOnly?: boolean;
   wake?: () => void;
 }
 
@@ -300,6 +303,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
 
   function emit(record: TaskRecord, event: TaskEvent): void {
     for (const w of record.watchers) {
+      if (w.statusOnly && event.type !== 'status') continue;
       w.events.push(event);
       // The primary watcher of a held task is bounded by the guest's output credit instead (see giveCredit).
       if ((event.type === 'stdout' || event.type === 'stderr') && !w.primary) {
@@ -392,7 +396,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       );
     }
     admitting++;
-    const id = randomUUID();
+    // `tk_` and 32 hex digits: a random (v4) UUID without its dashes, recognisable as a task id.
+    const id = `tk_${randomUUID().replaceAll('-', '')}`;
     const parent = request.traceparent
       ? contextFromTraceparent(request.traceparent, ROOT_CONTEXT)
       : (request.parentContext ?? context.active());
@@ -913,8 +918,12 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     return record;
   }
 
-  async function* watch(taskId: string, opts?: { signal?: AbortSignal }): AsyncGenerator<TaskEvent> {
+  async function* watch(taskId: string, opts?: WatchOptions): AsyncGenerator<TaskEvent> {
     const record = find(taskId);
+    if (opts?.statusOnly) {
+      yield* watchStatus(record, opts.signal);
+      return;
+    }
     const watcher: Watcher = { events: [], bytes: 0, dropped: 0 };
     if (record.hold === 'waiting') {
       // The first watcher of a held task: everything since the start is still retained (nothing was dropped while
@@ -975,6 +984,33 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     }
   }
 
+  /** Status events only: the current status, then every change until the terminal status. */
+  async function* watchStatus(record: TaskRecord, signal?: AbortSignal): AsyncGenerator<TaskEvent> {
+    const watcher: Watcher = { events: [{ type: 'status', status: snapshot(record.status) }], bytes: 0, dropped: 0 };
+    watcher.statusOnly = true;
+    record.watchers.add(watcher);
+    const onAbort = () => watcher.wake?.();
+    signal?.addEventListener('abort', onAbort);
+    try {
+      for (;;) {
+        if (signal?.aborted) return;
+        const event = watcher.events.shift();
+        if (event) {
+          yield event;
+          if (event.type === 'status' && TERMINAL.has(event.status.state)) return;
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          watcher.wake = resolve;
+        });
+        watcher.wake = undefined;
+      }
+    } finally {
+      record.watchers.delete(watcher);
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
   function concat(chunks: Uint8Array[]): Uint8Array {
     const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
     let offset = 0;
@@ -998,7 +1034,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     wait(taskId: string): Promise<TaskStatus> {
       return find(taskId).done;
     },
-    watch(taskId: string, opts?: { signal?: AbortSignal }): AsyncIterable<TaskEvent> {
+    watch(taskId: string, opts?: WatchOptions): AsyncIterable<TaskEvent> {
       find(taskId);
       return watch(taskId, opts);
     },

@@ -341,6 +341,18 @@ export interface RuntimeStats {
   workersRecycled: number;
 }
 
+/** Options of {@link Runtime.watch}. */
+export interface WatchOptions {
+  /** Ends the watch early. */
+  signal?: AbortSignal;
+  /**
+   * Status events only: the current status, then each change until the terminal status; no output, and never the
+   * primary watcher of a `holdOutput` task (for callers that wait for a state, not for the task's output). Default
+   * false.
+   */
+  statusOnly?: boolean;
+}
+
 /** A runtime: runs verified components as isolated, cancellable, observable tasks. */
 export interface Runtime {
   /**
@@ -366,7 +378,7 @@ export interface Runtime {
    * early when `signal` aborts. The first watcher of a `holdOutput` task gets every byte and paces the guest.
    * @throws RuntimeError `NOT_FOUND`.
    */
-  watch(taskId: string, options?: { signal?: AbortSignal }): AsyncIterable<TaskEvent>;
+  watch(taskId: string, options?: WatchOptions): AsyncIterable<TaskEvent>;
   /** Retained stdout and stderr of a task. @throws RuntimeError `NOT_FOUND`. */
   output(taskId: string): { stdout: Uint8Array; stderr: Uint8Array };
   /** Pool and queue counters. */

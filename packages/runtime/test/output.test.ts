@@ -163,6 +163,28 @@ describe('holdOutput: the submitter that follows its task gets every byte', () =
     });
   });
 
+  it('a status-only watcher never takes the hold: the first output watcher after it still gets every byte', async () => {
+    await withRuntime({}, async (runtime, out) => {
+      const task = await runtime.submit({
+        digest: writer.digest,
+        mounts: [{ guestPath: '/out', hostPath: out }],
+        holdOutput: true,
+      });
+      expect(task.id).toMatch(/^tk_[0-9a-f]{32}$/);
+      const states: string[] = [];
+      for await (const ev of runtime.watch(task.id, { statusOnly: true })) {
+        expect(ev.type).toBe('status');
+        if (ev.type === 'status') states.push(ev.status.state);
+        if (ev.type === 'status' && ev.status.state === 'RUNNING') break;
+      }
+      expect(states.at(-1)).toBe('RUNNING');
+      await vi.waitFor(() => expect(runtime.get(task.id).stdoutBytes).toBeGreaterThan(0), { interval: 5 });
+      const got = await readAll(runtime.watch(task.id), 1);
+      expect(got.dropped).toEqual([]);
+      expect(got.bytes).toBe(TOTAL);
+    });
+  });
+
   it('without holdOutput a late, slow watcher is told exactly how many bytes it missed', async () => {
     await withRuntime({}, async (runtime, out) => {
       const task = await runtime.submit({ digest: writer.digest, mounts: [{ guestPath: '/out', hostPath: out }] });
