@@ -17,12 +17,13 @@ NODE_STAMP := $(TOOLCHAIN)/.node-$(NODE_VERSION)
 PNPM_STAMP := $(TOOLCHAIN)/.pnpm-$(PNPM_VERSION)
 DEPS_STAMP := node_modules/.vyr-installed
 
-.PHONY: help toolchain install build lint test demo bench generate fixtures clean
+.PHONY: help toolchain install build lint test demo bench generate fixtures clean dist
 
 help:
 	@echo "make test   - set up (Node 24, pnpm, dependencies), build, lint, check, run all tests"
 	@echo "make demo   - set up, build, run the end-to-end demo"
 	@echo "make bench  - run the benchmarks (numbers land in bench/results/)"
+	@echo "make dist   - install the vyr CLI as one self-contained directory (DIST_DIR, default dist/vyr)"
 
 $(NODE_STAMP):
 	@mkdir -p $(TOOLCHAIN)
@@ -59,6 +60,11 @@ demo: build
 
 bench: build
 	pnpm -F @vyr/bench run bench
+
+# A self-contained installation of the `vyr` command: DIST_DIR/bin/vyr with its own Node.js (docs/cli.md "Install").
+DIST_DIR ?= dist/vyr
+dist: build
+	bash apps/cli/scripts/dist.sh $(DIST_DIR)
 
 generate: install
 	pnpm -F @vyr/proto run generate
