@@ -141,8 +141,12 @@ export async function startNode(cmd: VyrCommand, args: readonly string[], option
   };
 }
 
-/** Kills every process a test started and left running (after a failure or a timeout). */
-export function killLeftovers(): void {
-  for (const child of live) child.kill('SIGKILL');
-  live.clear();
+/** Kills every process a test started and left running (after a failure or a timeout), except `keep`. */
+export function killLeftovers(keep: readonly Proc[] = []): void {
+  const kept = new Set(keep.map((p) => p.child));
+  for (const child of live) {
+    if (kept.has(child)) continue;
+    child.kill('SIGKILL');
+    live.delete(child);
+  }
 }
