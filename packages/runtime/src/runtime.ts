@@ -961,7 +961,11 @@ export function createRuntime(options: RuntimeOptions): Runtime {
             watcher.bytes -= event.data.length;
             // Read by the primary watcher: the guest may write this much more.
             if (watcher.primary) giveCredit(record, event.data.length);
+            yield event;
+            continue;
           }
+          // A status snapshot counts the bytes watchers missed up to now, this watcher's gaps included.
+          if (event.type === 'status') event.status.missedOutputBytes = record.status.missedOutputBytes;
           yield event;
           if (event.type === 'status' && TERMINAL.has(event.status.state)) return;
           continue;
