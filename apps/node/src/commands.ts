@@ -3,8 +3,9 @@ import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Logger, LogLevel } from '@vyr/telemetry';
 import { type Command, Option } from 'commander';
-import { NodeError } from './errors.js';
+import { NodeError, nodeExitCode } from './errors.js';
 import { DEFAULT_LISTEN, startNode, untilSignal, type VyrNode } from './node.js';
+import { checkTlsPair } from './server.js';
 import { parseTier } from './tiers.js';
 
 /**
@@ -42,14 +43,15 @@ export function createStreamLogger(out: Writable, json: boolean, minLevel: LogLe
 }
 
 async function readSecretFile(path: string, what: string): Promise<string> {
+  let text: string;
   try {
-    const text = (await readFile(path, 'utf8')).trim();
-    if (text.length === 0) throw new NodeError('FILE_UNREADABLE', `${what} ${path} is empty`);
-    return text;
+    text = (await readFile(path, 'utf8')).trim();
   } catch (err) {
-    if (err instanceof NodeError) throw err;
-    throw new NodeError('FILE_UNREADABLE', `cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
+    const code = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'FILE_NOT_FOUND' : 'FILE_UNREADABLE';
+    throw new NodeError(code, `cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
   }
+  if (text.length === 0) throw new NodeError('INVALID_FILE', `${what} ${path} is empty`);
+  return text;
 }
 
 interface StartFlags {
@@ -71,6 +73,14 @@ interface StartFlags {
   logLevel: LogLevel;
 }
 
+/** Writes a refused start as `PROG: CODE: message` (and a JSON error object on stdout with `--json`). */
+function reportStartError(ctx: NodeCommandContext, program: string, json: boolean, err: unknown): void {
+  const code = typeof (err as { code?: unknown }).code === 'string' ? (err as { code: string }).code : 'INTERNAL';
+  const message = err instanceof Error ? err.message : String(err);
+  if (json) ctx.stdout.write(`${JSON.stringify({ error: { code, message } })}\n`);
+  ctx.stderr.write(`${program}: ${code}: ${message}\n`);
+}
+
 function positiveInt(value: string | undefined, flag: string, maxDigits = 6): number | undefined {
   if (value === undefined) return undefined;
   if (!new RegExp(`^[1-9]\\d{0,${maxDigits - 1}}$`).test(value))
@@ -83,7 +93,9 @@ function positiveInt(value: string | undefined, flag: string, maxDigits = 6): nu
  * (the CLI contributes `vyr node status`, which talks to a node through the API).
  *
  * `vyr node start` prints one JSON line on stdout once it listens — `{"event":"listening","url":…,"nodeId":…}` —
- * logs to stderr, and on SIGTERM/SIGINT stops gracefully (live tasks cancelled, telemetry flushed) and exits 0.
+ * logs to stderr, and on SIGTERM/SIGINT stops gracefully (live tasks cancelled, telemetry flushed) and exits 0. A
+ * refused start prints `PROG: CODE: message` on stderr and sets the exit code of its `NodeErrorCode`
+ * (`NODE_EXIT_CODES`, docs/cli.md) itself, so both the `vyr` and the `vyr-node` binary exit with it.
  */
 export function registerNodeCommands(program: Command, ctx: NodeCommandContext, output: () => { json: boolean }): void {
   const group =
@@ -130,60 +142,75 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
     .addOption(
       new Option('--log-level <level>', 'stderr log level').choices(['debug', 'info', 'warn', 'error']).default('info'),
     )
-    .action(async (flags: StartFlags) => {
+    .action(async (flags: StartFlags, command: Command) => {
       const json = output().json;
-      const logger = createStreamLogger(ctx.stderr, json, flags.logLevel);
-      if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
-        throw new NodeError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+      let root: Command = command;
+      while (root.parent) root = root.parent;
+      try {
+        await start(flags, json);
+      } catch (err) {
+        reportStartError(ctx, root.name(), json, err);
+        ctx.setExitCode(nodeExitCode(err));
       }
-      const token = flags.tokenFile ? await readSecretFile(resolve(ctx.cwd, flags.tokenFile), 'token file') : undefined;
-      const tls =
-        flags.tlsCert && flags.tlsKey
-          ? {
-              cert: Buffer.from(await readSecretFile(resolve(ctx.cwd, flags.tlsCert), 'TLS certificate')),
-              key: Buffer.from(await readSecretFile(resolve(ctx.cwd, flags.tlsKey), 'TLS key')),
-            }
-          : undefined;
-      const poolSize = positiveInt(flags.poolSize, '--pool-size');
-      const maxQueueLength = positiveInt(flags.maxQueue, '--max-queue');
-      const metricIntervalMs = positiveInt(flags.metricIntervalMs, '--metric-interval-ms');
-      const streamBufferItems = positiveInt(flags.streamBuffer, '--stream-buffer');
-      const statePendingTimeoutMs = positiveInt(flags.pendingTimeoutMs, '--pending-timeout-ms', 10);
-      const signal = untilSignal();
-      const node: VyrNode = await startNode(
-        {
-          tier: parseTier(flags.tier),
-          dataDir: resolve(ctx.cwd, flags.dataDir),
-          listen: flags.listen,
-          trust: flags.trust.map((p) => resolve(ctx.cwd, p)),
-          allowUnsigned: flags.allowUnsigned,
-          ...(flags.otlp !== undefined ? { otlpEndpoint: flags.otlp === 'none' ? null : flags.otlp } : {}),
-          ...(token ? { token } : {}),
-          ...(tls ? { tls } : {}),
-          ...(poolSize ? { poolSize } : {}),
-          ...(maxQueueLength ? { maxQueueLength } : {}),
-          ...(metricIntervalMs ? { metricIntervalMs } : {}),
-          ...(streamBufferItems ? { streamBufferItems } : {}),
-          stateConflictPolicy: flags.stateConflict,
-          ...(statePendingTimeoutMs ? { statePendingTimeoutMs } : {}),
-          logger,
-        },
-        {
-          until: signal.then((sig) => logger.info('stopping', { signal: sig })),
-          onListening: (n) =>
-            ctx.stdout.write(
-              `${JSON.stringify({
-                event: 'listening',
-                url: n.url,
-                nodeId: n.nodeId,
-                tier: n.tier,
-                pid: process.pid,
-                restartedTasks: n.restartedTaskIds.length,
-              })}\n`,
-            ),
-        },
-      );
-      ctx.stdout.write(`${JSON.stringify({ event: 'stopped', nodeId: node.nodeId, signal: await signal })}\n`);
-      ctx.setExitCode(0);
     });
+
+  async function start(flags: StartFlags, json: boolean): Promise<void> {
+    const logger = createStreamLogger(ctx.stderr, json, flags.logLevel);
+    if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
+      throw new NodeError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+    }
+    const token = flags.tokenFile ? await readSecretFile(resolve(ctx.cwd, flags.tokenFile), 'token file') : undefined;
+    let tls: { cert: Buffer; key: Buffer } | undefined;
+    if (flags.tlsCert && flags.tlsKey) {
+      const certPath = resolve(ctx.cwd, flags.tlsCert);
+      const keyPath = resolve(ctx.cwd, flags.tlsKey);
+      tls = {
+        cert: Buffer.from(await readSecretFile(certPath, 'TLS certificate')),
+        key: Buffer.from(await readSecretFile(keyPath, 'TLS key')),
+      };
+      checkTlsPair(tls, { cert: `TLS certificate ${certPath}`, key: `TLS key ${keyPath}` });
+    }
+    const poolSize = positiveInt(flags.poolSize, '--pool-size');
+    const maxQueueLength = positiveInt(flags.maxQueue, '--max-queue');
+    const metricIntervalMs = positiveInt(flags.metricIntervalMs, '--metric-interval-ms');
+    const streamBufferItems = positiveInt(flags.streamBuffer, '--stream-buffer');
+    const statePendingTimeoutMs = positiveInt(flags.pendingTimeoutMs, '--pending-timeout-ms', 10);
+    const signal = untilSignal();
+    const node: VyrNode = await startNode(
+      {
+        tier: parseTier(flags.tier),
+        dataDir: resolve(ctx.cwd, flags.dataDir),
+        listen: flags.listen,
+        trust: flags.trust.map((p) => resolve(ctx.cwd, p)),
+        allowUnsigned: flags.allowUnsigned,
+        ...(flags.otlp !== undefined ? { otlpEndpoint: flags.otlp === 'none' ? null : flags.otlp } : {}),
+        ...(token ? { token } : {}),
+        ...(tls ? { tls } : {}),
+        ...(poolSize ? { poolSize } : {}),
+        ...(maxQueueLength ? { maxQueueLength } : {}),
+        ...(metricIntervalMs ? { metricIntervalMs } : {}),
+        ...(streamBufferItems ? { streamBufferItems } : {}),
+        stateConflictPolicy: flags.stateConflict,
+        ...(statePendingTimeoutMs ? { statePendingTimeoutMs } : {}),
+        logger,
+      },
+      {
+        until: signal.then((sig) => logger.info('stopping', { signal: sig })),
+        onListening: (n) =>
+          ctx.stdout.write(
+            `${JSON.stringify({
+              event: 'listening',
+              url: n.url,
+              listen: n.listen,
+              nodeId: n.nodeId,
+              tier: n.tier,
+              pid: process.pid,
+              restartedTasks: n.restartedTaskIds.length,
+            })}\n`,
+          ),
+      },
+    );
+    ctx.stdout.write(`${JSON.stringify({ event: 'stopped', nodeId: node.nodeId, signal: await signal })}\n`);
+    ctx.setExitCode(0);
+  }
 }

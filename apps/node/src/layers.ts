@@ -20,7 +20,6 @@ import {
 import {
   type ArtifactStore,
   type LoadedArtifact,
-  readArtifact,
   type StateSlotDeclaration,
   type StoredArtifact,
   type TrustPolicy,
@@ -179,6 +178,8 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
   const slotsOf = (artifact: RuntimeArtifact): StateSlotDeclaration[] =>
     (artifact.manifest as { state?: StateSlotDeclaration[] }).state ?? [];
 
+  /** Tail of the import queue (see `importTar`). */
+  let importing: Promise<void> = Promise.resolve();
   const sessions = new Map<string, BindSession>();
   const sessionOf = (taskId: string): BindSession => {
     let session = sessions.get(taskId);
@@ -308,6 +309,7 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
       stateResults: results.get(status.id) ?? [],
       ...(status.traceId !== undefined ? { traceId: status.traceId } : {}),
       unboundSlots,
+      droppedOutputBytes: status.missedOutputBytes,
     };
   }
 
@@ -366,6 +368,7 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
           ...(b.access ? { access: b.access } : {}),
         })),
         ...(spec.traceparent ? { traceparent: spec.traceparent } : {}),
+        ...(spec.holdOutput ? { holdOutput: true } : {}),
       });
       recent.add(status.id);
       try {
@@ -411,21 +414,14 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
           yield { type: 'status' as const, task: known };
           return;
         }
-        let first = true;
+        // The runtime replays what it retains (a finished task: its output, then its terminal status), says where this
+        // watcher missed output (`dropped`: it attached after older output was no longer retained, or read too
+        // slowly), and paces the guest to the first watcher of a `holdOutput` task. This generator is pulled only as
+        // fast as the transport writes (connect awaits each write), so a slow client is a slow watcher.
         for await (const ev of runtime.watch(taskId, { signal })) {
-          if (first && ev.type === 'status' && TERMINAL.has(ev.status.state)) {
-            // Watching a finished task: the runtime's watch ends at its first (terminal) status event before the
-            // retained output, so send that output from runtime.output() first, then the final status.
-            const retained = runtime.output(taskId);
-            if (retained.stdout.byteLength > 0) yield { type: 'stdout' as const, data: retained.stdout };
-            if (retained.stderr.byteLength > 0) yield { type: 'stderr' as const, data: retained.stderr };
-            yield { type: 'status' as const, task: view(ev.status) };
-            return;
-          }
-          first = false;
           if (ev.type === 'status') yield { type: 'status' as const, task: view(ev.status) };
-          else if (ev.type === 'stdout' || ev.type === 'stderr') yield { type: ev.type, data: ev.data };
-          // 'dropped' (this watcher read too slowly) has no wire form; the task's own counters still show it.
+          else if (ev.type === 'dropped') yield { type: 'dropped' as const, bytes: ev.bytes };
+          else yield { type: ev.type, data: ev.data };
         }
       })();
     },
@@ -474,7 +470,22 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
       // Queued behind a holder (`wait` policy): answered now, with the slot still unbound; the task starts when the
       // bind is granted, or ends PENDING_TIMEOUT if it never is (the bind hook's wait reports it).
       if (queued) grant.catch(() => undefined);
-      else await grant;
+      else {
+        await grant;
+        // The last slot bound: the bind hook hands the mounts to the runtime, which queues the task. Answer once it
+        // has left PENDING (QUEUED, RUNNING or already ended), as the API promises.
+        let missing: string[] = [];
+        try {
+          missing = kernel.taskStatus(taskId).missingSlots;
+        } catch {
+          missing = [];
+        }
+        if (missing.length === 0) {
+          for await (const ev of runtime.watch(taskId, { statusOnly: true })) {
+            if (ev.type === 'status' && ev.status.state !== 'PENDING') break;
+          }
+        }
+      }
       return view(runtime.get(taskId));
     },
   };
@@ -499,6 +510,23 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
 
   const states: StateService = {
     async create(spec: CreateStateSpec): Promise<StateView> {
+      if (spec.scope === 'task' && spec.taskId !== undefined) {
+        // A task-scoped instance lives and dies with its task: it must name a task of this node that has not ended,
+        // or nothing would ever delete it.
+        const status = getStatus(spec.taskId);
+        if (!status) {
+          if (restarted.has(spec.taskId)) {
+            throw new StateError('TASK_TERMINATED', `task ${spec.taskId} ended with the node restart`);
+          }
+          throw notFound(spec.taskId);
+        }
+        if (TERMINAL.has(status.state)) {
+          throw new StateError(
+            'TASK_TERMINATED',
+            `task ${spec.taskId} is ${status.state}; a task-scoped instance needs a task that has not ended`,
+          );
+        }
+      }
       const info = await kernel.create({
         scope: spec.scope,
         ...(spec.taskId !== undefined ? { taskId: spec.taskId } : {}),
@@ -535,13 +563,37 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
 
   const artifacts: ArtifactService = {
     async importTar(tarPath: string) {
-      // Verify before storing: an untrusted artifact never enters the store.
-      const loaded = await readArtifact(tarPath);
-      const verification = verifyLoaded(loaded, policy);
-      const alreadyPresent = await store.has(loaded.digest);
-      const stored: StoredArtifact = await store.import(tarPath);
-      const meta = metaOf(loaded, verification.trustedKeyIds, stored.sizeBytes);
-      return { artifact: meta.view, alreadyPresent };
+      // One copy of the artifact in memory at a time: the store reads and re-hashes the upload, then the stored copy
+      // is read back and verified (every load re-hashes and verifies too, so nothing runs from it before). A
+      // refused artifact that was not in the store before is removed again (its blobs collected). Imports are
+      // serialized so a refusal never removes what a concurrent import of the same digest stored.
+      const previous = importing;
+      let done!: () => void;
+      importing = new Promise<void>((r) => {
+        done = r;
+      });
+      await previous;
+      try {
+        const before = new Set((await store.list()).map((a) => a.digest));
+        const stored: StoredArtifact = await store.import(tarPath);
+        const alreadyPresent = before.has(stored.digest);
+        let loaded: LoadedArtifact | undefined = await store.get(stored.digest);
+        let verification: ReturnType<typeof verifyLoaded>;
+        try {
+          verification = verifyLoaded(loaded, policy);
+        } catch (err) {
+          loaded = undefined;
+          if (!alreadyPresent) {
+            await store.remove(stored.digest);
+            await store.gc().catch(() => undefined);
+          }
+          throw err;
+        }
+        const meta = metaOf(loaded, verification.trustedKeyIds, stored.sizeBytes);
+        return { artifact: meta.view, alreadyPresent };
+      } finally {
+        done();
+      }
     },
     async list(): Promise<ArtifactView[]> {
       const out: ArtifactView[] = [];

@@ -6,20 +6,21 @@ import { connectNodeAdapter } from '@connectrpc/connect-node';
 import {
   createBearerAuthInterceptor,
   createFeed,
+  maxMessageBytes,
   type NodeStatusView,
   type RequestLimits,
   registerNodeService,
   resolveLimits,
   type TelemetryFeeds,
 } from '@vyr/api';
-import { createStore, loadTrustPolicy } from '@vyr/artifact';
+import { createStore, loadTrustPolicy, type TrustPolicy } from '@vyr/artifact';
 import type { ResourceMetrics, ResourceSpans } from '@vyr/proto/otlp';
 import { createRuntime } from '@vyr/runtime';
-import { type ConflictPolicy, createStateKernel } from '@vyr/state';
+import { type ConflictPolicy, createStateKernel, type StateKernel } from '@vyr/state';
 import { type Logger, silentLogger } from '@vyr/telemetry';
 import { NodeError } from './errors.js';
 import { createNodeLayers, type NodeLayers } from './layers.js';
-import { type DualServer, isLoopback, listenDual, parseListen } from './server.js';
+import { checkTlsPair, type DualServer, isLoopback, listenDual, parseListen } from './server.js';
 import { createNodeTelemetry, type NodeTelemetry } from './telemetry.js';
 import { TIERS, type Tier } from './tiers.js';
 
@@ -28,6 +29,43 @@ export const NODE_VERSION = '0.1.0';
 
 /** Default listen address: loopback, port 7070 (docs/cli.md). */
 export const DEFAULT_LISTEN = '127.0.0.1:7070';
+
+/** Default of {@link NodeOptions.statePendingTimeoutMs}: 5 minutes. */
+export const DEFAULT_PENDING_TIMEOUT_MS = 300_000;
+
+/** Default of {@link NodeOptions.outputHoldMs}: 60 seconds. */
+export const DEFAULT_OUTPUT_HOLD_MS = 60_000;
+
+/** Checks an OTLP/HTTP base URL before anything starts. @throws NodeError INVALID_ARGUMENT. */
+function checkOtlpEndpoint(endpoint: string | undefined): string | undefined {
+  if (endpoint === undefined) return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new NodeError(
+      'INVALID_ARGUMENT',
+      `--otlp ${JSON.stringify(endpoint)} is not an http(s) URL (e.g. http://127.0.0.1:4318), nor "none"`,
+    );
+  }
+  return endpoint.replace(/\/+$/, '');
+}
+
+/** Loads the trusted keys, naming the file that is missing or malformed. */
+async function loadTrust(paths: readonly string[], allowUnsigned: boolean): Promise<TrustPolicy> {
+  try {
+    return await loadTrustPolicy(paths, { allowUnsigned });
+  } catch (cause) {
+    const code = (cause as { code?: string }).code;
+    const message = (cause as Error).message;
+    if (code === 'NOT_FOUND') throw new NodeError('FILE_NOT_FOUND', `--trust: ${message}`, { cause });
+    if (code === 'MALFORMED_KEY') throw new NodeError('INVALID_FILE', `--trust: ${message}`, { cause });
+    throw new NodeError('FILE_UNREADABLE', `--trust: ${message}`, { cause });
+  }
+}
 
 /** Options of {@link createNode}. Tier defaults apply to every field left out. */
 export interface NodeOptions {
@@ -72,14 +110,21 @@ export interface NodeOptions {
    * Default 300,000 (5 min).
    */
   statePendingTimeoutMs?: number;
+  /**
+   * How long the output of a task submitted with `hold_output` is held for its first watcher (from the first held
+   * chunk) before it is dropped as for any task, ms. Default 60,000.
+   */
+  outputHoldMs?: number;
   /** Logger; default silent. */
   logger?: Logger;
 }
 
 /** A running node; see {@link createNode}. */
 export interface VyrNode {
-  /** `http://host:port` the node listens on. */
+  /** `http://host:port` a client on this host can use (a wildcard listen address is given as loopback). */
   readonly url: string;
+  /** `HOST:PORT` the node is bound to (e.g. `0.0.0.0:7070`). */
+  readonly listen: string;
   /** Stable node id (`nd_…`) kept in the data directory. */
   readonly nodeId: string;
   readonly tier: Tier;
@@ -120,6 +165,7 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
   const tier = options.tier ?? 'laptop';
   const profile = TIERS[tier];
   const logger = options.logger ?? silentLogger;
+  // Everything that can be checked without the data directory is checked first: a refused start leaves no trace.
   const listen = parseListen(options.listen ?? DEFAULT_LISTEN);
   if (!isLoopback(listen.host) && !options.token) {
     throw new NodeError(
@@ -130,152 +176,200 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
   if (options.allowUnsigned && tier !== 'laptop') {
     throw new NodeError('UNSIGNED_NOT_ALLOWED', `--allow-unsigned is for the laptop tier only, not ${tier}`);
   }
-  const dataDir = resolve(options.dataDir);
-  await mkdir(dataDir, { recursive: true });
-  const nodeId = await loadNodeId(dataDir);
-  const tempDir = join(dataDir, 'tmp');
-  await rm(tempDir, { recursive: true, force: true });
-  await mkdir(tempDir, { recursive: true });
-
-  const feeds: TelemetryFeeds = {
-    traces: createFeed<ResourceSpans>({ retainItems: 4096 }),
-    metrics: createFeed<ResourceMetrics>({ retainItems: 64 }),
-  };
-  const otlpEndpoint = options.otlpEndpoint === null ? undefined : (options.otlpEndpoint ?? profile.otlpEndpoint);
-  const telemetry: NodeTelemetry = createNodeTelemetry({
-    nodeId,
-    tier,
-    version: NODE_VERSION,
-    ...(otlpEndpoint ? { otlpEndpoint } : {}),
-    feeds,
-    metricIntervalMs: options.metricIntervalMs ?? profile.metricIntervalMs,
-    logger,
-  });
-
-  const policy = await loadTrustPolicy(options.trust ?? [], { allowUnsigned: options.allowUnsigned ?? false });
-  const store = createStore({ dir: join(dataDir, 'artifacts') });
-  // Default `refuse`: a conflicting bind answers failed_precondition at once, a predictable answer for scripts;
-  // `wait` is for pipelines that hand one instance from task to task.
-  const kernel = createStateKernel({
-    dataDir: join(dataDir, 'state'),
-    logger,
-    conflictPolicy: options.stateConflictPolicy ?? 'refuse',
-    ...(options.statePendingTimeoutMs !== undefined ? { pendingTimeoutMs: options.statePendingTimeoutMs } : {}),
-  });
-  const recovery = await kernel.recover();
-  if (recovery.failedTaskIds.length > 0) {
-    logger.warn('tasks were live when the node stopped; marked FAILED(NODE_RESTART)', {
-      tasks: recovery.failedTaskIds.length,
+  const otlpEndpoint = checkOtlpEndpoint(
+    options.otlpEndpoint === null ? undefined : (options.otlpEndpoint ?? profile.otlpEndpoint),
+  );
+  if (options.tls) checkTlsPair(options.tls, { cert: 'TLS certificate', key: 'TLS key' });
+  const policy = await loadTrust(options.trust ?? [], options.allowUnsigned ?? false);
+  if (options.token && !options.tls && !isLoopback(listen.host)) {
+    logger.warn('the bearer token travels in cleartext: serve HTTPS with --tls-cert/--tls-key off loopback', {
+      listen: `${listen.host}:${listen.port}`,
     });
   }
-  const poolSize = options.poolSize ?? profile.poolSize;
-  const maxQueueLength = options.maxQueueLength ?? profile.maxQueueLength;
-  const layers: NodeLayers = createNodeLayers({
-    store,
-    policy,
-    kernel,
-    tempDir,
-    restartedTasks: recovery.failedTasks,
-    createRuntime: (artifacts, hooks) =>
-      createRuntime({
-        artifacts,
-        hooks,
-        cacheDir: join(dataDir, 'cache'),
-        poolSize,
-        maxQueueLength,
-        maxFinishedTasks: options.maxFinishedTasks ?? 1000,
-        defaultLimits: {
-          memoryBytes: profile.defaultMemoryBytes,
-          ...(profile.defaultDeadlineMs !== undefined ? { deadlineMs: profile.defaultDeadlineMs } : {}),
-        },
-        nodeId,
-        tier,
-        logger,
-      }),
-  });
-  const runtime = layers.runtime;
-  void runtime.warmUp().catch((err: Error) => logger.error('worker pool warm-up failed', { error: err.message }));
 
-  const startedAtMs = Date.now();
-  const status = async (): Promise<NodeStatusView> => {
-    const s = runtime.stats();
-    return {
+  const dataDir = resolve(options.dataDir);
+  try {
+    await mkdir(dataDir, { recursive: true });
+  } catch (cause) {
+    throw new NodeError(
+      'DATA_DIR_UNUSABLE',
+      `cannot create the data directory ${dataDir}: ${(cause as Error).message}`,
+      {
+        cause,
+      },
+    );
+  }
+  // The state kernel takes the data directory's lock: before anything a live node on the same directory uses (its
+  // temp files, its node id) is touched. A second node on it stops here.
+  const conflictPolicy: ConflictPolicy = options.stateConflictPolicy ?? 'refuse';
+  const pendingTimeoutMs = options.statePendingTimeoutMs ?? DEFAULT_PENDING_TIMEOUT_MS;
+  const outputHoldMs = options.outputHoldMs ?? DEFAULT_OUTPUT_HOLD_MS;
+  let kernel: StateKernel;
+  try {
+    // Default `refuse`: a conflicting bind answers failed_precondition at once, a predictable answer for scripts;
+    // `wait` is for pipelines that hand one instance from task to task.
+    kernel = createStateKernel({
+      dataDir: join(dataDir, 'state'),
+      logger,
+      conflictPolicy,
+      pendingTimeoutMs,
+    });
+  } catch (cause) {
+    if ((cause as { code?: string }).code === 'DATA_DIR_LOCKED') {
+      throw new NodeError(
+        'DATA_DIR_LOCKED',
+        `another node is running on the data directory ${dataDir} (${(cause as Error).message}); stop it or use another --data-dir`,
+        { cause },
+      );
+    }
+    throw new NodeError('DATA_DIR_UNUSABLE', `cannot open the state of ${dataDir}: ${(cause as Error).message}`, {
+      cause,
+    });
+  }
+  const cleanups: (() => Promise<unknown>)[] = [() => kernel.close()];
+  try {
+    return await startLocked();
+  } catch (err) {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+    throw err;
+  }
+
+  async function startLocked(): Promise<VyrNode> {
+    const nodeId = await loadNodeId(dataDir);
+    const tempDir = join(dataDir, 'tmp');
+    await rm(tempDir, { recursive: true, force: true });
+    await mkdir(tempDir, { recursive: true });
+
+    const feeds: TelemetryFeeds = {
+      traces: createFeed<ResourceSpans>({ retainItems: 4096 }),
+      metrics: createFeed<ResourceMetrics>({ retainItems: 64 }),
+    };
+    const telemetry: NodeTelemetry = createNodeTelemetry({
       nodeId,
       tier,
       version: NODE_VERSION,
-      startedAtMs,
-      queueLength: s.queued + s.pending,
-      maxQueueLength,
-      poolSize: s.workers || poolSize,
-      runningTasks: s.running,
-      retainedTasks: layers.retainedTaskCount(),
-      artifacts: await layers.artifactCount(),
-      states: kernel.list().length,
-      telemetry: telemetry.health(),
+      ...(otlpEndpoint ? { otlpEndpoint } : {}),
+      feeds,
+      metricIntervalMs: options.metricIntervalMs ?? profile.metricIntervalMs,
+      logger,
+    });
+    cleanups.push(() => telemetry.shutdown());
+
+    const store = createStore({ dir: join(dataDir, 'artifacts') });
+    const recovery = await kernel.recover();
+    if (recovery.failedTaskIds.length > 0) {
+      logger.warn('tasks were live when the node stopped; marked FAILED(NODE_RESTART)', {
+        tasks: recovery.failedTaskIds.length,
+      });
+    }
+    const poolSize = options.poolSize ?? profile.poolSize;
+    const maxQueueLength = options.maxQueueLength ?? profile.maxQueueLength;
+    const layers: NodeLayers = createNodeLayers({
+      store,
+      policy,
+      kernel,
+      tempDir,
+      restartedTasks: recovery.failedTasks,
+      createRuntime: (artifacts, hooks) =>
+        createRuntime({
+          artifacts,
+          hooks,
+          cacheDir: join(dataDir, 'cache'),
+          poolSize,
+          maxQueueLength,
+          maxFinishedTasks: options.maxFinishedTasks ?? 1000,
+          defaultLimits: {
+            memoryBytes: profile.defaultMemoryBytes,
+            ...(profile.defaultDeadlineMs !== undefined ? { deadlineMs: profile.defaultDeadlineMs } : {}),
+          },
+          outputHoldMs,
+          nodeId,
+          tier,
+          logger,
+        }),
+    });
+    const runtime = layers.runtime;
+    cleanups.push(() => runtime.close());
+    void runtime.warmUp().catch((err: Error) => logger.error('worker pool warm-up failed', { error: err.message }));
+
+    const startedAtMs = Date.now();
+    const status = async (): Promise<NodeStatusView> => {
+      const s = runtime.stats();
+      return {
+        nodeId,
+        tier,
+        version: NODE_VERSION,
+        startedAtMs,
+        queueLength: s.queued + s.pending,
+        maxQueueLength,
+        poolSize: s.workers || poolSize,
+        runningTasks: s.running,
+        retainedTasks: layers.retainedTaskCount(),
+        artifacts: await layers.artifactCount(),
+        states: kernel.list().length,
+        telemetry: telemetry.health(),
+        stateConflictPolicy: conflictPolicy,
+        outputHoldMs,
+        pendingTimeoutMs,
+      };
     };
-  };
 
-  const limits = resolveLimits({ maxArtifactBytes: profile.maxArtifactBytes, ...options.limits });
-  const shutdown = new AbortController();
-  const interceptors: Interceptor[] = options.token ? [createBearerAuthInterceptor(options.token)] : [];
-  const handler = connectNodeAdapter({
-    routes: (router) =>
-      registerNodeService(router, {
-        tasks: layers.tasks,
-        states: layers.states,
-        artifacts: layers.artifacts,
-        telemetry: feeds,
-        status,
-        tempDir,
-        limits,
-        ...(options.streamBufferItems ? { streamBufferItems: options.streamBufferItems } : {}),
-      }),
-    interceptors,
-    // One message may be a whole stdin or seed; anything larger is refused by connect with resource_exhausted
-    // before it is buffered. Field limits below this give the precise TOO_LARGE error.
-    readMaxBytes: Math.max(limits.maxStdinBytes, limits.maxSeedBytes) + 1024 * 1024,
-    shutdownSignal: shutdown.signal,
-  });
+    const limits = resolveLimits({ maxArtifactBytes: profile.maxArtifactBytes, ...options.limits });
+    const shutdown = new AbortController();
+    const interceptors: Interceptor[] = options.token ? [createBearerAuthInterceptor(options.token)] : [];
+    const handler = connectNodeAdapter({
+      routes: (router) =>
+        registerNodeService(router, {
+          tasks: layers.tasks,
+          states: layers.states,
+          artifacts: layers.artifacts,
+          telemetry: feeds,
+          status,
+          tempDir,
+          limits,
+          ...(options.streamBufferItems ? { streamBufferItems: options.streamBufferItems } : {}),
+        }),
+      interceptors,
+      // One message may be a whole stdin or seed; anything larger is refused by connect with resource_exhausted
+      // before it is buffered. Field limits below this give the precise TOO_LARGE error.
+      readMaxBytes: maxMessageBytes(limits),
+      shutdownSignal: shutdown.signal,
+    });
 
-  let server: DualServer;
-  try {
-    server = await listenDual({
+    const server: DualServer = await listenDual({
       host: listen.host,
       port: listen.port,
       handler,
       ...(options.tls ? { tls: options.tls } : {}),
     });
-  } catch (err) {
-    await runtime.close();
-    await kernel.close();
-    await telemetry.shutdown();
-    throw err;
-  }
-  logger.info('node listening', { url: server.url, nodeId, tier });
+    logger.info('node listening', { url: server.url, nodeId, tier });
 
-  let stopping: Promise<void> | undefined;
-  return {
-    url: server.url,
-    nodeId,
-    tier,
-    restartedTaskIds: recovery.failedTaskIds,
-    status,
-    stop() {
-      stopping ??= (async () => {
-        // Stop accepting first; then end live tasks (RUNTIME_CLOSED; the release hook records their state digests),
-        // so watchers still receive each task's terminal status; then end the remaining streams (follow mode).
-        const closing = server.close(3000);
-        await runtime.close();
-        shutdown.abort(new Error('the node is shutting down'));
-        await closing;
-        await telemetry.shutdown();
-        await kernel.close();
-        await rm(tempDir, { recursive: true, force: true });
-        logger.info('node stopped', { nodeId });
-      })();
-      return stopping;
-    },
-  };
+    let stopping: Promise<void> | undefined;
+    const bound = server.address;
+    return {
+      url: server.url,
+      listen: `${bound.host.includes(':') ? `[${bound.host}]` : bound.host}:${bound.port}`,
+      nodeId,
+      tier,
+      restartedTaskIds: recovery.failedTaskIds,
+      status,
+      stop() {
+        stopping ??= (async () => {
+          // Stop accepting first; then end live tasks (RUNTIME_CLOSED; the release hook records their state digests),
+          // so watchers still receive each task's terminal status; then end the remaining streams (follow mode).
+          const closing = server.close(3000);
+          await runtime.close();
+          shutdown.abort(new Error('the node is shutting down'));
+          await closing;
+          await telemetry.shutdown();
+          await kernel.close();
+          await rm(tempDir, { recursive: true, force: true });
+          logger.info('node stopped', { nodeId });
+        })();
+        return stopping;
+      },
+    };
+  }
 }
 
 /** Options of {@link startNode} beyond {@link NodeOptions}. */

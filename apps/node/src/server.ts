@@ -1,3 +1,4 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
@@ -12,7 +13,10 @@ import { NodeError } from './errors.js';
 export interface DualServer {
   /** The bound address, e.g. `{ host: '127.0.0.1', port: 7070 }`. */
   readonly address: { host: string; port: number };
-  /** `http://…` or `https://…`. */
+  /**
+   * `http://…` or `https://…`, usable by a client on this host: a wildcard address (`0.0.0.0`, `::`) is given as the
+   * loopback address of its family (the node still listens on every interface).
+   */
   readonly url: string;
   /** Stops accepting, ends idle connections, and destroys the rest after `graceMs`. */
   close(graceMs?: number): Promise<void>;
@@ -97,7 +101,9 @@ export async function listenDual(options: ListenOptions): Promise<DualServer> {
   });
   const addr = outer.address() as net.AddressInfo;
   const host = addr.address;
-  const urlHost = host.includes(':') ? `[${host}]` : host;
+  // 0.0.0.0 and :: are where to listen, not where to connect.
+  const reachable = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  const urlHost = reachable.includes(':') ? `[${reachable}]` : reachable;
   return {
     address: { host, port: addr.port },
     url: `${options.tls ? 'https' : 'http'}://${urlHost}:${addr.port}`,
@@ -132,4 +138,31 @@ export function parseListen(value: string): { host: string; port: number } {
     throw new NodeError('INVALID_ARGUMENT', `--listen ${JSON.stringify(value)} is not HOST:PORT (e.g. 127.0.0.1:7070)`);
   }
   return { host: (m[1] ?? m[2]) as string, port };
+}
+
+/**
+ * Checks a PEM certificate and private key before the node starts: both parse, and the key is the certificate's.
+ * `names` say which files they came from (for the message).
+ * @throws NodeError INVALID_FILE naming the file.
+ */
+export function checkTlsPair(tls: { cert: Buffer; key: Buffer }, names: { cert: string; key: string }): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(tls.cert);
+  } catch (cause) {
+    throw new NodeError('INVALID_FILE', `${names.cert} is not a PEM X.509 certificate: ${(cause as Error).message}`, {
+      cause,
+    });
+  }
+  let key: ReturnType<typeof createPrivateKey>;
+  try {
+    key = createPrivateKey(tls.key);
+  } catch (cause) {
+    throw new NodeError('INVALID_FILE', `${names.key} is not a PEM private key: ${(cause as Error).message}`, {
+      cause,
+    });
+  }
+  if (!cert.checkPrivateKey(key)) {
+    throw new NodeError('INVALID_FILE', `${names.key} is not the private key of the certificate ${names.cert}`);
+  }
 }

@@ -1,6 +1,7 @@
 import { fromBinary } from '@bufbuild/protobuf';
 import {
   type Attributes,
+  type Context,
   context,
   type Meter,
   type MeterOptions,
@@ -27,11 +28,12 @@ import {
 import {
   BatchSpanProcessor,
   type ReadableSpan,
+  type Span as SdkSpan,
   type SpanExporter,
   type SpanProcessor,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
-import type { TelemetryFeeds, TelemetryHealthView } from '@vyr/api';
+import { TASK_ID_ATTRIBUTE, type TelemetryFeeds, type TelemetryHealthView } from '@vyr/api';
 import { ExportMetricsServiceRequestSchema, ExportTraceServiceRequestSchema } from '@vyr/proto/otlp';
 import type { Logger } from '@vyr/telemetry';
 
@@ -130,6 +132,42 @@ class CountingMetricExporter implements PushMetricExporter {
   }
   selectAggregationTemporality = (t: Parameters<NonNullable<PushMetricExporter['selectAggregationTemporality']>>[0]) =>
     this.#inner.selectAggregationTemporality?.(t) ?? AggregationTemporality.CUMULATIVE;
+}
+
+/**
+ * Puts the task's `vyr.task.id` on every descendant of a task's root span `vyr.task` (which the runtime creates with
+ * it) when the descendant starts: the span ids of each task's live spans are tracked, and a span whose parent is one
+ * of them belongs to that task. Tasks submitted under one caller `traceparent` share a trace id, so the trace id
+ * cannot tell their spans apart; this attribute can (StreamTraces `task_id`, and any OTLP backend).
+ */
+export class TaskAttributionProcessor implements SpanProcessor {
+  /** Span id → task id, for spans of a task that have not ended. */
+  readonly #taskBySpan = new Map<string, string>();
+  onStart(span: SdkSpan, parentContext: Context): void {
+    const own = span.attributes[TASK_ID_ATTRIBUTE];
+    let taskId = typeof own === 'string' ? own : undefined;
+    if (taskId === undefined) {
+      const parent = trace.getSpanContext(parentContext);
+      taskId = parent ? this.#taskBySpan.get(parent.spanId) : undefined;
+      if (taskId === undefined) return;
+      span.setAttribute(TASK_ID_ATTRIBUTE, taskId);
+    }
+    this.#taskBySpan.set(span.spanContext().spanId, taskId);
+  }
+  onEnd(span: ReadableSpan): void {
+    this.#taskBySpan.delete(span.spanContext().spanId);
+  }
+  /** Spans tracked now (live spans of tasks). */
+  get size(): number {
+    return this.#taskBySpan.size;
+  }
+  forceFlush(): Promise<void> {
+    return Promise.resolve();
+  }
+  shutdown(): Promise<void> {
+    this.#taskBySpan.clear();
+    return Promise.resolve();
+  }
 }
 
 /**
@@ -272,6 +310,8 @@ export function createNodeTelemetry(options: NodeTelemetryOptions): NodeTelemetr
 
   let queueDropped = 0;
   const processors: SpanProcessor[] = [new FeedSpanProcessor(options.feeds, options.streamBatchDelayMs ?? 25, logger)];
+  // First, so the attribute is on the span before any other processor sees it.
+  const attribution = new TaskAttributionProcessor();
   let spanExporter: CountingSpanExporter | undefined;
   if (endpoint) {
     spanExporter = new CountingSpanExporter(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }), logger);
@@ -289,7 +329,7 @@ export function createNodeTelemetry(options: NodeTelemetryOptions): NodeTelemetr
       }),
     );
   }
-  const tracerProvider = new TracerProvider({ resource, spanProcessors: processors });
+  const tracerProvider = new TracerProvider({ resource, spanProcessors: [attribution, ...processors] });
 
   // Globals: the libraries (runtime, state) write through @opentelemetry/api only.
   const contextManager = new AsyncLocalStorageContextManager().enable();

@@ -305,7 +305,14 @@ describe('exit criterion: every NodeService RPC works from another process over 
       'TOO_LARGE',
     );
     await expectRefused(client.createState({ scope: StateScope.TASK }), 'invalid_argument', 'INVALID_ARGUMENT');
-    await expectRefused(client.createState({ seedTar: escapingTar() }), 'invalid_argument', 'UNSAFE_SEED_ENTRY');
+    const unsafe = await expectRefused(
+      client.createState({ seedTar: escapingTar() }),
+      'invalid_argument',
+      'UNSAFE_SEED_ENTRY',
+    );
+    // The message names what the client sent, not the node's temp file.
+    expect(unsafe.message).toContain('the uploaded seed');
+    expect(unsafe.message).not.toMatch(/tmp|\.seed\.tar/);
     // BindState: unknown task / state, undeclared slot, conflicting writer
     const { state } = await client.createState({ name: 'conflict' });
     const sid = state?.id as string;
@@ -391,7 +398,8 @@ describe('exit criterion: every NodeService RPC works from another process over 
     // StreamTraces, StreamMetrics
     await expectRefused(client.streamTraces({ taskId: 'tk_unknown' }), 'not_found', 'NOT_FOUND');
     await expectRefused(client.streamTraces({ taskId: 'bad id!' }), 'invalid_argument');
-    await expectRefused(client.streamMetrics({ taskId: 'tk_unknown' }), 'not_found', 'NOT_FOUND');
+    // Metrics are node-wide: a task filter is refused, not answered with nothing.
+    await expectRefused(client.streamMetrics({ taskId: 'tk_unknown' }), 'invalid_argument', 'INVALID_ARGUMENT');
 
     // Still up and answering normally.
     const { task } = await client.submitTask({ artifactDigest: hello });

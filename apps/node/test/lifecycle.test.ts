@@ -31,14 +31,14 @@ describe('node security: loopback by default, bearer token elsewhere', () => {
   it('refuses to listen on a non-loopback address without a token', async () => {
     const dir = await tempDir();
     const { code, stderr } = await startNodeExpectingFailure(['--data-dir', dir, '--listen', '0.0.0.0:0']);
-    expect(code).toBe(1);
+    expect(code).toBe(2); // usage: the command line lacks --token-file
     expect(stderr).toContain('INSECURE_LISTEN');
   });
 
   it('refuses --allow-unsigned outside the laptop tier', async () => {
     const dir = await tempDir();
     const { code, stderr } = await startNodeExpectingFailure(['--data-dir', dir, '--tier', 'edge', '--allow-unsigned']);
-    expect(code).toBe(1);
+    expect(code).toBe(2);
     expect(stderr).toContain('UNSIGNED_NOT_ALLOWED');
   });
 

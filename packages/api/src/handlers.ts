@@ -9,6 +9,7 @@ import {
   type Artifact,
   ArtifactSchema,
   NodeService,
+  RequestLimitsSchema,
   type StateInstance,
   StateInstanceSchema,
   StateScope,
@@ -85,6 +86,14 @@ export function resolveLimits(limits: RequestLimits = {}): Required<RequestLimit
     maxDeadlineMs: limits.maxDeadlineMs ?? 24 * 3600 * 1000,
     exportChunkBytes: limits.exportChunkBytes ?? 256 * 1024,
   };
+}
+
+/**
+ * Largest single request message the node reads (`readMaxBytes` of the Connect adapter): one message may hold a whole
+ * stdin or seed, plus 1 MiB for the other fields.
+ */
+export function maxMessageBytes(limits: Required<RequestLimits>): number {
+  return Math.max(limits.maxStdinBytes, limits.maxSeedBytes) + 1024 * 1024;
 }
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
@@ -165,6 +174,7 @@ export function taskToProto(task: TaskView): Task {
     })),
     traceId: task.traceId ?? '',
     unboundSlots: task.unboundSlots,
+    droppedOutputBytes: BigInt(task.droppedOutputBytes ?? 0),
   });
 }
 
@@ -274,6 +284,7 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
           env: { ...req.env },
           stdin: req.stdin,
           bindings: req.bindings.map((b, i) => bindingSpec(b, `bindings[${i}]`)),
+          ...(req.holdOutput ? { holdOutput: true } : {}),
         };
         if (req.deadlineMs > 0n) spec.deadlineMs = toNumber(req.deadlineMs, 'deadline_ms', limits.maxDeadlineMs);
         if (req.memoryBytes > 0n) spec.memoryBytes = toNumber(req.memoryBytes, 'memory_bytes', MAX_MEMORY_BYTES);
@@ -336,7 +347,8 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
           for await (const ev of deps.tasks.watch(id, ctx.signal)) {
             if (ev.type === 'status') yield { event: { case: 'task' as const, value: taskToProto(ev.task) } };
             else if (ev.type === 'stdout') yield { event: { case: 'stdout' as const, value: ev.data } };
-            else yield { event: { case: 'stderr' as const, value: ev.data } };
+            else if (ev.type === 'stderr') yield { event: { case: 'stderr' as const, value: ev.data } };
+            else yield { event: { case: 'dropped' as const, value: BigInt(ev.bytes) } };
           }
         })(),
       );
@@ -370,6 +382,8 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
         try {
           await writeAll(path, [req.seedTar]);
           return { state: stateToProto(await deps.states.create({ ...spec, seedTarPath: path })) };
+        } catch (err) {
+          throw hidePath(err, path, 'the uploaded seed');
         } finally {
           await rm(path, { force: true });
         }
@@ -447,7 +461,9 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
           if (received !== size) {
             throw new ApiError('BAD_UPLOAD', `upload ended after ${received} of ${size} bytes announced in the header`);
           }
-          const result = await deps.artifacts.importTar(path);
+          const result = await deps.artifacts.importTar(path).catch((err: unknown) => {
+            throw hidePath(err, path, 'the uploaded artifact');
+          });
           return { artifact: artifactToProto(result.artifact), alreadyPresent: result.alreadyPresent };
         } finally {
           await rm(path, { force: true });
@@ -463,12 +479,11 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
       yield* mappedStream(
         (async function* () {
           let taskId: string | undefined;
-          let traceIdHex: string | undefined;
           if (req.taskId.length > 0) {
             taskId = checkId(req.taskId, 'task_id', 'task');
-            traceIdHex = (await deps.tasks.get(taskId)).traceId || undefined;
+            await deps.tasks.get(taskId); // not_found for unknown tasks
           }
-          const filter = { taskId, traceIdHex, sinceUnixNano: req.sinceUnixNano };
+          const filter = { ...(taskId !== undefined ? { taskId } : {}), sinceUnixNano: req.sinceUnixNano };
           for await (const { item, dropped } of deps.telemetry.traces.subscribe({
             follow: req.follow,
             bufferItems: streamBuffer,
@@ -484,9 +499,15 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
     async *streamMetrics(req, ctx) {
       yield* mappedStream(
         (async function* () {
-          const taskId = req.taskId.length > 0 ? checkId(req.taskId, 'task_id', 'task') : undefined;
-          if (taskId !== undefined) await deps.tasks.get(taskId);
-          const filter = { taskId, sinceUnixNano: req.sinceUnixNano };
+          // Metrics are node-wide: no metric carries a task id (one time series per task would be unbounded), so a
+          // task filter could only ever answer nothing. Refused rather than silently empty.
+          if (req.taskId.length > 0) {
+            throw invalid(
+              `task_id ${JSON.stringify(req.taskId)}: metrics are node-wide and carry no task id; use StreamTraces for one task's telemetry`,
+              'task_id',
+            );
+          }
+          const filter = { sinceUnixNano: req.sinceUnixNano };
           for await (const { item, dropped } of deps.telemetry.metrics.subscribe({
             follow: req.follow,
             bufferItems: streamBuffer,
@@ -522,6 +543,18 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
             streamItemsDropped: BigInt(deps.telemetry.traces.droppedTotal + deps.telemetry.metrics.droppedTotal),
             otlpEndpoint: s.telemetry.otlpEndpoint,
           }),
+          stateConflictPolicy: s.stateConflictPolicy,
+          limits: create(RequestLimitsSchema, {
+            maxArtifactBytes: BigInt(limits.maxArtifactBytes),
+            maxStdinBytes: BigInt(limits.maxStdinBytes),
+            maxSeedBytes: BigInt(limits.maxSeedBytes),
+            maxArgsEnvBytes: BigInt(limits.maxArgsEnvBytes),
+            maxDeadlineMs: BigInt(limits.maxDeadlineMs),
+            maxMemoryBytes: BigInt(MAX_MEMORY_BYTES),
+            maxMessageBytes: BigInt(maxMessageBytes(limits)),
+          }),
+          outputHoldMs: BigInt(s.outputHoldMs),
+          pendingTimeoutMs: BigInt(s.pendingTimeoutMs),
         };
       });
     },
@@ -547,6 +580,15 @@ function fingerprintOf(spec: SubmitSpec): string {
   );
   h.update(spec.stdin);
   return h.digest('hex');
+}
+
+/**
+ * Replaces the node's temp file path in an error message by what the client sent (`the uploaded seed`): the path
+ * means nothing to the client and tells it about the node's file system.
+ */
+function hidePath(err: unknown, path: string, what: string): unknown {
+  if (err instanceof Error && err.message.includes(path)) err.message = err.message.split(path).join(what);
+  return err;
 }
 
 async function writeAll(path: string, chunks: readonly Uint8Array[]): Promise<void> {

@@ -13,6 +13,7 @@ export {
 export {
   artifactToProto,
   createNodeServiceHandlers,
+  maxMessageBytes,
   type NodeServiceDeps,
   type RequestLimits,
   registerNodeService,

@@ -29,25 +29,23 @@ function stringAttr(attributes: readonly KeyValue[], key: string): string | unde
 
 /** What a trace subscriber asked for. */
 export interface SpanFilter {
-  /** Task whose spans to keep; absent keeps all. */
+  /** Task whose spans to keep (spans carrying `vyr.task.id` = this id); absent keeps all. */
   taskId?: string;
-  /** The task's trace id (hex) when known: every span of that trace belongs to the task. */
-  traceIdHex?: string;
   /** Keep spans that started at or after this time (ns since the epoch); 0 keeps all. */
   sinceUnixNano: bigint;
 }
 
 /**
  * Narrows a ResourceSpans batch to the spans a subscriber wants, or `undefined` when none remain. A span belongs
- * to a task when it is in the task's trace or carries `vyr.task.id` (children of a task span usually carry only the
- * trace id).
+ * to a task when it carries the task's `vyr.task.id`: the runtime sets it on the task's root span `vyr.task`, and the
+ * node's span processor copies it onto every descendant when it starts (`apps/node`, `TaskAttributionProcessor`).
+ * The trace id is not enough: tasks submitted under one caller `traceparent` share their trace.
  */
 export function filterResourceSpans(rs: ResourceSpans, filter: SpanFilter): ResourceSpans | undefined {
   if (filter.taskId === undefined && filter.sinceUnixNano === 0n) return rs;
   const keep = (span: Span): boolean => {
     if (span.startTimeUnixNano < filter.sinceUnixNano) return false;
     if (filter.taskId === undefined) return true;
-    if (filter.traceIdHex !== undefined && toHex(span.traceId) === filter.traceIdHex) return true;
     return stringAttr(span.attributes, TASK_ID_ATTRIBUTE) === filter.taskId;
   };
   const scopeSpans = [];
@@ -60,18 +58,14 @@ export function filterResourceSpans(rs: ResourceSpans, filter: SpanFilter): Reso
   return create(ResourceSpansSchema, { ...rs, scopeSpans });
 }
 
-/** What a metric subscriber asked for. */
+/** What a metric subscriber asked for. Metrics are node-wide: there is no task filter (StreamMetrics refuses one). */
 export interface MetricFilter {
-  /** Keep only data points carrying this `vyr.task.id`; absent keeps all. */
-  taskId?: string;
   /** Keep data points recorded at or after this time (ns since the epoch); 0 keeps all. */
   sinceUnixNano: bigint;
 }
 
 function narrowMetric(metric: Metric, filter: MetricFilter): Metric | undefined {
-  const keep = (p: { attributes: KeyValue[]; timeUnixNano: bigint }): boolean =>
-    p.timeUnixNano >= filter.sinceUnixNano &&
-    (filter.taskId === undefined || stringAttr(p.attributes, TASK_ID_ATTRIBUTE) === filter.taskId);
+  const keep = (p: { attributes: KeyValue[]; timeUnixNano: bigint }): boolean => p.timeUnixNano >= filter.sinceUnixNano;
   const data = metric.data;
   if (data.case === undefined) return undefined;
   const points = (data.value.dataPoints as { attributes: KeyValue[]; timeUnixNano: bigint }[]).filter(keep);
@@ -83,7 +77,7 @@ function narrowMetric(metric: Metric, filter: MetricFilter): Metric | undefined 
 
 /** Narrows a ResourceMetrics collection to the data points a subscriber wants, or `undefined` when none remain. */
 export function filterResourceMetrics(rm: ResourceMetrics, filter: MetricFilter): ResourceMetrics | undefined {
-  if (filter.taskId === undefined && filter.sinceUnixNano === 0n) return rm;
+  if (filter.sinceUnixNano === 0n) return rm;
   const scopeMetrics = [];
   for (const sm of rm.scopeMetrics) {
     const metrics = sm.metrics.map((m) => narrowMetric(m, filter)).filter((m): m is Metric => m !== undefined);

@@ -50,6 +50,11 @@ export interface TaskView {
   traceId?: string;
   /** Declared slots still unbound while PENDING. */
   unboundSlots: string[];
+  /**
+   * Output bytes watchers of the task missed (read too slowly, attached after the node's retained output window),
+   * summed over its watchers; default 0.
+   */
+  droppedOutputBytes?: number;
 }
 
 /** One binding requested at submit or with BindState. */
@@ -73,13 +78,20 @@ export interface SubmitSpec {
   bindings: BindingSpec[];
   /** W3C traceparent of the caller. */
   traceparent?: string;
+  /**
+   * The submitter will follow the task with `watch` and wants all of its output: hold it for the first watcher and
+   * pace the guest to that watcher instead of dropping (proto `SubmitTaskRequest.hold_output`). Default false.
+   */
+  holdOutput?: boolean;
 }
 
-/** One event of a watched task: a status change or a chunk of output. */
+/** One event of a watched task: a status change, a chunk of output, or a gap in the output. */
 export type TaskEvent =
   | { type: 'status'; task: TaskView }
   | { type: 'stdout'; data: Uint8Array }
-  | { type: 'stderr'; data: Uint8Array };
+  | { type: 'stderr'; data: Uint8Array }
+  /** `bytes` of output this watcher missed at this point of the stream (it read too slowly or attached late). */
+  | { type: 'dropped'; bytes: number };
 
 /** Task operations. Errors are thrown as the layers' coded errors; the API maps them. */
 export interface TaskService {
@@ -91,7 +103,8 @@ export interface TaskService {
   get(taskId: string): Promise<TaskView>;
   /**
    * Status changes and output of a task until it ends: first the current status (and any retained output), the
-   * last event is the terminal status. Ends early when `signal` aborts.
+   * last event is the terminal status; a `dropped` event wherever this watcher missed output. Ends early when
+   * `signal` aborts.
    */
   watch(taskId: string, signal: AbortSignal): AsyncIterable<TaskEvent>;
   /** Binds a state instance to a declared slot of a PENDING task; returns the task after binding. */
@@ -181,4 +194,10 @@ export interface NodeStatusView {
   artifacts: number;
   states: number;
   telemetry: TelemetryHealthView;
+  /** What a conflicting state binding does: `refuse` or `wait`. */
+  stateConflictPolicy: string;
+  /** How long a `holdOutput` task's output is held for its first watcher, ms. */
+  outputHoldMs: number;
+  /** How long a PENDING task waits for its state bindings, ms. */
+  pendingTimeoutMs: number;
 }
