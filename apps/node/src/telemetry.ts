@@ -140,7 +140,7 @@ class CountingMetricExporter implements PushMetricExporter {
  * of them belongs to that task. Tasks submitted under one caller `traceparent` share a trace id, so the trace id
  * cannot tell their spans apart; this attribute can (StreamTraces `task_id`, and any OTLP backend).
  */
-export class TaskAttributionProcessor implements SpanProcessor {
+class TaskAttributionProcessor implements SpanProcessor {
   /** Span id → task id, for spans of a task that have not ended. */
   readonly #taskBySpan = new Map<string, string>();
   onStart(span: SdkSpan, parentContext: Context): void {
@@ -156,10 +156,6 @@ export class TaskAttributionProcessor implements SpanProcessor {
   }
   onEnd(span: ReadableSpan): void {
     this.#taskBySpan.delete(span.spanContext().spanId);
-  }
-  /** Spans tracked now (live spans of tasks). */
-  get size(): number {
-    return this.#taskBySpan.size;
   }
   forceFlush(): Promise<void> {
     return Promise.resolve();
