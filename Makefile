@@ -47,8 +47,9 @@ install: $(DEPS_STAMP)
 build: install
 	pnpm run build
 
-lint: install
+lint: build
 	pnpm exec biome check .
+	pnpm exec tsc -p tsconfig.test.json
 	node scripts/check-layers.mjs
 	node scripts/check-generated.mjs
 

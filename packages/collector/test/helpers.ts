@@ -83,7 +83,11 @@ export async function post(
   body: Uint8Array | string,
   headers: Record<string, string> = { 'content-type': 'application/x-protobuf' },
 ): Promise<{ status: number; headers: Headers; body: Uint8Array }> {
-  const res = await fetch(url, { method: 'POST', body, headers });
+  const res = await fetch(url, {
+    method: 'POST',
+    body: typeof body === 'string' ? body : new Uint8Array(body),
+    headers,
+  });
   return { status: res.status, headers: res.headers, body: new Uint8Array(await res.arrayBuffer()) };
 }
 

@@ -108,7 +108,8 @@ describe('memory limit: exact attribution from refused memory.grow, exit codes a
       (memory $second 1)
       (func (export "_start") (call $exit (i32.const 0))))`;
     const wabt = await initWabt();
-    const module = wabt.parseWat('multi.wat', wat, { multi_memory: true });
+    // `multi_memory` is a wabt feature flag its type definitions do not list yet.
+    const module = wabt.parseWat('multi.wat', wat, { multi_memory: true } as Parameters<typeof wabt.parseWat>[2]);
     const core = new Uint8Array(module.toBinary({}).buffer);
     module.destroy();
     const multi = makeArtifact(await p1ToComponent(core), { name: 'multi-memory' });
@@ -145,7 +146,7 @@ describe('the prepare-time memory rewrite', () => {
     const rewrite = limitModuleMemory(bytes);
     expect(rewrite.memory).toEqual({ minPages: 2, maxPages: 100 });
     expect(rewrite.growSites).toBe(1);
-    const module = new WebAssembly.Module(rewrite.bytes);
+    const module = new WebAssembly.Module(new Uint8Array(rewrite.bytes));
     expect(WebAssembly.Module.imports(module)).toEqual([
       { module: MEMORY_IMPORT_MODULE, name: MEMORY_IMPORT_FIELD, kind: 'memory' },
     ]);
@@ -173,7 +174,7 @@ describe('the prepare-time memory rewrite', () => {
     expect(rewrite).toMatchObject({ importsMemory: true, growSites: 1 });
     expect(rewrite.memory).toBeUndefined();
     const memory = new WebAssembly.Memory({ initial: 1, maximum: 2 });
-    const { exports } = new WebAssembly.Instance(new WebAssembly.Module(rewrite.bytes), {
+    const { exports } = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(rewrite.bytes)), {
       env: { memory, f: () => 100 },
     });
     const run = exports.run as (n: number) => number;

@@ -49,7 +49,7 @@ async function runP1(
       stderr: fds[2],
       returnOnExit: true,
     });
-    const module = await WebAssembly.compile(bytes);
+    const module = await WebAssembly.compile(new Uint8Array(bytes));
     const instance = await WebAssembly.instantiate(module, wasi.getImportObject() as WebAssembly.Imports);
     let exitCode: number;
     try {
@@ -134,7 +134,7 @@ describe('WAT fixtures', () => {
 
   it('loop and memory-grow are valid modules (their behaviour is exercised by the runtime tests)', async () => {
     for (const name of ['loop', 'memory-grow'] as const) {
-      expect(WebAssembly.validate(await buildWatFixture(name))).toBe(true);
+      expect(WebAssembly.validate(new Uint8Array(await buildWatFixture(name)))).toBe(true);
     }
   });
 });
@@ -210,7 +210,7 @@ describe('large module for benchmarks', () => {
   it('is a valid, deterministic WASI command of the requested size', async () => {
     const a = await buildLargeModule({ dataBytes: 1 << 20 });
     expect(a.byteLength).toBeGreaterThan(1 << 20);
-    expect(WebAssembly.validate(a)).toBe(true);
+    expect(WebAssembly.validate(new Uint8Array(a))).toBe(true);
     expect(await buildLargeModule({ dataBytes: 1 << 20 })).toEqual(a);
     expect(await runP1(a)).toMatchObject({ exitCode: 0, stdout: 'large module\n' });
   });
