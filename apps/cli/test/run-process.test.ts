@@ -28,13 +28,15 @@ describe('vyr as a process: exits, signals, a lost node', () => {
     dir = await mkdtemp(join(tmpdir(), 'vyr-cli-proc-'));
     const at = { cwd: dir, env };
     expect((await vyrWith(BUILT_VYR, ['key', 'generate', '--out', 'keys'], at)).code).toBe(0);
-    for (const name of ['hello', 'loop'] as const) {
+    for (const name of ['hello', 'loop', 'cat'] as const) {
       const wasm = await watFixtureFile(name, dir);
       expect((await vyrWith(BUILT_VYR, ['pack', wasm, '--out', `${name}.tar`], at)).code).toBe(0);
       expect((await vyrWith(BUILT_VYR, ['sign', `${name}.tar`, '--key', 'keys/vyr.key'], at)).code).toBe(0);
     }
     // 40 MB: over the laptop node's largest message (max(stdin, seed) limit + 1 MiB = 33 MiB).
     await writeFile(join(dir, 'big40.bin'), Buffer.alloc(40_000_000, 1));
+    // 4 MiB of output: twice what a node retains per task (2 MiB), so a late watcher misses some.
+    await writeFile(join(dir, 'out4m.txt'), Buffer.alloc(4 * 1024 * 1024, 'x'));
     node = await startOwnNode();
     expect((await vyr('import', 'hello.tar')).code).toBe(0);
     expect((await vyr('import', 'loop.tar')).code).toBe(0);
@@ -89,6 +91,43 @@ describe('vyr as a process: exits, signals, a lost node', () => {
       HANG_TIMEOUT_MS,
     );
   }
+
+  it(
+    'a retried vyr run that attaches after the node dropped output warns with the byte count and exits 76',
+    async () => {
+      const args = ['run', 'cat.tar', '--stdin', 'out4m.txt', '--idempotency-key', 'retry-after-kill'];
+      // The first vyr run dies once output flows (kill -9, so it cancels nothing): the node's hold on the output ends
+      // with its watcher, the task runs on, and the node keeps only the last 2 MiB of its output.
+      const first = spawnVyr(...args);
+      const [, taskId] = await first.waitFor(/^vyr: task (\S+)$/m);
+      await first.waitFor(/x/, 'stdout');
+      first.child.kill('SIGKILL');
+      await first.exited;
+      for (let i = 0; i < 40; i++) {
+        const got = JSON.parse((await vyr('--json', 'task', 'get', taskId as string)).stdout);
+        if (got.task.status === 'SUCCEEDED') break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // The retry (same key, same request) is the same task; its output is incomplete, and vyr says so.
+      const retry = await vyr(...args);
+      const dropped = Number(
+        /^vyr: warning: the node dropped (\d+) byte\(s\) of task (\S+)'s output/m.exec(retry.stderr)?.[1],
+      );
+      expect(retry.stderr).toContain(`vyr: task ${taskId}\n`);
+      expect(retry.code).toBe(76);
+      expect(dropped).toBeGreaterThanOrEqual(2 * 1024 * 1024);
+      expect(retry.stdout.length).toBe(4 * 1024 * 1024 - dropped);
+      const json = await vyr('--json', ...args);
+      expect(json.code).toBe(76);
+      // lostOutputBytes: what this invocation missed; the task's droppedOutputBytes sums every watcher's gaps.
+      expect(JSON.parse(json.stdout)).toMatchObject({
+        task: { id: taskId, status: 'SUCCEEDED' },
+        lostOutputBytes: dropped,
+      });
+      expect(JSON.parse(json.stdout).task.droppedOutputBytes).toBeGreaterThanOrEqual(2 * dropped);
+    },
+    HANG_TIMEOUT_MS,
+  );
 
   for (const transport of [[], ['--http2']]) {
     it(

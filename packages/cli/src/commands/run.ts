@@ -292,13 +292,16 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
             if (interrupted === undefined) throw nodeLost(cause, url, task);
           }
         }
-        const lost = task.droppedOutputBytes > droppedSeen ? task.droppedOutputBytes : droppedSeen;
+        // What this invocation missed: the node marks every gap in our stream with a `dropped` event. (The task's
+        // droppedOutputBytes sums the gaps of all its watchers, e.g. of an earlier `vyr run` of the same task.)
+        const lost = droppedSeen;
         if (json) {
           emit(
             ctx,
             output(),
             {
-              task: { ...taskJson(task), droppedOutputBytes: Number(lost) },
+              task: taskJson(task),
+              lostOutputBytes: Number(lost),
               stdout: Buffer.concat(out).toString('utf8'),
               stderr: Buffer.concat(err).toString('utf8'),
             },
