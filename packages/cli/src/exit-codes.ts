@@ -66,7 +66,8 @@ const BY_CONNECT_CODE: Record<string, ExitCodeValue> = {
   deadline_exceeded: ExitCode.UNAVAILABLE,
 };
 
-// Codes of errors raised in this process: @vyr/artifact, @vyr/collector and the node daemon (`vyr node start`).
+// Codes of errors raised in this process: @vyr/artifact and @vyr/collector. (`vyr node start` sets its own exit code,
+// NODE_EXIT_CODES of @vyr/node, which uses the same table.)
 const LOCAL: Record<string, ExitCodeValue> = {
   // Malformed or unsupported input (artifact).
   INVALID_ARGUMENT: ExitCode.INVALID_INPUT,
@@ -89,10 +90,6 @@ const LOCAL: Record<string, ExitCodeValue> = {
   SPOOL_LOCKED: ExitCode.ALREADY_EXISTS,
   LISTEN_FAILED: ExitCode.UNAVAILABLE,
   SPOOL_FULL: ExitCode.RESOURCE_EXHAUSTED,
-  // Node daemon refusing to start.
-  INSECURE_LISTEN: ExitCode.USAGE,
-  UNSIGNED_NOT_ALLOWED: ExitCode.USAGE,
-  FILE_UNREADABLE: ExitCode.NOT_FOUND,
   // Node.js system errors of local files.
   ENOENT: ExitCode.NOT_FOUND,
   EEXIST: ExitCode.ALREADY_EXISTS,
@@ -111,8 +108,8 @@ const LOCAL: Record<string, ExitCodeValue> = {
  * - Verification refusals (`UNTRUSTED_KEY`, `UNSIGNED`, tampered blobs …) exit 65 wherever they were found.
  * - With `connectCode` (the node answered with an error): a few precise codes first (`TOO_LARGE` → 64), then the
  *   Connect code (`not_found` → 66, `permission_denied`/`unauthenticated`/`failed_precondition` → 77, …).
- * - Without it (an error of this process): the code of `@vyr/artifact`, `@vyr/collector`, the node daemon or a
- *   Node.js system error (`ENOENT` → 66).
+ * - Without it (an error of this process): the code of `@vyr/artifact`, `@vyr/collector` or a Node.js system
+ *   error (`ENOENT` → 66).
  *
  * Anything else is 1.
  */

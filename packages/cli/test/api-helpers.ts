@@ -44,6 +44,55 @@ export async function vyr(
   return { code, stdout, stderr };
 }
 
+/** A `vyr …` invocation in progress: its output so far, a wait for a line, and its end. */
+export interface LiveCliRun {
+  /** Resolves with the first complete line of `stream` matching `re`. */
+  line(re: RegExp, stream?: 'stdout' | 'stderr'): Promise<string>;
+  done: Promise<CliRun>;
+}
+
+/** Runs `vyr ARGS` in-process like {@link vyr}, but lets the test react to output while the command runs. */
+export function vyrLive(args: readonly string[], env: Record<string, string | undefined>, cwd: string): LiveCliRun {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  const text = { stdout: '', stderr: '' };
+  const waiters: (() => void)[] = [];
+  out.on('data', (d) => {
+    text.stdout += d;
+    for (const w of [...waiters]) w();
+  });
+  err.on('data', (d) => {
+    text.stderr += d;
+    for (const w of [...waiters]) w();
+  });
+  const input = new PassThrough();
+  input.end('');
+  const done = runCli(args, {
+    context: { stdout: out, stderr: err, stdin: input, env, cwd, setExitCode: () => {} },
+  }).then((code) => ({ code, stdout: text.stdout, stderr: text.stderr }));
+  return {
+    done,
+    line(re, stream = 'stdout') {
+      return new Promise((resolve) => {
+        const check = (): boolean => {
+          const found = text[stream]
+            .split('\n')
+            .slice(0, -1)
+            .find((l) => re.test(l));
+          if (found === undefined) return false;
+          resolve(found);
+          return true;
+        };
+        if (check()) return;
+        const waiter = (): void => {
+          if (check()) waiters.splice(waiters.indexOf(waiter), 1);
+        };
+        waiters.push(waiter);
+      });
+    },
+  };
+}
+
 /** Packed artifacts for the CLI tests. */
 export interface CliFixtures {
   dir: string;

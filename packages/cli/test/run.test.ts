@@ -61,6 +61,9 @@ describe('vyr import / run / cancel / task get against a node', () => {
     expect(piped.stdout).toBe('from stdin\n');
     const args = await run('run', fx.tars.args?.path as string, '--', 'one', '--two');
     expect(args.stdout).toBe('args\none\n--two\n');
+    // After --, even --json belongs to the task: human output, the task gets it as an argument.
+    const passed = await run('run', fx.tars.args?.digest as string, '--', '--json');
+    expect(passed).toMatchObject({ code: 0, stdout: 'args\n--json\n' });
     const json = await run('--json', 'run', fx.tars.hello?.digest as string, '--idempotency-key', 'cli-1');
     const parsed = JSON.parse(json.stdout) as {
       task: { id: string; status: string; exitCode: number; traceId: string };
@@ -73,6 +76,10 @@ describe('vyr import / run / cancel / task get against a node', () => {
     expect(retried.task.id).toBe(parsed.task.id);
     const got = await run('--json', 'task', 'get', parsed.task.id);
     expect(JSON.parse(got.stdout)).toMatchObject({ task: { id: parsed.task.id, status: 'SUCCEEDED' } });
+    // The same key with a different request is refused, never a second run: exit 77.
+    const mismatch = await run('run', fx.tars.hello?.digest as string, '--idempotency-key', 'cli-1', '--', 'x');
+    expect(mismatch.code).toBe(ExitCode.PERMISSION_DENIED);
+    expect(mismatch.stderr).toMatch(/^vyr: IDEMPOTENCY_MISMATCH: /m);
   });
 
   it('exits 124 when the deadline passes and 130 when the task is cancelled', async () => {

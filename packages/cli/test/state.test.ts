@@ -6,7 +6,7 @@ import { TaskStatus } from '@vyr/proto';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
 import { list as listTar } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildCliFixtures, type CliFixtures, type NodeChild, startNodeChild, vyr } from './api-helpers.js';
+import { buildCliFixtures, type CliFixtures, type NodeChild, startNodeChild, vyr, vyrLive } from './api-helpers.js';
 
 describe('vyr state create / bind / ls / export / rm and vyr run --state', () => {
   let fx: CliFixtures;
@@ -61,6 +61,37 @@ describe('vyr state create / bind / ls / export / rm and vyr run --state', () =>
 
     expect(await run('state', 'rm', id)).toMatchObject({ code: 0, stdout: `deleted ${id}\n` });
     expect((await run('state', 'rm', id)).code).toBe(ExitCode.NOT_FOUND);
+  });
+
+  it('vyr run of a task that waits for state tells its id at once, so it can be bound (human and --json)', async () => {
+    const id = (await run('state', 'create')).stdout.trim();
+    // --json: the accepted task is the first JSON line, before the task runs.
+    const json = vyrLive(['--json', 'run', fx.tars.fs?.digest as string], env, fx.dir);
+    const accepted = JSON.parse(await json.line(/^\{"event":"accepted"/)) as {
+      task: { id: string; status: string; unboundSlots: string[] };
+    };
+    expect(accepted.task).toMatchObject({ status: 'PENDING', unboundSlots: ['data'] });
+    expect((await run('state', 'bind', id, accepted.task.id, '--slot', 'data')).code).toBe(0);
+    const ended = await json.done;
+    expect(ended.code).toBe(0);
+    const lines = ended.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(JSON.parse(lines[1] as string)).toMatchObject({
+      task: { id: accepted.task.id, status: 'SUCCEEDED', stateResults: [{ slot: 'data', stateId: id }] },
+      stdout: 'vyr state\nescape refused\n',
+    });
+
+    // Human: the task id on stderr, then how to bind.
+    const human = vyrLive(['run', fx.tars.fs?.digest as string], env, fx.dir);
+    const waits = await human.line(/waits for state/, 'stderr');
+    const taskId =
+      /^vyr: task (\S+) waits for state in slot\(s\) data: bind with `vyr state bind ID \1 --slot NAME`$/.exec(
+        waits,
+      )?.[1] as string;
+    expect(taskId).toBeDefined();
+    expect(await human.line(/^vyr: task \S+$/, 'stderr')).toBe(`vyr: task ${taskId}`);
+    expect((await run('state', 'bind', id, taskId, '--slot', 'data')).code).toBe(0);
+    expect((await human.done).code).toBe(0);
   });
 
   it('binds an instance to a PENDING task with vyr state bind, and refuses a second writer with exit 77', async () => {
