@@ -20,24 +20,40 @@ describe('vyr traces / metrics / node status', () => {
     await cleanupTempDirs();
   });
 
-  it('prints the spans of one task as a tree under its vyr.task root', async () => {
-    const ran = JSON.parse((await run('--json', 'run', fx.tars.hello?.path as string)).stdout) as {
-      task: { id: string; traceId: string };
-    };
-    let tree = '';
-    for (let i = 0; i < 40 && !tree.includes('vyr.task '); i++) {
+  it('prints the spans of one task as a tree under its vyr.task root, and --task keeps only that task', async () => {
+    const runTask = async () =>
+      JSON.parse((await run('--json', 'run', fx.tars.hello?.path as string)).stdout) as {
+        task: { id: string; traceId: string };
+      };
+    const a = await runTask();
+    const b = await runTask();
+    expect(a.task.id).not.toBe(b.task.id);
+    type Span = { traceId: string; name: string; attributes: Record<string, unknown> };
+    const spansOf = async (...filter: string[]) =>
+      (JSON.parse((await run('--json', 'traces', ...filter)).stdout) as { spans: Span[] }).spans;
+    const roots = (spans: Span[]) => spans.filter((s) => s.name === 'vyr.task').map((s) => s.attributes['vyr.task.id']);
+    let all: Span[] = [];
+    for (let i = 0; i < 40 && !(roots(all).includes(a.task.id) && roots(all).includes(b.task.id)); i++) {
       await new Promise((r) => setTimeout(r, 50));
-      tree = (await run('traces', '--task', ran.task.id)).stdout;
+      all = await spansOf();
     }
+    expect(roots(all)).toEqual(expect.arrayContaining([a.task.id, b.task.id]));
+
+    const onlyA = await spansOf('--task', a.task.id);
+    expect(roots(onlyA)).toEqual([a.task.id]);
+    expect(onlyA.length).toBeGreaterThan(5);
+    // Every span of the filtered stream belongs to task A: its trace, tagged with its id; none of task B.
+    expect(onlyA.every((s) => s.traceId === a.task.traceId && s.attributes['vyr.task.id'] === a.task.id)).toBe(true);
+    expect(onlyA.filter((s) => s.attributes['vyr.task.id'] === b.task.id)).toEqual([]);
+
+    const tree = (await run('traces', '--task', a.task.id)).stdout;
     const lines = tree.trimEnd().split('\n');
-    expect(lines[0]).toBe(`trace ${ran.task.traceId}`);
+    expect(lines[0]).toBe(`trace ${a.task.traceId}`);
     expect(lines[1]).toMatch(/^ {2}vyr\.task\s+\d+\.\d{3} ms/);
+    expect(lines.slice(2).length).toBeGreaterThan(4);
     expect(lines.slice(2).every((l) => l.startsWith('    vyr.'))).toBe(true);
     expect(tree).toContain('vyr.run');
-    const json = JSON.parse((await run('--json', 'traces', '--task', ran.task.id)).stdout) as {
-      spans: { traceId: string }[];
-    };
-    expect(json.spans.every((s) => s.traceId === ran.task.traceId)).toBe(true);
+    expect(tree).not.toContain(b.task.id);
   });
 
   it('prints metric points and the node status, in human and JSON form', async () => {

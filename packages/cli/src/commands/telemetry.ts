@@ -197,16 +197,14 @@ export function registerTelemetryCommands(program: Command, ctx: CliContext, out
   withNodeOptions(
     program
       .command('metrics')
-      .description('print the metric collections a node retains, or follow new ones')
-      .option('--task <id>', 'only data points of this task')
+      .description('print the metric collections a node retains, or follow new ones (node-wide: no metric is per task)')
       .option('--since <duration>', 'only points recorded within this long (e.g. 10m)')
       .option('--follow', 'keep printing collections as they are made', false),
-  ).action(async (flags: TraceFlags) =>
+  ).action(async (flags: Omit<TraceFlags, 'task'>) =>
     withNode(ctx, flags, async ({ client }) => {
       const json = output().json;
       let last: Record<string, unknown>[] = [];
       for await (const batch of client.streamMetrics({
-        taskId: flags.task ?? '',
         sinceUnixNano: sinceNanos(flags.since),
         follow: flags.follow,
       })) {
