@@ -19,9 +19,10 @@ import {
 const REPO = fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '');
 const DIST_SCRIPT = join(REPO, 'apps/cli/scripts/dist.sh');
 
+/** strace is installed and may trace here (containers without CAP_SYS_PTRACE may not). */
 function hasStrace(): boolean {
   try {
-    execFileSync('strace', ['-V'], { stdio: 'ignore' });
+    execFileSync('strace', ['-f', '-qq', '-o', '/dev/null', 'true'], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
