@@ -17,7 +17,7 @@ NODE_STAMP := $(TOOLCHAIN)/.node-$(NODE_VERSION)
 PNPM_STAMP := $(TOOLCHAIN)/.pnpm-$(PNPM_VERSION)
 DEPS_STAMP := node_modules/.vyr-installed
 
-.PHONY: help toolchain install build lint test demo bench generate fixtures clean dist
+.PHONY: help toolchain install build lint test demo bench generate fixtures fixture-toolchain clean dist
 
 help:
 	@echo "make test   - set up (Node 24, pnpm, dependencies), build, lint, check, run all tests"
@@ -38,6 +38,17 @@ $(PNPM_STAMP): $(NODE_STAMP)
 
 toolchain: $(NODE_STAMP) $(PNPM_STAMP)
 
+# C fixtures are committed; clang-19 + wasi-libc (Debian) only let the tests prove they rebuild byte for byte.
+# Installed when missing and apt-get can run; otherwise that one test reports itself skipped.
+FIXTURE_PACKAGES := clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc
+fixture-toolchain:
+	@if command -v clang-19 >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(FIXTURE_PACKAGES) with apt-get"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FIXTURE_PACKAGES) >/dev/null) \
+	    || echo "warning: could not install $(FIXTURE_PACKAGES); the fixture rebuild test will be skipped"; \
+	else echo "note: clang-19 missing and apt-get unavailable; the fixture rebuild test will be skipped"; fi
+
 $(DEPS_STAMP): $(NODE_STAMP) $(PNPM_STAMP) pnpm-lock.yaml package.json
 	pnpm install --frozen-lockfile
 	@touch $@
@@ -53,7 +64,7 @@ lint: build
 	node scripts/check-layers.mjs
 	node scripts/check-generated.mjs
 
-test: build lint
+test: build lint fixture-toolchain
 	pnpm exec vitest run
 
 demo: build
@@ -70,8 +81,9 @@ dist: build
 generate: install
 	pnpm -F @vyr/proto run generate
 
-fixtures: install
+fixtures: install fixture-toolchain
 	bash packages/testing/fixtures/build.sh
+	bash apps/node/test/fixtures/build.sh
 
 clean:
 	rm -rf node_modules packages/*/node_modules apps/*/node_modules packages/*/dist apps/*/dist proto/dist .turbo
