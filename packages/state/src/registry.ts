@@ -4,23 +4,10 @@
  * memory and writes through on every change.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { StateAccess, StateDigest, StateScope, StateSlot } from './types.js';
+import type { StateAccess, StateDigest, StateInstanceInfo, StateScope, StateSlot } from './types.js';
 
-/** One row of `instances`. */
-export interface InstanceRow {
-  id: string;
-  scope: StateScope;
-  taskId?: string;
-  name?: string;
-  createdAtMs: number;
-  expiresAtMs?: number;
-  quotaBytes: number;
-  quotaEntries: number;
-  bytes: number;
-  entries: number;
-  digest?: StateDigest;
-  quotaExceeded: boolean;
-}
+/** One row of `instances`: what {@link StateInstanceInfo} says, less the live parts (class, bindings, path). */
+export type InstanceRow = Omit<StateInstanceInfo, 'class' | 'bindings' | 'hostPath'>;
 
 /** One row of `bindings`: a granted binding. */
 export interface BindingRow {
