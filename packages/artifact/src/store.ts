@@ -250,11 +250,10 @@ export function createStore(options: StoreOptions): ArtifactStore {
     const digest = parseDigest(digestInput);
     return withLock(async () => {
       await ensureLayout();
-      const manifests = await readIndexDescriptors();
       const r = await openLayout(dir);
       const keep: Descriptor[] = [];
       let found = false;
-      for (const d of manifests) {
+      for (const d of r.index.manifests) {
         if (d.digest === digest && d.artifactType !== MediaType.sigstoreBundle) {
           found = true;
           continue;
