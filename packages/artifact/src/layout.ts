@@ -34,7 +34,7 @@ export function isTarPath(path: string): boolean {
   return path.toLowerCase().endsWith('.tar');
 }
 
-/** Reads a file, mapping errors to `ArtifactError`. Returns `undefined` for ENOENT when `optional`. */
+/** Reads a file, mapping errors to `ArtifactError` (`NOT_FOUND` for ENOENT, else `IO_ERROR`). */
 export async function readFileOrThrow(path: string, what: string): Promise<Uint8Array> {
   try {
     return new Uint8Array(await readFile(path));
@@ -382,9 +382,9 @@ export async function writeLayout(
     await mkdir(blobDir, { recursive: true });
     for (const [digest, bytes] of content.blobs) {
       const target = join(blobDir, digestHex(digest));
-      // `verified`: the caller has just read and re-hashed this very file; no need to read it again.
-      if (verified.has(digest) && (await sameSize(target, bytes.byteLength))) continue;
       if (await sameSize(target, bytes.byteLength)) {
+        // `verified`: the caller has just read and re-hashed this very file; no need to read it again.
+        if (verified.has(digest)) continue;
         const existing = await readOptional(target);
         if (existing !== undefined && sha256Digest(existing) === digest) continue;
       }
