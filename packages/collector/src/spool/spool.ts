@@ -35,6 +35,21 @@ export interface SpoolStats {
 
 const LOCK_FILE = 'LOCK';
 
+function emptyStats(): SpoolStats {
+  return { records: 0, items: 0, bytes: 0, segments: 0, oldestReceivedAt: undefined };
+}
+
+/** Adds one signal's occupancy to `total`; the oldest record of all is the total's oldest. */
+function addStats(total: SpoolStats, st: SpoolStats): void {
+  total.records += st.records;
+  total.items += st.items;
+  total.bytes += st.bytes;
+  total.segments += st.segments;
+  if (st.oldestReceivedAt !== undefined && (total.oldestReceivedAt ?? Infinity) > st.oldestReceivedAt) {
+    total.oldestReceivedAt = st.oldestReceivedAt;
+  }
+}
+
 /**
  * Spool directories (real paths) this process has open. A lock file carrying this process's own pid is stale
  * unless its directory is in here: after a container restart the collector is often PID 1 again, and the lock of
@@ -234,17 +249,11 @@ export class Spool {
   /** Occupancy per signal and in total. */
   stats(): { total: SpoolStats; signals: Record<Signal, SpoolStats> } {
     const signals = {} as Record<Signal, SpoolStats>;
-    const total: SpoolStats = { records: 0, items: 0, bytes: 0, segments: 0, oldestReceivedAt: undefined };
+    const total = emptyStats();
     for (const s of SIGNALS) {
       const st = this.queues[s].stats();
       signals[s] = st;
-      total.records += st.records;
-      total.items += st.items;
-      total.bytes += st.bytes;
-      total.segments += st.segments;
-      if (st.oldestReceivedAt !== undefined && (total.oldestReceivedAt ?? Infinity) > st.oldestReceivedAt) {
-        total.oldestReceivedAt = st.oldestReceivedAt;
-      }
+      addStats(total, st);
     }
     return { total, signals };
   }
@@ -301,19 +310,12 @@ export async function inspectSpool(dir: string): Promise<SpoolInspection> {
     lock = { pid, alive: own ? OPEN_SPOOLS.has(key) : isAlive(pid) };
   }
   const signals = {} as SpoolInspection['signals'];
-  const total: SpoolStats = { records: 0, items: 0, bytes: 0, segments: 0, oldestReceivedAt: undefined };
+  const total = emptyStats();
   let tornTailBytes = 0;
   for (const signal of SIGNALS) {
     const qdir = join(dir, signal);
     const acked = decodeLastCursor(await readFile(join(qdir, 'cursor')).catch(() => Buffer.alloc(0)));
-    const st: SpoolStats & { acknowledgedThroughSeq: number } = {
-      records: 0,
-      items: 0,
-      bytes: 0,
-      segments: 0,
-      oldestReceivedAt: undefined,
-      acknowledgedThroughSeq: acked,
-    };
+    const st: SpoolStats & { acknowledgedThroughSeq: number } = { ...emptyStats(), acknowledgedThroughSeq: acked };
     const names = (await readdir(qdir).catch(() => [] as string[]))
       .map((n) => ({ n, seq: parseSegmentName(n) }))
       .filter((x): x is { n: string; seq: number } => x.seq !== undefined)
@@ -340,13 +342,7 @@ export async function inspectSpool(dir: string): Promise<SpoolInspection> {
       }
     }
     signals[signal] = st;
-    total.records += st.records;
-    total.items += st.items;
-    total.bytes += st.bytes;
-    total.segments += st.segments;
-    if (st.oldestReceivedAt !== undefined && (total.oldestReceivedAt ?? Infinity) > st.oldestReceivedAt) {
-      total.oldestReceivedAt = st.oldestReceivedAt;
-    }
+    addStats(total, st);
   }
   return { dir, lock, total, signals, tornTailBytes };
 }
