@@ -9,7 +9,7 @@ import {
   type Tracer,
   trace,
 } from '@opentelemetry/api';
-import { INSTRUMENTATION_SCOPE } from './names.js';
+import { Attr, INSTRUMENTATION_SCOPE } from './names.js';
 
 /** The tracer every VYR library writes spans with. A no-op until an app registers an SDK. */
 export function vyrTracer(version = '0.1.0'): Tracer {
@@ -59,5 +59,5 @@ export function recordError(span: Span, err: unknown): void {
   span.recordException(error);
   span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
   const code = (err as { code?: unknown }).code;
-  if (typeof code === 'string') span.setAttribute('vyr.error.code', code);
+  if (typeof code === 'string') span.setAttribute(Attr.errorCode, code);
 }
