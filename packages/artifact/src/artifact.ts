@@ -483,14 +483,27 @@ export async function readArtifact(
   const descriptor = findArtifactDescriptor(reader);
   const artifact = await loadArtifact(reader, descriptor);
   await assertCanonicalIndex(reader);
-  const detached =
-    options.bundlePaths ?? (typeof source === 'string' ? await existing(detachedBundlePath(source)) : []);
+  await attachDetachedBundles(artifact, source, options.bundlePaths);
+  return artifact;
+}
+
+/**
+ * Adds detached signature bundles to `artifact.bundles`, skipping any whose JSON is already there: the files
+ * `bundlePaths`, or by default `ARTIFACT.sigstore.json` beside a `source` path when it exists.
+ *
+ * @throws ArtifactError `NOT_FOUND`, `IO_ERROR` (a bundle file cannot be read).
+ */
+export async function attachDetachedBundles(
+  artifact: LoadedArtifact,
+  source: string | Uint8Array,
+  bundlePaths?: readonly string[],
+): Promise<void> {
+  const detached = bundlePaths ?? (typeof source === 'string' ? await existing(detachedBundlePath(source)) : []);
   for (const path of detached) {
     const json = Buffer.from(await readFileOrThrow(path, 'signature bundle')).toString('utf8');
     if (artifact.bundles.some((b) => b.json === json)) continue;
     artifact.bundles.push({ json, location: 'detached' });
   }
-  return artifact;
 }
 
 async function existing(path: string): Promise<string[]> {

@@ -3,8 +3,8 @@ import { join, resolve } from 'node:path';
 import {
   artifactDescriptors,
   assertCanonicalIndex,
+  attachDetachedBundles,
   buildReferrer,
-  detachedBundlePath,
   EMPTY_JSON_BLOB,
   findArtifactDescriptor,
   loadArtifact,
@@ -23,7 +23,6 @@ import {
   openLayout,
   parseJson,
   readBlobChecked,
-  readFileOrThrow,
   writeFileAtomic,
 } from './layout.js';
 import { acquireStoreLock } from './lock.js';
@@ -145,11 +144,7 @@ export function createStore(options: StoreOptions): ArtifactStore {
     const loaded = await loadArtifactWithBlobs(sourceReader, findArtifactDescriptor(sourceReader));
     await assertCanonicalIndex(sourceReader);
     const artifact = loaded.artifact;
-    for (const path of importOptions.bundlePaths ??
-      (typeof source === 'string' ? await existingFile(detachedBundlePath(source)) : [])) {
-      const json = Buffer.from(await readFileOrThrow(path, 'signature bundle')).toString('utf8');
-      if (!artifact.bundles.some((b) => b.json === json)) artifact.bundles.push({ json, location: 'detached' });
-    }
+    await attachDetachedBundles(artifact, source, importOptions.bundlePaths);
     const newBlobs = new Map<Digest, Uint8Array>(loaded.blobs);
     const newDescriptors: Descriptor[] = [];
     const subjectDesc: Descriptor = {
@@ -318,10 +313,6 @@ async function referrerSubject(r: LayoutReader, d: Descriptor): Promise<Digest |
   } catch {
     return undefined;
   }
-}
-
-async function existingFile(path: string): Promise<string[]> {
-  return (await exists(path)) ? [path] : [];
 }
 
 function summarize(artifact: LoadedArtifact, manifests: readonly Descriptor[]): StoredArtifact {
