@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -172,6 +172,24 @@ export async function waitForStatus(client: NodeClient, taskId: string, status: 
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`task ${taskId} never reached status ${TaskStatus[status]}`);
+}
+
+/**
+ * Makes a self-signed P-256 certificate for 127.0.0.1 with openssl, as an operator would: writes `dir/node.key` and
+ * `dir/node.crt` and returns their paths.
+ */
+export function selfSignedCert(dir: string): { key: string; cert: string } {
+  const key = join(dir, 'node.key');
+  const cert = join(dir, 'node.crt');
+  execFileSync(
+    'openssl',
+    [
+      ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1'],
+      ...['-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert],
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key, cert };
 }
 
 /** Writes `text` to `dir/name` and returns the path. */

@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import http2 from 'node:http2';
 import { createNodeClient, describeCallError } from '@vyr/api/client';
@@ -9,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildFixtures,
   type Fixtures,
+  selfSignedCert,
   startNode,
   startNodeExpectingFailure,
   uploadOf,
@@ -247,31 +247,7 @@ describe('admission and TLS', () => {
 
   it('serves HTTPS with --tls-cert/--tls-key on HTTP/2 and HTTP/1.1', async () => {
     const dir = await tempDir();
-    const key = `${dir}/node.key`;
-    const cert = `${dir}/node.crt`;
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { stdio: 'ignore' },
-    );
+    const { key, cert } = selfSignedCert(dir);
     const node = await startNode(['--data-dir', `${dir}/data`, '--tls-cert', cert, '--tls-key', key]);
     try {
       expect(node.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);

@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -6,7 +5,14 @@ import { join } from 'node:path';
 import { createNodeClient } from '@vyr/api/client';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildFixtures, type Fixtures, startNode, startNodeExpectingFailure, writeText } from './helpers.js';
+import {
+  buildFixtures,
+  type Fixtures,
+  selfSignedCert,
+  startNode,
+  startNodeExpectingFailure,
+  writeText,
+} from './helpers.js';
 
 const exists = (path: string) =>
   access(path).then(
@@ -94,24 +100,7 @@ describe('`vyr node start` refuses bad flags and files with the documented exit 
     expect(stderr).toContain(garbage);
     expect(stderr).not.toContain('ERR_OSSL');
     // A real certificate with a key that is not its own.
-    const cert = join(dir, 'node.crt');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=127.0.0.1',
-      ].concat(['-keyout', join(dir, 'node.key'), '-out', cert]),
-      { stdio: 'ignore' },
-    );
+    const { cert } = selfSignedCert(dir);
     const mismatch = await refused(['--tls-cert', cert, '--tls-key', key], 64, 'INVALID_FILE');
     expect(mismatch).toContain(`${key} is not the private key of the certificate`);
     const badKey = await writeText(dir, 'bad-key.pem', 'not a key\n');
