@@ -6,7 +6,7 @@
  * (QUOTA_EXCEEDED): more bytes or entries than the quota, found before copying.
  */
 import { constants, createWriteStream } from 'node:fs';
-import { chmod, lstat, mkdir, open, readdir, readlink, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readlink, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
@@ -273,9 +273,4 @@ export async function seedFromTar(file: string, dest: string, limits: SeedLimits
     );
   }
   await verifyAndNormalize(dest, limits, source);
-}
-
-/** Lists the entries directly inside `dir` (used to check that an export destination is empty). */
-export async function isEmptyDir(dir: string): Promise<boolean> {
-  return (await readdir(dir)).length === 0;
 }
