@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { StateError } from './errors.js';
-import { mapLimit, symlinkStaysInside, type TreeEntry, walkTree } from './tree.js';
+import { mapLimit, symlinkStaysInside, type TreeEntry, type TreeWalk, walkTree } from './tree.js';
 
 const COPY_CONCURRENCY = 8;
 /** Files up to this size are copied with one read and one write instead of streams. */
@@ -47,18 +47,32 @@ function unsafe(source: string, path: string, why: string): StateError {
  * (files 0644/0755, directories 0755), so that what is on disk matches what the digest records.
  */
 export async function verifyAndNormalize(root: string, limits: SeedLimits, source: string): Promise<void> {
-  const { entries, others } = await walkTree(root);
-  if (others.length > 0) throw unsafe(source, others[0]!, 'is a device, FIFO or socket');
+  const walk = await walkTree(root);
+  const bytes = await refuseUnsafeEntries(root, walk, source, 'state');
+  checkQuota(bytes, walk.entries.length, limits, source);
+  const wrong = walk.entries.filter((e) => e.type !== 'l' && e.rawMode !== e.mode);
+  await mapLimit(wrong, COPY_CONCURRENCY, (e) => chmod(join(root, e.path), e.mode));
+}
+
+/**
+ * Refuses entries a walked tree may not hold: devices, FIFOs and sockets, and symlinks that lead outside `root`
+ * (`within` names it in the message). Returns the sum of regular-file sizes, for the quota check.
+ */
+async function refuseUnsafeEntries(
+  root: string,
+  walk: TreeWalk,
+  source: string,
+  within: 'seed' | 'state',
+): Promise<number> {
+  if (walk.others.length > 0) throw unsafe(source, walk.others[0]!, 'is a device, FIFO or socket');
   let bytes = 0;
-  for (const entry of entries) {
+  for (const entry of walk.entries) {
     if (entry.type === 'l' && !(await symlinkStaysInside(root, entry.path))) {
-      throw unsafe(source, entry.path, `is a symlink to '${entry.linkTarget}', which leads outside the state`);
+      throw unsafe(source, entry.path, `is a symlink to '${entry.linkTarget}', which leads outside the ${within}`);
     }
     if (entry.type === 'f') bytes += entry.size;
   }
-  checkQuota(bytes, entries.length, limits, source);
-  const wrong = entries.filter((e) => e.type !== 'l' && e.rawMode !== e.mode);
-  await mapLimit(wrong, COPY_CONCURRENCY, (e) => chmod(join(root, e.path), e.mode));
+  return bytes;
 }
 
 /**
@@ -106,18 +120,11 @@ export async function seedFromDir(src: string, dest: string, limits: SeedLimits)
   }
   if (!rootStat.isDirectory()) throw new StateError('INVALID_ARGUMENT', `${source} is not a directory`);
   // Pre-pass over the source: refuse early, before copying anything.
-  const { entries, others } = await walkTree(src);
-  if (others.length > 0) throw unsafe(source, others[0]!, 'is a device, FIFO or socket');
-  let bytes = 0;
-  for (const entry of entries) {
-    if (entry.type === 'f') bytes += entry.size;
-    if (entry.type === 'l' && !(await symlinkStaysInside(src, entry.path))) {
-      throw unsafe(source, entry.path, `is a symlink to '${entry.linkTarget}', which leads outside the seed`);
-    }
-  }
-  refuseOutsideHardLinks(entries, source);
-  checkQuota(bytes, entries.length, limits, source);
-  await copySeedEntries(src, dest, entries, source);
+  const walk = await walkTree(src);
+  const bytes = await refuseUnsafeEntries(src, walk, source, 'seed');
+  refuseOutsideHardLinks(walk.entries, source);
+  checkQuota(bytes, walk.entries.length, limits, source);
+  await copySeedEntries(src, dest, walk.entries, source);
   await verifyAndNormalize(dest, limits, source);
 }
 
