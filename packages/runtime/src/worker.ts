@@ -256,14 +256,20 @@ function chargeWrite(mount: MountState, descriptor: object, offset: number, len:
   return growth;
 }
 
+/** The mount of `descriptor`; throws `not-permitted` when it is read-only (the guard of every mutating call). */
+function writableMount(descriptor: object): MountState | undefined {
+  const mount = mountOf.get(descriptor);
+  if (mount?.readOnly) throw 'not-permitted';
+  return mount;
+}
+
 function readOnlyGuard(name: string): void {
   wrap(
     filesystem.types.Descriptor.prototype,
     name,
     (orig) =>
       function (this: object, ...args: never[]) {
-        const mount = mountOf.get(this);
-        if (mount?.readOnly) throw 'not-permitted';
+        writableMount(this);
         return orig.apply(this, args);
       },
   );
@@ -316,8 +322,7 @@ function installFilesystemGuards(): void {
       name,
       (orig) =>
         function (this: object, ...args: never[]) {
-          const mount = mountOf.get(this);
-          if (mount?.readOnly) throw 'not-permitted';
+          const mount = writableMount(this);
           const creates = mount?.quotaEntries !== undefined && absent(this, args[pathArg] as unknown as string, false);
           if (creates) chargeEntry(mount);
           const result = orig.apply(this, args);
@@ -363,8 +368,7 @@ function installFilesystemGuards(): void {
     'removeDirectoryAt',
     (orig) =>
       function (this: object, ...args: never[]) {
-        const mount = mountOf.get(this);
-        if (mount?.readOnly) throw 'not-permitted';
+        const mount = writableMount(this);
         const result = orig.apply(this, args);
         if (mount) mount.usedEntries = Math.max(0, mount.usedEntries - 1);
         return result;
@@ -396,8 +400,7 @@ function installFilesystemGuards(): void {
     'unlinkFileAt',
     (orig) =>
       function (this: object, ...args: never[]) {
-        const mount = mountOf.get(this);
-        if (mount?.readOnly) throw 'not-permitted';
+        const mount = writableMount(this);
         const freed = mount?.quotaBytes !== undefined ? regularFileSize(this, args[0] as unknown as string) : 0;
         const result = orig.apply(this, args);
         if (mount) {
@@ -412,8 +415,7 @@ function installFilesystemGuards(): void {
     'setSize',
     (orig) =>
       function (this: object, ...args: never[]) {
-        const mount = mountOf.get(this);
-        if (mount?.readOnly) throw 'not-permitted';
+        const mount = writableMount(this);
         if (mount?.quotaBytes === undefined) return orig.apply(this, args);
         const size = Number(args[0] as unknown as bigint);
         const before = sizeOf(this);
@@ -428,8 +430,7 @@ function installFilesystemGuards(): void {
     'write',
     (orig) =>
       function (this: object, ...args: never[]) {
-        const mount = mountOf.get(this);
-        if (mount?.readOnly) throw 'not-permitted';
+        const mount = writableMount(this);
         if (mount?.quotaBytes === undefined) return orig.apply(this, args);
         const [buffer, offset] = args as unknown as [Bytes, bigint];
         const growth = chargeWrite(mount, this, Number(offset), buffer.length, false);
@@ -443,8 +444,7 @@ function installFilesystemGuards(): void {
     'writeViaStream',
     (orig) =>
       function (this: object, ...args: never[]) {
-        const mount = mountOf.get(this);
-        if (mount?.readOnly) throw 'not-permitted';
+        const mount = writableMount(this);
         const stream = orig.apply(this, args) as object;
         if (mount?.quotaBytes !== undefined) {
           fileStreams.set(stream, { descriptor: this, mount, offset: Number(args[0] as unknown as bigint) });
