@@ -337,6 +337,11 @@ function compatible(inst: LiveInstance, access: StateAccess): boolean {
   return !inst.holders.some((h) => h.access === 'rw');
 }
 
+/** Nobody holds the instance, waits for it, or exports it. */
+function idle(inst: LiveInstance): boolean {
+  return inst.holders.length === 0 && inst.queue.length === 0 && inst.exporters === 0;
+}
+
 function byName<T extends { slot: string }>(a: T, b: T): number {
   return a.slot < b.slot ? -1 : a.slot > b.slot ? 1 : 0;
 }
@@ -1229,7 +1234,7 @@ class Kernel implements StateKernel {
     this.#ensureOpen();
     const inst = typeof instanceId === 'string' && ID_RE.test(instanceId) ? this.#instances.get(instanceId) : undefined;
     if (!inst) throw new StateError('NOT_FOUND', `no state instance ${JSON.stringify(instanceId)}`);
-    if (inst.holders.length > 0 || inst.queue.length > 0 || inst.exporters > 0) {
+    if (!idle(inst)) {
       const by = inst.holders.map((h) => `${h.taskId}/${h.slot}`).join(', ') || 'an export or a waiting bind';
       throw new StateError('INSTANCE_IN_USE', `state instance ${inst.row.id} is in use by ${by}; release it first`);
     }
@@ -1241,12 +1246,7 @@ class Kernel implements StateKernel {
     this.#ensureOpen();
     const now = this.#c.now();
     const expired = [...this.#instances.values()].filter(
-      (i) =>
-        i.row.expiresAtMs !== undefined &&
-        i.row.expiresAtMs <= now &&
-        i.holders.length === 0 &&
-        i.queue.length === 0 &&
-        i.exporters === 0,
+      (i) => i.row.expiresAtMs !== undefined && i.row.expiresAtMs <= now && idle(i),
     );
     const expiredInstanceIds: string[] = [];
     for (const inst of expired) {
@@ -1286,13 +1286,7 @@ class Kernel implements StateKernel {
       if (task?.release) continue; // being released right now
       const neverRegistered = task?.row.state === 'active' && task.row.slots === undefined && task.bound.size === 0;
       if (task && task.row.state === 'active' && !neverRegistered) continue;
-      const settled = owned.every(
-        (i) =>
-          now - i.row.createdAtMs >= this.#c.orphanGraceMs &&
-          i.holders.length === 0 &&
-          i.queue.length === 0 &&
-          i.exporters === 0,
-      );
+      const settled = owned.every((i) => now - i.row.createdAtMs >= this.#c.orphanGraceMs && idle(i));
       if (!settled) continue;
       if (task?.row.state === 'active') {
         await this.releaseTask(taskId, { reason: ORPHANED_REASON });
