@@ -2,8 +2,15 @@
  * `@vyr/api/client`: a NodeService client for other processes (the CLI, tests, benchmarks). Imports only the
  * generated service and connect-node, never the runtime.
  */
+import type { Agent as HttpAgent } from 'node:http';
+import type { Agent as HttpsAgent } from 'node:https';
 import { type Client, Code, ConnectError, createClient, type Interceptor, type Transport } from '@connectrpc/connect';
-import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+  type Http2SessionManager,
+} from '@connectrpc/connect-node';
 import { type ErrorInfo, ErrorInfoSchema, NodeService } from '@vyr/proto';
 
 /** The generated NodeService client. */
@@ -27,6 +34,13 @@ export interface NodeClientOptions {
   readMaxBytes?: number;
   /** PEM CA certificate(s) to trust for an `https://` node (e.g. a self-signed node certificate); default: system CAs. */
   ca?: string | Buffer;
+  /**
+   * HTTP/2 sessions to use instead of ones the transport makes itself, so the caller can close them
+   * (`abort()`); they carry their own TLS options. Default: the transport's own.
+   */
+  sessionManager?: Http2SessionManager;
+  /** HTTP/1.1 agent to use, so the caller can close its sockets (`destroy()`). Default: Node's global agent. */
+  agent?: HttpAgent | HttpsAgent;
 }
 
 /** Creates the transport {@link createNodeClient} uses; exposed for callers that build their own clients. */
@@ -41,9 +55,24 @@ export function createNodeTransport(options: NodeClientOptions): Transport {
   }
   const readMaxBytes = options.readMaxBytes ?? 64 * 1024 * 1024;
   const protocol = options.protocol ?? 'connect';
-  const nodeOptions = options.ca !== undefined ? { nodeOptions: { ca: options.ca } } : {};
+  const nodeOptions =
+    options.ca !== undefined || options.agent !== undefined
+      ? {
+          nodeOptions: {
+            ...(options.ca !== undefined ? { ca: options.ca } : {}),
+            ...(options.agent !== undefined ? { agent: options.agent } : {}),
+          },
+        }
+      : {};
+  const sessionManager = options.sessionManager !== undefined ? { sessionManager: options.sessionManager } : {};
   if (protocol === 'grpc') {
-    return createGrpcTransport({ baseUrl: options.baseUrl, interceptors, readMaxBytes, ...nodeOptions });
+    return createGrpcTransport({
+      baseUrl: options.baseUrl,
+      interceptors,
+      readMaxBytes,
+      ...nodeOptions,
+      ...sessionManager,
+    });
   }
   const httpVersion = options.httpVersion ?? '1.1';
   const common = {
@@ -53,6 +82,7 @@ export function createNodeTransport(options: NodeClientOptions): Transport {
     readMaxBytes,
     useBinaryFormat: options.useBinaryFormat ?? true,
     ...nodeOptions,
+    ...sessionManager,
   } as const;
   return protocol === 'grpc-web' ? createGrpcWebTransport(common) : createConnectTransport(common);
 }

@@ -1,8 +1,6 @@
 import { Agent as HttpAgent } from 'node:http';
-import { type Client, createClient, type Interceptor } from '@connectrpc/connect';
-import { createConnectTransport, Http2SessionManager } from '@connectrpc/connect-node';
-import type { NodeClient } from '@vyr/api/client';
-import { NodeService } from '@vyr/proto';
+import { Http2SessionManager } from '@connectrpc/connect-node';
+import { createNodeClient, type NodeClient, type NodeClientOptions } from '@vyr/api/client';
 import type { Command } from 'commander';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError, toCliError } from '../errors.js';
@@ -46,8 +44,8 @@ export interface NodeConnection {
 
 /**
  * Resolves the node URL, token and CA from flags and environment, and creates a client whose connections the CLI
- * owns: an `Http2SessionManager` for HTTP/2, an `http.Agent`/`https.Agent` for HTTP/1.1 (same wire settings as
- * `createNodeClient` of `@vyr/api/client`: Connect protocol, binary, bearer token).
+ * owns (an `Http2SessionManager` for HTTP/2, an `http.Agent` for HTTP/1.1), made by `createNodeClient` of
+ * `@vyr/api/client`: Connect protocol, binary, bearer token.
  */
 export async function connect(ctx: CliContext, flags: NodeFlags): Promise<NodeConnection> {
   const url = (flags.node ?? ctx.env.VYR_NODE ?? DEFAULT_NODE_URL).replace(/\/+$/, '');
@@ -69,45 +67,20 @@ export async function connect(ctx: CliContext, flags: NodeFlags): Promise<NodeCo
   else if (ctx.env.VYR_TOKEN?.trim()) token = ctx.env.VYR_TOKEN.trim();
   const ca = flags.ca ? await readInputFile(ctx, flags.ca, '--ca') : undefined;
 
-  const interceptors: Interceptor[] = [];
-  if (token !== undefined) {
-    interceptors.push((next) => async (req) => {
-      req.header.set('authorization', `Bearer ${token}`);
-      return next(req);
-    });
-  }
   const tls = parsed.protocol === 'https:';
-  const tlsOptions = ca ? { ca } : {};
   let close: () => void;
-  let client: Client<typeof NodeService>;
+  let transport: Pick<NodeClientOptions, 'httpVersion' | 'sessionManager' | 'agent'>;
   // TLS always negotiates HTTP/2 by ALPN; the node serves both.
   if (flags.http2 || tls) {
-    const sessions = new Http2SessionManager(url, {}, tlsOptions);
+    const sessions = new Http2SessionManager(url, {}, ca ? { ca } : {});
     close = () => sessions.abort();
-    client = createClient(
-      NodeService,
-      createConnectTransport({
-        baseUrl: url,
-        httpVersion: '2',
-        sessionManager: sessions,
-        interceptors,
-        readMaxBytes: READ_MAX_BYTES,
-      }),
-    );
+    transport = { httpVersion: '2', sessionManager: sessions };
   } else {
     const agent = new HttpAgent({ keepAlive: true });
     close = () => agent.destroy();
-    client = createClient(
-      NodeService,
-      createConnectTransport({
-        baseUrl: url,
-        httpVersion: '1.1',
-        nodeOptions: { agent },
-        interceptors,
-        readMaxBytes: READ_MAX_BYTES,
-      }),
-    );
+    transport = { httpVersion: '1.1', agent };
   }
+  const client = createNodeClient({ baseUrl: url, token, readMaxBytes: READ_MAX_BYTES, ...transport });
   let closed = false;
   return {
     client,
