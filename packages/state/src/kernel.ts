@@ -485,9 +485,14 @@ class Kernel implements StateKernel {
     return join(this.dataDir, 'instances', id);
   }
 
+  /** The registered instance with this id, expired or not. */
+  #lookup(instanceId: unknown): LiveInstance | undefined {
+    return typeof instanceId === 'string' && ID_RE.test(instanceId) ? this.#instances.get(instanceId) : undefined;
+  }
+
   /** A live instance; expired ones count as gone unless still bound. */
   #live(instanceId: unknown): LiveInstance {
-    const inst = typeof instanceId === 'string' && ID_RE.test(instanceId) ? this.#instances.get(instanceId) : undefined;
+    const inst = this.#lookup(instanceId);
     if (!inst) {
       throw new StateError(
         'NOT_FOUND',
@@ -1232,7 +1237,7 @@ class Kernel implements StateKernel {
 
   async delete(instanceId: string): Promise<void> {
     this.#ensureOpen();
-    const inst = typeof instanceId === 'string' && ID_RE.test(instanceId) ? this.#instances.get(instanceId) : undefined;
+    const inst = this.#lookup(instanceId);
     if (!inst) throw new StateError('NOT_FOUND', `no state instance ${JSON.stringify(instanceId)}`);
     if (!idle(inst)) {
       const by = inst.holders.map((h) => `${h.taskId}/${h.slot}`).join(', ') || 'an export or a waiting bind';
