@@ -241,10 +241,10 @@ function sameMount(a: MountState | undefined, b: MountState | undefined): void {
   if (a !== b) throw 'cross-device';
 }
 
-/** Throws if writing `len` bytes at `offset` of the file behind `descriptor` would pass the mount's quota. */
-function chargeWrite(mount: MountState, descriptor: object, offset: number, len: number, asStream: boolean): number {
+/** Throws if writing `len` bytes at `offset` of a file of `size` bytes would pass the mount's quota. */
+function chargeWrite(mount: MountState, size: number, offset: number, len: number, asStream: boolean): number {
   if (mount.quotaBytes === undefined) return 0;
-  const growth = Math.max(0, offset + len - sizeOf(descriptor));
+  const growth = Math.max(0, offset + len - size);
   if (mount.usedBytes + growth > mount.quotaBytes) {
     recordQuota(mount, mount.usedBytes + growth);
     if (asStream) {
@@ -419,7 +419,7 @@ function installFilesystemGuards(): void {
         if (mount?.quotaBytes === undefined) return orig.apply(this, args);
         const size = Number(args[0] as unknown as bigint);
         const before = sizeOf(this);
-        const growth = chargeWrite(mount, this, 0, size, false);
+        const growth = chargeWrite(mount, before, 0, size, false);
         const result = orig.apply(this, args);
         mount.usedBytes = Math.max(0, mount.usedBytes + growth - Math.max(0, before - size));
         return result;
@@ -433,7 +433,7 @@ function installFilesystemGuards(): void {
         const mount = writableMount(this);
         if (mount?.quotaBytes === undefined) return orig.apply(this, args);
         const [buffer, offset] = args as unknown as [Bytes, bigint];
-        const growth = chargeWrite(mount, this, Number(offset), buffer.length, false);
+        const growth = chargeWrite(mount, sizeOf(this), Number(offset), buffer.length, false);
         const result = orig.apply(this, args);
         mount.usedBytes += growth;
         return result;
@@ -458,7 +458,7 @@ function installFilesystemGuards(): void {
       const target = fileStreams.get(this);
       if (!target) return orig.apply(this, args);
       const len = lengthOf(args);
-      const growth = chargeWrite(target.mount, target.descriptor, target.offset, len, true);
+      const growth = chargeWrite(target.mount, sizeOf(target.descriptor), target.offset, len, true);
       const result = orig.apply(this, args);
       target.offset += len;
       target.mount.usedBytes += growth;
