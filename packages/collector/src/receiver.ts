@@ -2,7 +2,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { gunzip } from 'node:zlib';
 import { CollectorError } from './errors.js';
 import type { ResolvedOptions } from './options.js';
-import { encodingOf, ingest, MalformedRequest, RpcCode, SIGNAL_PATHS, statusBody, successBody } from './otlp.js';
+import {
+  CONTENT_TYPE,
+  encodingOf,
+  ingest,
+  MalformedRequest,
+  RpcCode,
+  SIGNAL_PATHS,
+  statusBody,
+  successBody,
+} from './otlp.js';
 import type { Encoding, Signal } from './spool/record.js';
 import type { Spool } from './spool/spool.js';
 import type { CollectorTelemetry, RequestOutcome } from './telemetry.js';
@@ -183,7 +192,7 @@ async function handle(deps: ReceiverDeps, req: IncomingMessage, res: ServerRespo
 
 function reply(res: ServerResponse, status: number, encoding: Encoding, body: Uint8Array, extra?: object): void {
   res.writeHead(status, {
-    'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf',
+    'content-type': CONTENT_TYPE[encoding],
     'content-length': body.length,
     ...extra,
   });
