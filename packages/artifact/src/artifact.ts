@@ -411,7 +411,7 @@ export async function assertCanonicalIndex(reader: LayoutReader): Promise<void> 
         size: desc.size,
         annotations: { [REF_NAME]: `${vyr.name}:${vyr.version}` },
       },
-      ...referrers.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0)),
+      ...referrers.sort(byDigest),
     ],
   };
   const difference = firstDifference(reader.index, expected, 'index.json');
@@ -421,6 +421,19 @@ export async function assertCanonicalIndex(reader: LayoutReader): Promise<void> 
       `${reader.path}: ${difference}; index.json is not signed, so it must be exactly the index VYR writes for the artifact it names: it was altered, obtain the artifact again (or re-pack and re-sign it)`,
     );
   }
+}
+
+/**
+ * Orders index descriptors the one way VYR writes them: artifact manifests, then signature referrers, each group
+ * sorted by digest.
+ */
+export function canonicalIndexOrder(manifests: readonly Descriptor[]): Descriptor[] {
+  const isSignature = (d: Descriptor): boolean => d.artifactType === MediaType.sigstoreBundle;
+  return [...manifests.filter((d) => !isSignature(d)).sort(byDigest), ...manifests.filter(isSignature).sort(byDigest)];
+}
+
+function byDigest(a: Descriptor, b: Descriptor): number {
+  return a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0;
 }
 
 /** Where two JSON values first differ, as a readable path, or `undefined` when they are equal. */

@@ -4,6 +4,7 @@ import { MessageSignatureBundleBuilder, type Signature, type Signer } from '@sig
 import {
   assertCanonicalIndex,
   buildReferrer,
+  canonicalIndexOrder,
   collectLayoutBlobs,
   detachedBundlePath,
   EMPTY_JSON_BLOB,
@@ -118,13 +119,9 @@ export async function signArtifact(
   blobs.set(bundleDesc.digest, bundleBytes);
   blobs.set(referrer.config.digest, EMPTY_JSON_BLOB);
   blobs.set(referrerDesc.digest, referrerBytes);
-  const artifacts = kept.filter((d) => d.artifactType !== MediaType.sigstoreBundle);
-  const signatures = [...kept.filter((d) => d.artifactType === MediaType.sigstoreBundle), referrerDesc].sort((a, b) =>
-    a.digest < b.digest ? -1 : 1,
-  );
   await writeLayout(
     path,
-    { index: encodeIndex([...artifacts, ...signatures]), blobs },
+    { index: encodeIndex(canonicalIndexOrder([...kept, referrerDesc])), blobs },
     options.sourceDateEpoch ?? 0,
     verified,
   );

@@ -5,6 +5,7 @@ import {
   assertCanonicalIndex,
   attachDetachedBundles,
   buildReferrer,
+  canonicalIndexOrder,
   EMPTY_JSON_BLOB,
   findArtifactDescriptor,
   loadArtifact,
@@ -126,12 +127,9 @@ export function createStore(options: StoreOptions): ArtifactStore {
   }
 
   async function writeIndex(manifests: Descriptor[]): Promise<void> {
-    const artifacts = manifests.filter((d) => d.artifactType !== MediaType.sigstoreBundle);
-    const signatures = manifests.filter((d) => d.artifactType === MediaType.sigstoreBundle);
-    const byDigest = (a: Descriptor, b: Descriptor): number => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0);
     await writeFileAtomic(
       join(dir, 'index.json'),
-      encodeIndex([...artifacts.sort(byDigest), ...signatures.sort(byDigest)], STORE_INDEX_ANNOTATIONS),
+      encodeIndex(canonicalIndexOrder(manifests), STORE_INDEX_ANNOTATIONS),
     );
   }
 
