@@ -298,7 +298,8 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     record.status.state = state;
     record.waiting = state === 'PENDING' || state === 'QUEUED';
     if (wasWaiting !== record.waiting) metrics.queue.add(record.waiting ? 1 : -1, nodeAttrs);
-    emit(record, { type: 'status', status: snapshot(record.status) });
+    // The snapshot is for watchers; most tasks have none when they change state.
+    if (record.watchers.size > 0) emit(record, { type: 'status', status: snapshot(record.status) });
   }
 
   function emit(record: TaskRecord, event: TaskEvent): void {
