@@ -1,6 +1,6 @@
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { cleanupTempDirs, tempDir } from '@vyr/testing';
+import { cleanupTempDirs, tempDir, watFixtureFile } from '@vyr/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type ArtifactErrorCode,
@@ -10,7 +10,7 @@ import {
   verifyArtifact,
   writeKeyPair,
 } from '../src/index.js';
-import { blobRoles, codeOf, EVENT_TRANSFORM_MANIFEST, fixtureFile } from './helpers.js';
+import { blobRoles, codeOf, EVENT_TRANSFORM_MANIFEST } from './helpers.js';
 import { disableNetwork } from './network.js';
 
 afterAll(cleanupTempDirs);
@@ -49,7 +49,7 @@ describe('exit criterion: a Wasm file packed and signed on one machine verifies 
     const manifest = join(machineA, 'vyr.json');
     await writeFile(manifest, JSON.stringify(EVENT_TRANSFORM_MANIFEST));
     const artifactA = join(machineA, 'event-transform.oci');
-    digest = (await packArtifact(await fixtureFile('cat', machineA), artifactA, { manifest })).digest;
+    digest = (await packArtifact(await watFixtureFile('cat', machineA), artifactA, { manifest })).digest;
     await signArtifact(artifactA, { path: keys.privateKeyPath });
 
     // Machine B receives only the artifact, its bundle and the public key.
@@ -62,7 +62,7 @@ describe('exit criterion: a Wasm file packed and signed on one machine verifies 
 
     // The same, as a .tar.
     const tarA = join(machineA, 'event-transform.tar');
-    expect((await packArtifact(await fixtureFile('cat', machineA), tarA, { manifest })).digest).toBe(digest);
+    expect((await packArtifact(await watFixtureFile('cat', machineA), tarA, { manifest })).digest).toBe(digest);
     await signArtifact(tarA, { path: keys.privateKeyPath });
     tarB = join(machineB, basename(tarA));
     await cp(tarA, tarB);
@@ -225,7 +225,7 @@ describe('exit criterion: a Wasm file packed and signed on one machine verifies 
     const bare = join(machineB, 'bare');
     await mkdir(bare);
     // A fresh pack of the same input reproduces the same digest, but carries no signature.
-    const again = await packArtifact(await fixtureFile('cat', bare), join(bare, 'x.oci'), {
+    const again = await packArtifact(await watFixtureFile('cat', bare), join(bare, 'x.oci'), {
       manifest: EVENT_TRANSFORM_MANIFEST,
     });
     expect(again.digest).toBe(digest);

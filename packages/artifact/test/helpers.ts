@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { buildWatFixture, tempDir, type WatFixtureName } from '@vyr/testing';
 import { ArtifactError, type ArtifactErrorCode, type VyrManifest } from '../src/index.js';
 
 /** The example manifest of issue 2. */
@@ -12,13 +11,6 @@ export const EVENT_TRANSFORM_MANIFEST: VyrManifest = {
   state: [{ name: 'data', mount: '/data', access: 'rw', quotaBytes: 67108864 }],
   limits: { memoryBytes: 67108864, deadlineMs: 30000 },
 };
-
-/** Writes a WAT fixture as a core module file and returns its path. */
-export async function fixtureFile(name: WatFixtureName, dir?: string): Promise<string> {
-  const target = join(dir ?? (await tempDir()), `${name}.wasm`);
-  await writeFile(target, await buildWatFixture(name));
-  return target;
-}
 
 /** Runs `fn` and returns the ArtifactError code it throws; fails the test if it resolves or throws anything else. */
 export async function codeOf(fn: () => Promise<unknown>): Promise<ArtifactErrorCode> {

@@ -3,18 +3,18 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { parse as parseComponentWat } from '@bytecodealliance/jco';
-import { C_FIXTURES, cleanupTempDirs, fixturePath, tempDir, watSource } from '@vyr/testing';
+import { C_FIXTURES, cleanupTempDirs, fixturePath, tempDir, watFixtureFile, watSource } from '@vyr/testing';
 import { create as createTar } from 'tar';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createStore, inspectArtifact, packArtifact, readArtifact, signArtifact, writeKeyPair } from '../src/index.js';
-import { codeOf, EVENT_TRANSFORM_MANIFEST, errorOf, fixtureFile, writeContainerImageLayout } from './helpers.js';
+import { codeOf, EVENT_TRANSFORM_MANIFEST, errorOf, writeContainerImageLayout } from './helpers.js';
 
 afterAll(cleanupTempDirs);
 
 describe('pack', () => {
   it('adapts a WASI P1 module into a wasi:cli/command component in an OCI image layout', async () => {
     const dir = await tempDir();
-    const input = await fixtureFile('hello', dir);
+    const input = await watFixtureFile('hello', dir);
     const result = await packArtifact(input, join(dir, 'hello.oci'));
     expect(result.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect(result.source).toBe('wasip1-adapted');
@@ -54,7 +54,7 @@ describe('pack', () => {
 
   it('is reproducible: same inputs give the same digest, as a directory and as a .tar', async () => {
     const dir = await tempDir();
-    const input = await fixtureFile('env', dir);
+    const input = await watFixtureFile('env', dir);
     const manifest = join(dir, 'vyr.json');
     await writeFile(manifest, JSON.stringify(EVENT_TRANSFORM_MANIFEST));
     const a = await packArtifact(input, join(dir, 'a.oci'), { manifest });
@@ -71,7 +71,7 @@ describe('pack', () => {
 
   it('records SOURCE_DATE_EPOCH as the creation time, and only then', async () => {
     const dir = await tempDir();
-    const input = await fixtureFile('hello', dir);
+    const input = await watFixtureFile('hello', dir);
     const plain = await packArtifact(input, join(dir, 'plain.oci'));
     const dated = await packArtifact(input, join(dir, 'dated.oci'), { sourceDateEpoch: 1_700_000_000 });
     const again = await packArtifact(input, join(dir, 'again.oci'), { sourceDateEpoch: 1_700_000_000 });
@@ -85,7 +85,7 @@ describe('pack', () => {
     const dir = await tempDir();
     const manifest = join(dir, 'vyr.json');
     await writeFile(manifest, JSON.stringify(EVENT_TRANSFORM_MANIFEST));
-    await packArtifact(await fixtureFile('fs', dir), join(dir, 'et.oci'), { manifest });
+    await packArtifact(await watFixtureFile('fs', dir), join(dir, 'et.oci'), { manifest });
     const artifact = await readArtifact(join(dir, 'et.oci'));
     expect(artifact.manifest).toEqual(EVENT_TRANSFORM_MANIFEST);
     expect(artifact.source).toBe('wasip1-adapted');
@@ -93,7 +93,7 @@ describe('pack', () => {
 
   it('accepts a WASI P2 command component as is', async () => {
     const dir = await tempDir();
-    await packArtifact(await fixtureFile('hello', dir), join(dir, 'p1.oci'));
+    await packArtifact(await watFixtureFile('hello', dir), join(dir, 'p1.oci'));
     const component = (await readArtifact(join(dir, 'p1.oci'))).component;
     await writeFile(join(dir, 'hello-p2.wasm'), component);
     const result = await packArtifact(join(dir, 'hello-p2.wasm'), join(dir, 'p2.oci'));
@@ -140,14 +140,14 @@ describe('pack', () => {
 
   it('refuses a core module importing outside wasi_snapshot_preview1, naming the import', async () => {
     const dir = await tempDir();
-    const err = await errorOf(async () => packArtifact(await fixtureFile('bad-import', dir), join(dir, 'out')));
+    const err = await errorOf(async () => packArtifact(await watFixtureFile('bad-import', dir), join(dir, 'out')));
     expect(err.code).toBe('UNSUPPORTED_IMPORTS');
     expect(err.message).toContain('env::host_call');
   });
 
   it('refuses a preview1 module that is not a command (no _start)', async () => {
     const dir = await tempDir();
-    const err = await errorOf(async () => packArtifact(await fixtureFile('reactor', dir), join(dir, 'out')));
+    const err = await errorOf(async () => packArtifact(await watFixtureFile('reactor', dir), join(dir, 'out')));
     expect(err.code).toBe('UNSUPPORTED_WORLD');
     expect(err.message).toContain('_start');
   });
@@ -218,7 +218,7 @@ describe('pack', () => {
         expect(await codeOf(() => readArtifact(path))).toBe('CONTAINER_IMAGE');
       }
       // A gzipped VYR artifact: pack says it is packed already; readers refuse it (exit 64), asking to gunzip.
-      const input = await fixtureFile('hello', dir);
+      const input = await watFixtureFile('hello', dir);
       await packArtifact(input, join(dir, 'app.tar'));
       const appGz = await gz('app.tar.gz', await readFile(join(dir, 'app.tar')));
       expect(await codeOf(() => packArtifact(appGz, join(dir, 'out')))).toBe('INVALID_ARGUMENT');
@@ -256,7 +256,7 @@ describe('pack', () => {
 
   it('reports a missing input or manifest as NOT_FOUND and a bad manifest as INVALID_MANIFEST', async () => {
     const dir = await tempDir();
-    const input = await fixtureFile('hello', dir);
+    const input = await watFixtureFile('hello', dir);
     expect(await codeOf(() => packArtifact(join(dir, 'nope.wasm'), join(dir, 'o')))).toBe('NOT_FOUND');
     expect(await codeOf(() => packArtifact(input, join(dir, 'o'), { manifest: join(dir, 'nope.json') }))).toBe(
       'NOT_FOUND',
@@ -273,22 +273,22 @@ describe('pack', () => {
     it('repacks over a VYR artifact (and its signatures) it wrote before', async () => {
       const dir = await tempDir();
       const out = join(dir, 'out.oci');
-      await packArtifact(await fixtureFile('env', dir), out);
+      await packArtifact(await watFixtureFile('env', dir), out);
       const keys = await writeKeyPair(join(dir, 'keys'));
       await signArtifact(out, { path: keys.privateKeyPath });
-      const second = await packArtifact(await fixtureFile('hello', dir), out);
+      const second = await packArtifact(await watFixtureFile('hello', dir), out);
       expect((await readArtifact(out)).digest).toBe(second.digest);
       // Blobs of the previous artifact and its signature are gone, and so is its detached bundle.
       expect(await readdir(join(out, 'blobs/sha256'))).toHaveLength(4);
       await expect(stat(`${out}.sigstore.json`)).rejects.toThrow();
       // Same for a .tar.
-      await packArtifact(await fixtureFile('env', dir), join(dir, 'out.tar'));
-      expect((await packArtifact(await fixtureFile('hello', dir), join(dir, 'out.tar'))).digest).toBe(second.digest);
+      await packArtifact(await watFixtureFile('env', dir), join(dir, 'out.tar'));
+      expect((await packArtifact(await watFixtureFile('hello', dir), join(dir, 'out.tar'))).digest).toBe(second.digest);
     });
 
     it('never writes into a non-empty directory that is not an OCI layout, even with force', async () => {
       const dir = await tempDir();
-      const input = await fixtureFile('hello', dir);
+      const input = await watFixtureFile('hello', dir);
       await mkdir(join(dir, 'docs'));
       await writeFile(join(dir, 'docs', 'notes.txt'), 'mine');
       expect(await codeOf(() => packArtifact(input, join(dir, 'docs')))).toBe('ALREADY_EXISTS');
@@ -298,7 +298,7 @@ describe('pack', () => {
 
     it('refuses to replace a container image layout unless forced, and leaves its blobs alone', async () => {
       const dir = await tempDir();
-      const input = await fixtureFile('hello', dir);
+      const input = await watFixtureFile('hello', dir);
       const image = join(dir, 'img-copy');
       const blobs = await writeContainerImageLayout(image);
       const index = await readFile(join(image, 'index.json'));
@@ -314,9 +314,9 @@ describe('pack', () => {
 
     it('refuses to replace a layout holding several VYR artifacts, or an unreadable one, unless forced', async () => {
       const dir = await tempDir();
-      const input = await fixtureFile('hello', dir);
+      const input = await watFixtureFile('hello', dir);
       const two = join(dir, 'two.oci');
-      await packArtifact(await fixtureFile('env', dir), two);
+      await packArtifact(await watFixtureFile('env', dir), two);
       await packArtifact(input, join(dir, 'one.oci'));
       // Graft a second artifact into the first layout's index.
       const a = JSON.parse(await readFile(join(two, 'index.json'), 'utf8'));
@@ -333,7 +333,7 @@ describe('pack', () => {
 
     it('refuses to replace a .tar that is not a single VYR artifact unless forced', async () => {
       const dir = await tempDir();
-      const input = await fixtureFile('hello', dir);
+      const input = await watFixtureFile('hello', dir);
       const src = join(dir, 'src');
       await writeContainerImageLayout(src);
       await createTar({ file: join(dir, 'image.tar'), cwd: src, portable: true }, [
@@ -352,7 +352,7 @@ describe('pack', () => {
 
     it('never overwrites an artifact store, even with force', async () => {
       const dir = await tempDir();
-      const input = await fixtureFile('hello', dir);
+      const input = await watFixtureFile('hello', dir);
       await packArtifact(input, join(dir, 'a.oci'));
       const store = createStore({ dir: join(dir, 'store') });
       // A store holding exactly one artifact looks like an artifact layout but for its marker.
@@ -369,7 +369,7 @@ describe('pack', () => {
 
     it('refuses an --out whose kind does not match: a file where a directory is meant, or the reverse', async () => {
       const dir = await tempDir();
-      const input = await fixtureFile('hello', dir);
+      const input = await watFixtureFile('hello', dir);
       await writeFile(join(dir, 'file.oci'), 'x');
       expect(await codeOf(() => packArtifact(input, join(dir, 'file.oci'), { force: true }))).toBe('ALREADY_EXISTS');
       await packArtifact(input, join(dir, 'dir.tar.d'));

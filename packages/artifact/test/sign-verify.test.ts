@@ -1,6 +1,6 @@
 import { cp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanupTempDirs, tempDir } from '@vyr/testing';
+import { cleanupTempDirs, tempDir, watFixtureFile } from '@vyr/testing';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import {
   createTrustPolicy,
@@ -15,7 +15,7 @@ import {
   verifyArtifact,
   writeKeyPair,
 } from '../src/index.js';
-import { blobRoles, codeOf, errorOf, fixtureFile } from './helpers.js';
+import { blobRoles, codeOf, errorOf } from './helpers.js';
 import { disableNetwork } from './network.js';
 
 afterAll(cleanupTempDirs);
@@ -29,7 +29,7 @@ async function packed(
 ): Promise<{ dir: string; artifact: string; digest: string }> {
   const dir = await tempDir();
   const artifact = join(dir, out);
-  const { digest } = await packArtifact(await fixtureFile(name, dir), artifact);
+  const { digest } = await packArtifact(await watFixtureFile(name, dir), artifact);
   return { dir, artifact, digest };
 }
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cleanupTempDirs, tempDir } from '@vyr/testing';
+import { cleanupTempDirs, tempDir, watFixtureFile } from '@vyr/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   createStore,
@@ -13,7 +13,7 @@ import {
   verifyArtifact,
   writeKeyPair,
 } from '../src/index.js';
-import { codeOf, EVENT_TRANSFORM_MANIFEST, errorOf, fixtureFile } from './helpers.js';
+import { codeOf, EVENT_TRANSFORM_MANIFEST, errorOf } from './helpers.js';
 
 afterAll(cleanupTempDirs);
 
@@ -45,7 +45,7 @@ async function signedArtifact(name: 'hello' | 'env' | 'cat' = 'hello') {
   const dir = await tempDir();
   const keys = await writeKeyPair(join(dir, 'keys'));
   const artifact = join(dir, `${name}.oci`);
-  const { digest } = await packArtifact(await fixtureFile(name, dir), artifact, {
+  const { digest } = await packArtifact(await watFixtureFile(name, dir), artifact, {
     manifest: { ...EVENT_TRANSFORM_MANIFEST, name },
   });
   await signArtifact(artifact, { path: keys.privateKeyPath });
@@ -86,7 +86,7 @@ describe('artifact store', () => {
 
   it('imports a .tar artifact and tar bytes', async () => {
     const dir = await tempDir();
-    const { digest } = await packArtifact(await fixtureFile('hello', dir), join(dir, 'a.tar'));
+    const { digest } = await packArtifact(await watFixtureFile('hello', dir), join(dir, 'a.tar'));
     const store = createStore({ dir: await tempDir() });
     expect((await store.import(join(dir, 'a.tar'))).digest).toBe(digest);
     expect((await store.import(new Uint8Array(await readFile(join(dir, 'a.tar'))))).digest).toBe(digest);
@@ -182,10 +182,10 @@ describe('artifact store', () => {
 
   it('attaches extra detached bundles given at import time', async () => {
     const dir = await tempDir();
-    const { digest } = await packArtifact(await fixtureFile('hello', dir), join(dir, 'a.oci'));
+    const { digest } = await packArtifact(await watFixtureFile('hello', dir), join(dir, 'a.oci'));
     const keys = await writeKeyPair(join(dir, 'k'));
     // Sign a copy, then import the unsigned original plus the copy's detached bundle.
-    await packArtifact(await fixtureFile('hello', dir), join(dir, 'b.oci'));
+    await packArtifact(await watFixtureFile('hello', dir), join(dir, 'b.oci'));
     const signed = await signArtifact(join(dir, 'b.oci'), { path: keys.privateKeyPath });
     const store = createStore({ dir: await tempDir() });
     await store.import(join(dir, 'a.oci'), { bundlePaths: [signed.detachedPath] });
