@@ -124,7 +124,6 @@ export function createCollector(options: CollectorOptions): Collector {
         const { total } = spool.stats();
         return {
           spoolItems: total.items,
-          spoolRecords: total.records,
           spoolBytes: total.bytes,
           oldestAgeSeconds: total.oldestReceivedAt === undefined ? 0 : (Date.now() - total.oldestReceivedAt) / 1000,
           upstreamState: upstream.state(),

@@ -85,7 +85,6 @@ export interface CollectorCounters {
 /** Gauges read at collection time. */
 export interface Observed {
   spoolItems: number;
-  spoolRecords: number;
   spoolBytes: number;
   oldestAgeSeconds: number;
   upstreamState: UpstreamState;
