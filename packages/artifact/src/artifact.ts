@@ -380,11 +380,7 @@ export function buildLayout(
  */
 export async function assertCanonicalIndex(reader: LayoutReader): Promise<void> {
   const desc = findArtifactDescriptor(reader);
-  const manifestBytes = await readBlobChecked(reader, desc, 'manifest', 'manifest');
-  const oci = parseOciManifest(manifestBytes, `manifest ${desc.digest}`, reader.path);
-  const vyrLayer = oci.layers.find((l) => l.mediaType === MediaType.vyrManifest)!;
-  const vyrBytes = await readBlobChecked(reader, vyrLayer, 'layer', 'VYR manifest layer');
-  const vyr = parseVyrManifest(Buffer.from(vyrBytes).toString('utf8'), `VYR manifest layer ${vyrLayer.digest}`);
+  const { manifest: vyr } = await readArtifactMetadata(reader, desc);
   const referrers: Descriptor[] = [];
   for (const d of reader.index.manifests) {
     if (d === desc) continue;
@@ -421,6 +417,25 @@ export async function assertCanonicalIndex(reader: LayoutReader): Promise<void> 
       `${reader.path}: ${difference}; index.json is not signed, so it must be exactly the index VYR writes for the artifact it names: it was altered, obtain the artifact again (or re-pack and re-sign it)`,
     );
   }
+}
+
+/**
+ * Reads an artifact's metadata only: its OCI manifest and its declarations layer (both a few hundred bytes,
+ * re-hashed), not the config or the component.
+ *
+ * @throws ArtifactError `BLOB_MISSING`, `MANIFEST_TAMPERED`, `BLOB_DIGEST_MISMATCH`, `MALFORMED_LAYOUT`,
+ * `UNSUPPORTED_MEDIA_TYPE`, `CONTAINER_IMAGE`, `INVALID_MANIFEST`.
+ */
+export async function readArtifactMetadata(
+  reader: LayoutReader,
+  desc: Descriptor,
+): Promise<{ manifestBytes: Uint8Array; oci: OciManifest; manifest: VyrManifest }> {
+  const manifestBytes = await readBlobChecked(reader, desc, 'manifest', 'manifest');
+  const oci = parseOciManifest(manifestBytes, `manifest ${desc.digest}`, reader.path);
+  const vyrLayer = oci.layers.find((l) => l.mediaType === MediaType.vyrManifest)!;
+  const vyrBytes = await readBlobChecked(reader, vyrLayer, 'layer', 'VYR manifest layer');
+  const manifest = parseVyrManifest(Buffer.from(vyrBytes).toString('utf8'), `VYR manifest layer ${vyrLayer.digest}`);
+  return { manifestBytes, oci, manifest };
 }
 
 /**

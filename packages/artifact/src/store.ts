@@ -10,24 +10,15 @@ import {
   findArtifactDescriptor,
   loadArtifact,
   loadArtifactWithBlobs,
-  parseOciManifest,
+  readArtifactMetadata,
   readReferrer,
   STORE_ANNOTATION,
   SUBJECT_ANNOTATION,
 } from './artifact.js';
 import { digestHex, parseDigest, sha256Digest } from './digest.js';
 import { ArtifactError, isArtifactError } from './errors.js';
-import {
-  encodeIndex,
-  type LayoutReader,
-  OCI_LAYOUT_FILE,
-  openLayout,
-  parseJson,
-  readBlobChecked,
-  writeFileAtomic,
-} from './layout.js';
+import { encodeIndex, type LayoutReader, OCI_LAYOUT_FILE, openLayout, parseJson, writeFileAtomic } from './layout.js';
 import { acquireStoreLock } from './lock.js';
-import { parseVyrManifest } from './manifest.js';
 import type {
   ArtifactStore,
   Descriptor,
@@ -346,11 +337,7 @@ function summary(
  * few hundred bytes, re-hashed). The component, megabytes, is re-hashed by `get`, before anything runs it.
  */
 async function readMetadata(r: LayoutReader, desc: Descriptor): Promise<StoredArtifact> {
-  const manifestBytes = await readBlobChecked(r, desc, 'manifest', 'manifest');
-  const oci = parseOciManifest(manifestBytes, `manifest ${desc.digest}`, r.path);
-  const vyrLayer = oci.layers.find((l) => l.mediaType === MediaType.vyrManifest)!;
-  const vyrBytes = await readBlobChecked(r, vyrLayer, 'layer', 'VYR manifest layer');
-  const manifest = parseVyrManifest(Buffer.from(vyrBytes).toString('utf8'), `VYR manifest layer ${vyrLayer.digest}`);
+  const { manifestBytes, oci, manifest } = await readArtifactMetadata(r, desc);
   return summary(desc.digest, manifest, oci, manifestBytes.byteLength, r.index.manifests);
 }
 
