@@ -287,17 +287,19 @@ export function createRuntime(options: RuntimeOptions): Runtime {
     },
   );
 
-  const waitingCount = () => {
-    let n = admitting;
-    for (const r of tasks.values()) if (r.waiting) n++;
-    return n;
-  };
+  /** Tasks PENDING or QUEUED: kept with the queue gauge, so admission never walks the retained records. */
+  let waitingTasks = 0;
+  const waitingCount = () => admitting + waitingTasks;
 
   function setState(record: TaskRecord, state: TaskState): void {
     const wasWaiting = record.waiting;
     record.status.state = state;
     record.waiting = state === 'PENDING' || state === 'QUEUED';
-    if (wasWaiting !== record.waiting) metrics.queue.add(record.waiting ? 1 : -1, nodeAttrs);
+    if (wasWaiting !== record.waiting) {
+      const delta = record.waiting ? 1 : -1;
+      waitingTasks += delta;
+      metrics.queue.add(delta, nodeAttrs);
+    }
     // The snapshot is for watchers; most tasks have none when they change state.
     if (record.watchers.size > 0) emit(record, { type: 'status', status: snapshot(record.status) });
   }
@@ -502,6 +504,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       ending: false,
       waiting: true,
     };
+    waitingTasks++;
     metrics.queue.add(1, nodeAttrs);
     tasks.set(id, record);
     if (limits.deadlineMs !== undefined) {
