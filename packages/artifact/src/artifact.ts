@@ -10,6 +10,7 @@ import {
   gzipContent,
   isGzip,
   isTarPath,
+  isVyrLayout,
   type LayoutReader,
   openLayout,
   parseJson,
@@ -143,7 +144,7 @@ async function readInput(input: string): Promise<Uint8Array> {
     }
     if (names.includes('oci-layout') || names.includes('manifest.json')) {
       const reader = await openLayout(input).catch(() => undefined);
-      if (reader !== undefined && (await isVyrLayout(reader))) {
+      if (reader !== undefined && isVyrLayout(reader)) {
         throw new ArtifactError('INVALID_ARGUMENT', `${input} is already a VYR artifact; sign or verify it instead`);
       }
       throw containerImageError(input);
@@ -151,10 +152,6 @@ async function readInput(input: string): Promise<Uint8Array> {
     throw new ArtifactError('NOT_WASM', `${input} is a directory; pack takes a .wasm file`);
   }
   return readFileOrThrow(input, 'input');
-}
-
-async function isVyrLayout(reader: LayoutReader): Promise<boolean> {
-  return reader.index.manifests.some((d) => d.artifactType === MediaType.wasmConfig);
 }
 
 /** Recognises container images given as a file: a tar of an OCI layout or `docker save`, or an image manifest. */
@@ -167,7 +164,7 @@ async function refuseContainerImage(input: string, bytes: Uint8Array): Promise<v
       return undefined;
     });
     if (reader !== undefined) {
-      if (await isVyrLayout(reader)) {
+      if (isVyrLayout(reader)) {
         throw new ArtifactError('INVALID_ARGUMENT', `${input} is already a VYR artifact; sign or verify it instead`);
       }
       throw containerImageError(input);

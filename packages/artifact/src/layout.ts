@@ -130,6 +130,11 @@ export function tarFramingProblem(bytes: Uint8Array): string | undefined {
   return 'it has no end-of-archive marker';
 }
 
+/** Whether a layout's index lists a VYR artifact (a manifest whose artifactType is the Wasm config). */
+export function isVyrLayout(reader: LayoutReader): boolean {
+  return reader.index.manifests.some((d) => d.artifactType === MediaType.wasmConfig);
+}
+
 /** Whether `bytes` start with the gzip magic (RFC 1952). */
 export function isGzip(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
@@ -156,10 +161,7 @@ export async function gzipContent(bytes: Uint8Array): Promise<GzipContent> {
   if (inner.length >= 4 && inner[0] === 0 && inner[1] === 0x61 && inner[2] === 0x73 && inner[3] === 0x6d) return 'wasm';
   if (isGzip(inner) || tarFramingProblem(inner) !== undefined) return 'other';
   try {
-    const reader = await openTarBytes(inner, 'the decompressed archive');
-    return reader.index.manifests.some((d) => d.artifactType === MediaType.wasmConfig)
-      ? 'vyr-artifact'
-      : 'container-image';
+    return isVyrLayout(await openTarBytes(inner, 'the decompressed archive')) ? 'vyr-artifact' : 'container-image';
   } catch (err) {
     return err instanceof ArtifactError && err.code === 'CONTAINER_IMAGE' ? 'container-image' : 'other';
   }
