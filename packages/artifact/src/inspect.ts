@@ -1,5 +1,12 @@
 import { readArtifact } from './artifact.js';
-import type { Digest, Limits, LoadedArtifact, StateSlotDeclaration, WasmSourceKind } from './types.js';
+import {
+  type Digest,
+  type Limits,
+  type LoadedArtifact,
+  MediaType,
+  type StateSlotDeclaration,
+  type WasmSourceKind,
+} from './types.js';
 import { parseBundle } from './verify.js';
 
 /** What `vyr inspect` shows: everything an operator needs to decide whether to run an artifact. */
@@ -45,8 +52,8 @@ export interface ArtifactInspection {
 export async function inspectArtifact(source: string | LoadedArtifact): Promise<ArtifactInspection> {
   const a = typeof source === 'string' ? await readArtifact(source) : source;
   const layer = (t: string): number => a.ociManifest.layers.find((l) => l.mediaType === t)?.size ?? 0;
-  const componentBytes = layer('application/wasm');
-  const declarationsBytes = layer('application/vnd.vyr.manifest.v1+json');
+  const componentBytes = layer(MediaType.wasm);
+  const declarationsBytes = layer(MediaType.vyrManifest);
   const sizes = {
     manifestBytes: a.manifestBytes.byteLength,
     configBytes: a.ociManifest.config.size,

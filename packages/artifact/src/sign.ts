@@ -18,7 +18,7 @@ import { encodeIndex, openLayout, writeFileAtomic, writeLayout } from './layout.
 import { type Descriptor, type Digest, MediaType } from './types.js';
 
 /** Bundle v0.3 media type (sigstore protobuf-specs `bundle.proto`). */
-export const BUNDLE_V03_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle.v0.3+json';
+export const BUNDLE_V03_MEDIA_TYPE = MediaType.sigstoreBundle;
 
 /**
  * A Sigstore `Signer` backed by a local ECDSA P-256 private key: signs the message with SHA-256 and names the key

@@ -5,11 +5,17 @@ import { readArtifact } from './artifact.js';
 import { sha256Digest } from './digest.js';
 import { ArtifactError } from './errors.js';
 import type { TrustPolicy } from './trust.js';
-import type { AttachedBundle, LoadedArtifact, SignatureInfo, VerificationResult } from './types.js';
+import {
+  type AttachedBundle,
+  type LoadedArtifact,
+  MediaType,
+  type SignatureInfo,
+  type VerificationResult,
+} from './types.js';
 
 /** Bundle media types accepted: v0.3 and its legacy spelling (sigstore protobuf-specs). */
-const ACCEPTED_BUNDLE_TYPES = new Set([
-  'application/vnd.dev.sigstore.bundle.v0.3+json',
+const ACCEPTED_BUNDLE_TYPES = new Set<string>([
+  MediaType.sigstoreBundle,
   'application/vnd.dev.sigstore.bundle+json;version=0.3',
 ]);
 const KEY_ID = /^[0-9a-f]{64}$/;
