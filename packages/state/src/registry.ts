@@ -120,7 +120,6 @@ export class Registry {
         'INSERT INTO bindings (task_id, slot, instance_id, access, guest_path, quota_bytes) VALUES (?, ?, ?, ?, ?, ?)',
       ),
       deleteBinding: p('DELETE FROM bindings WHERE task_id = ? AND slot = ?'),
-      allBindings: p('SELECT * FROM bindings'),
       deleteAllBindings: p('DELETE FROM bindings'),
       upsertTask: p(
         `INSERT INTO tasks (task_id, state, slots, created_at, ended_at, reason, artifact_digest)
@@ -192,17 +191,6 @@ export class Registry {
 
   deleteBinding(taskId: string, slot: string): void {
     this.#stmts.deleteBinding!.run(taskId, slot);
-  }
-
-  bindings(): BindingRow[] {
-    return (this.#stmts.allBindings!.all() as Row[]).map((r) => ({
-      taskId: r.task_id as string,
-      slot: r.slot as string,
-      instanceId: r.instance_id as string,
-      access: r.access as StateAccess,
-      guestPath: r.guest_path as string,
-      quotaBytes: Number(r.quota_bytes),
-    }));
   }
 
   upsertTask(t: TaskRow): void {
