@@ -234,8 +234,7 @@ export class Registry {
     droppedTaskScoped: string[];
     interruptedWriters: string[];
   } {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
+    return this.transaction(() => {
       const failed = (
         this.#db.prepare("SELECT task_id, artifact_digest, created_at FROM tasks WHERE state = 'active'").all() as Row[]
       ).map(
@@ -256,12 +255,8 @@ export class Registry {
         .run(nowMs, reason);
       this.#stmts.deleteAllBindings!.run();
       this.#db.prepare("DELETE FROM instances WHERE scope = 'task'").run();
-      this.#db.exec('COMMIT');
       return { failedTasks: failed, droppedTaskScoped: dropped, interruptedWriters: interrupted };
-    } catch (err) {
-      this.#db.exec('ROLLBACK');
-      throw err;
-    }
+    });
   }
 
   close(): void {
