@@ -206,21 +206,8 @@ export async function writeKeyPair(dir: string, options: WriteKeyPairOptions = {
       }
     }
     // O_EXCL: never clobber a key by accident, and create the private key with 0600 from the first byte.
-    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
-    const priv = await open(privateKeyPath, flags, 0o600);
-    try {
-      await priv.writeFile(pair.privateKeyPem);
-      await priv.sync();
-    } finally {
-      await priv.close();
-    }
-    const pub = await open(publicKeyPath, flags, 0o644);
-    try {
-      await pub.writeFile(pair.publicKeyPem);
-      await pub.sync();
-    } finally {
-      await pub.close();
-    }
+    await writeNewFile(privateKeyPath, pair.privateKeyPem, 0o600);
+    await writeNewFile(publicKeyPath, pair.publicKeyPem, 0o644);
   } catch (cause) {
     if ((cause as NodeJS.ErrnoException).code === 'EEXIST') {
       throw new ArtifactError(
@@ -232,6 +219,17 @@ export async function writeKeyPair(dir: string, options: WriteKeyPairOptions = {
     throw new ArtifactError('IO_ERROR', `cannot write key pair to ${dir}: ${(cause as Error).message}`, { cause });
   }
   return { privateKeyPath, publicKeyPath, keyId: pair.keyId };
+}
+
+/** Creates `path` (O_EXCL: fails with EEXIST if it exists) with `mode`, writes `text` and fsyncs it. */
+async function writeNewFile(path: string, text: string, mode: number): Promise<void> {
+  const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 async function exists(path: string): Promise<boolean> {
