@@ -14,6 +14,7 @@ import {
   type LayoutReader,
   openLayout,
   parseJson,
+  pathExists,
   readBlobChecked,
   readFileOrThrow,
   writeLayout,
@@ -532,12 +533,7 @@ export async function attachDetachedBundles(
 }
 
 async function existing(path: string): Promise<string[]> {
-  try {
-    await stat(path);
-    return [path];
-  } catch {
-    return [];
-  }
+  return (await pathExists(path)) ? [path] : [];
 }
 
 /**

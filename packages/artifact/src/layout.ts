@@ -404,6 +404,16 @@ export async function writeLayout(
   }
 }
 
+/** Whether `path` exists (`stat` succeeds). */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function sameSize(path: string, size: number): Promise<boolean> {
   try {
     return (await stat(path)).size === size;

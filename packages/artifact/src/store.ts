@@ -17,7 +17,15 @@ import {
 } from './artifact.js';
 import { digestHex, parseDigest, sha256Digest } from './digest.js';
 import { ArtifactError, isArtifactError } from './errors.js';
-import { encodeIndex, type LayoutReader, OCI_LAYOUT_FILE, openLayout, parseJson, writeFileAtomic } from './layout.js';
+import {
+  encodeIndex,
+  type LayoutReader,
+  OCI_LAYOUT_FILE,
+  openLayout,
+  parseJson,
+  pathExists,
+  writeFileAtomic,
+} from './layout.js';
 import { acquireStoreLock } from './lock.js';
 import type {
   ArtifactStore,
@@ -61,10 +69,10 @@ export function createStore(options: StoreOptions): ArtifactStore {
   async function ensureLayout(): Promise<void> {
     try {
       await mkdir(blobDir, { recursive: true });
-      if (!(await exists(join(dir, 'oci-layout')))) {
+      if (!(await pathExists(join(dir, 'oci-layout')))) {
         await writeFileAtomic(join(dir, 'oci-layout'), new TextEncoder().encode(OCI_LAYOUT_FILE));
       }
-      if (!(await exists(join(dir, 'index.json')))) {
+      if (!(await pathExists(join(dir, 'index.json')))) {
         await writeFileAtomic(join(dir, 'index.json'), encodeIndex([], STORE_INDEX_ANNOTATIONS));
       }
     } catch (cause) {
@@ -75,7 +83,7 @@ export function createStore(options: StoreOptions): ArtifactStore {
   }
 
   async function reader(): Promise<LayoutReader> {
-    if (!(await exists(join(dir, 'index.json')))) await withLock(ensureLayout);
+    if (!(await pathExists(join(dir, 'index.json')))) await withLock(ensureLayout);
     return openLayout(dir);
   }
 
@@ -339,13 +347,4 @@ function summary(
 async function readMetadata(r: LayoutReader, desc: Descriptor): Promise<StoredArtifact> {
   const { manifestBytes, oci, manifest } = await readArtifactMetadata(r, desc);
   return summary(desc.digest, manifest, oci, manifestBytes.byteLength, r.index.manifests);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
