@@ -32,7 +32,7 @@ async function signedArtifact(): Promise<{
   const keys = await writeKeyPair(join(dir, 'keys'));
   const artifact = join(dir, 'app.oci');
   const { digest } = await packArtifact(await watFixtureFile('hello', dir), artifact, {
-    manifest: { name: 'hello', version: '1.0.0' },
+    manifest: { name: 'hello', version: '1.0.0', env: [], state: [], limits: {} },
   });
   await signArtifact(artifact, { path: keys.privateKeyPath });
   return { dir, artifact, digest, bundle: detachedBundlePath(artifact), pub: keys.publicKeyPath };
@@ -140,7 +140,7 @@ describe('OCI image layouts written by other tools (image-spec image-layout.md: 
       );
     }
     const other = await packArtifact(await watFixtureFile('env', b.dir), join(b.dir, 'env.oci'), {
-      manifest: { name: 'env', version: '2.0.0' },
+      manifest: { name: 'env', version: '2.0.0', env: [], state: [], limits: {} },
     });
     for (const name of await readdir(join(b.dir, 'env.oci', 'blobs', 'sha256'))) {
       await writeFile(
