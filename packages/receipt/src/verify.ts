@@ -113,7 +113,7 @@ function checkStatement(value: unknown): ReceiptStatement {
   const env = exact(inv.env, ['digest', 'keys'], '$.predicate.invocation.env', S);
   digest(env.digest, '$.predicate.invocation.env.digest');
   if (!Array.isArray(env.keys)) fail(S, '$.predicate.invocation.env.keys must be an array');
-  env.keys.forEach((k, i) => str(k, `$.predicate.invocation.env.keys[${i}]`));
+  for (const [i, k] of env.keys.entries()) str(k, `$.predicate.invocation.env.keys[${i}]`);
   stream(inv.stdin, '$.predicate.invocation.stdin');
   const limits = exact(p.limits, ['memoryBytes', 'deadlineMs'], '$.predicate.limits', S);
   count(limits.memoryBytes, '$.predicate.limits.memoryBytes');
