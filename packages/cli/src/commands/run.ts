@@ -14,6 +14,7 @@ import { formatBytes } from '../format.js';
 import { parseDuration, parseSize } from '../parse.js';
 import { uploadArtifact } from './artifacts.js';
 import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
+import { writeReceipt } from './receipt.js';
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
@@ -116,6 +117,7 @@ interface RunFlags extends NodeFlags {
   memory?: string;
   state: string[];
   idempotencyKey?: string;
+  receipt?: string;
 }
 
 /** Writes a chunk and waits while `out` is full, so a slow reader of our stdout slows the task, not our memory. */
@@ -158,7 +160,8 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
       .option('--deadline <duration>', 'stop the task after this long (e.g. 5s, 2m)')
       .option('--memory <size>', 'linear memory limit (e.g. 64MiB)')
       .option('--state <SLOT=ID[:ro]>', 'bind a state instance to a declared slot; repeatable', collect, [])
-      .option('--idempotency-key <key>', 'retrying with the same key returns the same task instead of running again'),
+      .option('--idempotency-key <key>', 'retrying with the same key returns the same task instead of running again')
+      .option('--receipt <file>', "write the task's signed execution receipt here once it ends (docs/receipts.md)"),
   ).action(async (target: string, args: string[], flags: RunFlags) =>
     withNode(ctx, flags, async ({ client, url }) => {
       const json = output().json;
@@ -258,9 +261,12 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         let droppedSeen = 0n;
+        let receiptJson = '';
         let announcedPending = false;
         try {
-          for await (const ev of client.watchTask({ taskId: task.id }, { signal: interrupt.signal })) {
+          const watch = { taskId: task.id, includeReceipt: flags.receipt !== undefined };
+          for await (const ev of client.watchTask(watch, { signal: interrupt.signal })) {
+            if (ev.receiptJson) receiptJson = ev.receiptJson;
             const e = ev.event;
             if (e.case === 'task') {
               task = e.value;
@@ -291,6 +297,13 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
           } catch (cause) {
             if (interrupted === undefined) throw nodeLost(cause, url, task);
           }
+        }
+        if (flags.receipt !== undefined && isTerminal(task.status)) {
+          // The watch's last message carries it; a watch that broke off after the end asks once more.
+          if (!receiptJson)
+            receiptJson = (await client.getTaskReceipt({ taskId: task.id }, { timeoutMs: 10_000 })).receiptJson;
+          await writeReceipt(ctx, flags.receipt, receiptJson);
+          if (!json) ctx.stderr.write(`vyr: receipt written to ${flags.receipt}\n`);
         }
         // What this invocation missed: the node marks every gap in our stream with a `dropped` event. (The task's
         // droppedOutputBytes sums the gaps of all its watchers, e.g. of an earlier `vyr run` of the same task.)
