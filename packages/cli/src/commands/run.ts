@@ -15,6 +15,7 @@ import { formatBytes } from '../format.js';
 import { parseDuration, parseSize } from '../parse.js';
 import { choiceOf, readOptions, uploadArtifact } from './artifacts.js';
 import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
+import { writeReceipt } from './receipt.js';
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
@@ -117,6 +118,7 @@ interface RunFlags extends NodeFlags {
   memory?: string;
   state: string[];
   idempotencyKey?: string;
+  receipt?: string;
   ref?: string;
   bundle?: string;
 }
@@ -163,7 +165,8 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
       .option('--state <SLOT=ID[:ro]>', 'bind a state instance to a declared slot; repeatable', collect, [])
       .option('--idempotency-key <key>', 'retrying with the same key returns the same task instead of running again')
       .option('--ref <name|digest>', 'which artifact of a layout holding several: a tag (ref name) or sha256:DIGEST')
-      .option('--bundle <file>', 'detached bundle to send on import (default: ARTIFACT.sigstore.json when present)'),
+      .option('--bundle <file>', 'detached bundle to send on import (default: ARTIFACT.sigstore.json when present)')
+      .option('--receipt <file>', "write the task's signed execution receipt here once it ends (docs/receipts.md)"),
   ).action(async (target: string, args: string[], flags: RunFlags) =>
     withNode(ctx, flags, async ({ client, url }) => {
       const json = output().json;
@@ -274,9 +277,12 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         let droppedSeen = 0n;
+        let receiptJson = '';
         let announcedPending = false;
         try {
-          for await (const ev of client.watchTask({ taskId: task.id }, { signal: interrupt.signal })) {
+          const watch = { taskId: task.id, includeReceipt: flags.receipt !== undefined };
+          for await (const ev of client.watchTask(watch, { signal: interrupt.signal })) {
+            if (ev.receiptJson) receiptJson = ev.receiptJson;
             const e = ev.event;
             if (e.case === 'task') {
               task = e.value;
@@ -307,6 +313,13 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
           } catch (cause) {
             if (interrupted === undefined) throw nodeLost(cause, url, task);
           }
+        }
+        if (flags.receipt !== undefined && isTerminal(task.status)) {
+          // The watch's last message carries it; a watch that broke off after the end asks once more.
+          if (!receiptJson)
+            receiptJson = (await client.getTaskReceipt({ taskId: task.id }, { timeoutMs: 10_000 })).receiptJson;
+          await writeReceipt(ctx, flags.receipt, receiptJson);
+          if (!json) ctx.stderr.write(`vyr: receipt written to ${flags.receipt}\n`);
         }
         // What this invocation missed: the node marks every gap in our stream with a `dropped` event. (The task's
         // droppedOutputBytes sums the gaps of all its watchers, e.g. of an earlier `vyr run` of the same task.)
