@@ -5,7 +5,7 @@
 //
 //   node generate.mjs [--seed N] [--bytes SIZE] [--out FILE] [--reference FILE]
 //   SIZE: bytes, or with a suffix k/m/g (powers of 1000) or KiB/MiB/GiB (powers of 1024); default 1m.
-import { readFileSync, createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -20,7 +20,18 @@ export function parseSize(text) {
   const m = /^(\d+)\s*(k|m|g|kb|mb|gb|kib|mib|gib)?$/i.exec(String(text).trim());
   if (!m) throw new Error(`not a size: ${JSON.stringify(text)} (e.g. 1m, 100MiB, 4096)`);
   const unit = (m[2] ?? '').toLowerCase();
-  const factor = { '': 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[unit];
+  const factor = {
+    '': 1,
+    k: 1e3,
+    kb: 1e3,
+    m: 1e6,
+    mb: 1e6,
+    g: 1e9,
+    gb: 1e9,
+    kib: 1024,
+    mib: 1024 ** 2,
+    gib: 1024 ** 3,
+  }[unit];
   return Number(m[1]) * factor;
 }
 
@@ -116,7 +127,11 @@ const BAD = [
   ['bad_unit', (e) => JSON.stringify({ ...e, unit: 'furlong' })],
   ['out_of_range', (e) => JSON.stringify({ ...e, metric: 'humidity', unit: '%', value: 140 })],
   ['bad_device', (e) => JSON.stringify({ ...e, device: 'dev 001' })],
-  ['invalid_utf8', (e) => Buffer.concat([Buffer.from(`{"device":"${e.device}","note":"`), Buffer.from([0xff, 0xfe]), Buffer.from('"}')])],
+  [
+    'invalid_utf8',
+    (e) =>
+      Buffer.concat([Buffer.from(`{"device":"${e.device}","note":"`), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]),
+  ],
   ['unknown_device', (e) => JSON.stringify({ ...e, device: 'dev-999' })],
 ];
 
@@ -138,7 +153,13 @@ export function* generateEvents({ seed = 1, bytes = 1e6, devices } = {}) {
     const m = weighted(rnd, METRICS, (x) => x.share);
     const [unit, , fromCanonical] = weighted(rnd, m.units, (u) => u[1]);
     const value = Math.round(fromCanonical(m.value(rnd)) * 100) / 100;
-    const event = { device: rnd.pick(ids), ts: rnd.int(100) < 40 ? ts : rfc3339(ts, rnd), metric: m.metric, value, unit };
+    const event = {
+      device: rnd.pick(ids),
+      ts: rnd.int(100) < 40 ? ts : rfc3339(ts, rnd),
+      metric: m.metric,
+      value,
+      unit,
+    };
     if (rnd.int(100) < 10) event.meta = { seq: n, fw: '1.4.2', tags: ['a', { k: [1, 2] }] };
     let line;
     if (rnd.int(1000) < 20) line = BAD[bad++ % BAD.length][1](event);
@@ -167,8 +188,11 @@ async function main() {
     },
   });
   const seed = Number(values.seed);
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new Error('--seed must be an integer 0..4294967295');
-  const devices = values.reference ? JSON.parse(readFileSync(values.reference, 'utf8')).map((d) => d.device) : undefined;
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new Error('--seed must be an integer 0..4294967295');
+  const devices = values.reference
+    ? JSON.parse(readFileSync(values.reference, 'utf8')).map((d) => d.device)
+    : undefined;
   const out = values.out ? createWriteStream(values.out) : process.stdout;
   for (const buf of generateEvents({ seed, bytes: parseSize(values.bytes), devices })) {
     if (!out.write(buf)) await new Promise((resolve) => out.once('drain', resolve));
