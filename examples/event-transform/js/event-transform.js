@@ -81,6 +81,8 @@ const STRERROR = {
   'invalid-seek': 'Invalid seek',
   'text-file-busy': 'Text file busy',
   'cross-device': 'Cross-device link',
+  // Not a wasi:filesystem code: wasi-libc's ENOTCAPABLE when no preopen holds the path.
+  'not-capable': 'Capabilities insufficient',
 };
 
 /** The error code a failed WASI call threw (componentize-js puts a `result`'s error in `payload`). */
@@ -110,7 +112,8 @@ function stripPrefixes(p) {
 
 /**
  * The preopened directory and relative path wasi-libc opens for `path` (cwd `/`): the longest preopen whose name
- * is a whole-component prefix of the path (the last registered among equals). Throws `no-entry` when none matches.
+ * is a whole-component prefix of the path (the last registered among equals). Throws `not-capable` (wasi-libc's
+ * ENOTCAPABLE) when none matches.
  */
 function resolve(path) {
   if (!preopens) {
@@ -132,7 +135,7 @@ function resolve(path) {
     }
     if (matches) best = preopens[i];
   }
-  if (best === undefined) throw { payload: 'no-entry' };
+  if (best === undefined) throw { payload: 'not-capable' };
   let rel = p.slice(best.prefix.length);
   while (rel.startsWith('/')) rel = rel.slice(1);
   return { dir: best.descriptor, rel: rel === '' ? '.' : rel };
@@ -623,7 +626,10 @@ function main() {
   try {
     rejectsFile = openWrite(`${outDir}/rejects.jsonl`);
   } catch (e) {
-    die(EXIT_CANTCREAT, `aggregate state missing: slot 'aggregates' has no writable ${outDir} (${strerror(errorCode(e))})`);
+    die(
+      EXIT_CANTCREAT,
+      `aggregate state missing: slot 'aggregates' has no writable ${outDir} (${strerror(errorCode(e))})`,
+    );
   }
   const rejects = new Writer(rejectsFile.writeViaStream(0n), 65536);
 

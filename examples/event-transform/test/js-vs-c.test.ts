@@ -4,10 +4,17 @@
  * the reference state mounted read-only at /ref and a fresh aggregate state at /agg, on generated input and on a
  * corpus of edge cases. Every run must give the same exit code, the same stdout and stderr bytes, the same state
  * files byte for byte, and so the same state digest.
+ *
+ * Lines longer than about 36 KB are the exception: through VYR's runtime the C build traps in jco's preview1 adapter
+ * on them (`assertion failed at adapter line 2858`: wasi-libc's allocator claims the pages the adapter took for its
+ * state before `main`, and a long line in the C program's line buffer overwrites them). The JS component still runs
+ * through the runtime there; the C build runs in Node's own WASI (no adapter), as in workload.test.ts.
  */
+import { closeSync, openSync } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { WASI } from 'node:wasi';
 import { createStore, createTrustPolicy, generateKeyPair, packArtifact, signArtifact } from '@vyr/artifact';
 import { artifactSourceFromStore, createRuntime, type Mount, type Runtime } from '@vyr/runtime';
 import { digestTree } from '@vyr/state';
@@ -44,6 +51,8 @@ interface Case {
   noAgg?: boolean;
   aggReadOnly?: boolean;
   aggQuotaBytes?: number;
+  /** Run the C build in Node's WASI instead of VYR's runtime (inputs with lines the adapter cannot take). */
+  cInNodeWasi?: boolean;
 }
 
 let runtime: Runtime;
@@ -59,6 +68,42 @@ async function listFiles(dir: string, root = dir): Promise<Record<string, string
     } else out[relative(root, path)] = (await readFile(path)).toString('latin1');
   }
   return out;
+}
+
+let cModule: Promise<WebAssembly.Module> | undefined;
+
+/** The C build in Node's WASI (preview1, no adapter) with /ref and /agg preopened. */
+async function runCInNodeWasi(dir: string, input: Uint8Array, c: Case, ref: string | null, agg: string) {
+  cModule ??= readFile(join(EXAMPLE, IMPLEMENTATIONS.c)).then((b) => WebAssembly.compile(b));
+  await writeFile(join(dir, 'stdin'), input);
+  const fds = {
+    stdin: openSync(join(dir, 'stdin'), 'r'),
+    stdout: openSync(join(dir, 'stdout'), 'w'),
+    stderr: openSync(join(dir, 'stderr'), 'w'),
+  };
+  let code: number;
+  try {
+    const wasi = new WASI({
+      version: 'preview1',
+      args: ['event-transform', ...(c.args ?? [])],
+      env: {},
+      preopens: { ...(ref === null ? {} : { '/ref': ref }), ...(c.noAgg ? {} : { '/agg': agg }) },
+      returnOnExit: true,
+      ...fds,
+    });
+    const instance = await WebAssembly.instantiate(await cModule, {
+      wasi_snapshot_preview1: wasi.wasiImport,
+    } as WebAssembly.Imports);
+    code = wasi.start(instance);
+  } finally {
+    for (const fd of Object.values(fds)) closeSync(fd);
+  }
+  return {
+    code,
+    state: code === 0 ? 'SUCCEEDED' : 'FAILED',
+    stdout: (await readFile(join(dir, 'stdout'))).toString('latin1'),
+    stderr: (await readFile(join(dir, 'stderr'))).toString('latin1'),
+  };
 }
 
 async function runOne(impl: Impl, input: string | Uint8Array, c: Case): Promise<Run> {
@@ -85,12 +130,12 @@ async function runOne(impl: Impl, input: string | Uint8Array, c: Case): Promise<
       quotaBytes: c.aggQuotaBytes ?? 268435456,
     });
   }
-  const task = await runtime.submit({
-    digest: digests[impl]!,
-    args: c.args ?? [],
-    stdin: typeof input === 'string' ? Buffer.from(input, 'utf8') : input,
-    mounts,
-  });
+  const stdin = typeof input === 'string' ? Buffer.from(input, 'utf8') : input;
+  if (impl === 'c' && c.cInNodeWasi) {
+    const run = await runCInNodeWasi(dir, stdin, c, ref, agg);
+    return { ...run, files: await listFiles(agg), digest: (await digestTree(agg)).digest };
+  }
+  const task = await runtime.submit({ digest: digests[impl]!, args: c.args ?? [], stdin, mounts });
   const status = await runtime.wait(task.id);
   const output = runtime.output(task.id);
   return {
@@ -106,7 +151,8 @@ async function runOne(impl: Impl, input: string | Uint8Array, c: Case): Promise<
 /** Runs both implementations on the same input and asserts that everything they left is identical. */
 async function both(input: string | Uint8Array, c: Case = {}): Promise<Run> {
   const [cRun, jsRun] = await Promise.all([runOne('c', input, c), runOne('js', input, c)]);
-  expect(jsRun.code, `exit code (C stderr: ${cRun.stderr})`).toBe(cRun.code);
+  expect(cRun.state, `C: ${cRun.stderr}`).not.toBe('FAILED_TO_START');
+  expect(jsRun.code, `exit code (C stderr: ${cRun.stderr}; JS stderr: ${jsRun.stderr})`).toBe(cRun.code);
   expect(jsRun.stderr).toBe(cRun.stderr);
   expect(jsRun.stdout.length).toBe(cRun.stdout.length);
   expect(jsRun.stdout).toBe(cRun.stdout);
@@ -137,7 +183,9 @@ beforeAll(async () => {
   const manifest = JSON.parse(await readFile(join(EXAMPLE, 'vyr.json'), 'utf8'));
   for (const [impl, file] of Object.entries(IMPLEMENTATIONS) as [Impl, string][]) {
     const out = join(dir, `${impl}.oci`);
-    const packed = await packArtifact(join(EXAMPLE, file), out, { manifest: { ...manifest, name: `event-transform-${impl}` } });
+    const packed = await packArtifact(join(EXAMPLE, file), out, {
+      manifest: { ...manifest, name: `event-transform-${impl}` },
+    });
     await signArtifact(out, key.privateKeyPem);
     await store.import(out);
     digests[impl] = packed.digest;
@@ -221,9 +269,10 @@ describe('event-transform: the JavaScript component and the C module give identi
         '',
         '1796601600000',
       ].map((ts) => ev({ ts })),
-      ...[0, 1500, 1.5e3, 15e2, -0, T0 + 0.5, -1, 253402300799999, 253402300800000, 1e400, null, true, [], {}].map(
-        (ts) => (ts === 1e400 ? ev({ ts: 'X' }).replace('"X"', '1e400') : ev({ ts })),
+      ...[0, 1500, 1.5e3, 15e2, -0, T0 + 0.5, -1, 253402300799999, 253402300800000, null, true, [], {}].map((ts) =>
+        ev({ ts }),
       ),
+      ev({ ts: 'X' }).replace('"X"', '1e400'),
       ev({ ts: 'X' }).replace('"X"', '-0'),
       ev({ ts: 'X' }).replace('"X"', '1.5e3'),
       ev({ ts: 'X' }).replace('"X"', '17966016000000e-1'),
@@ -335,10 +384,14 @@ describe('event-transform: the JavaScript component and the C module give identi
       'true',
       'false',
       'null',
-      `${'['.repeat(30000)}${']'.repeat(30000)}`,
       // bytes: a BOM, NUL, bad UTF-8 everywhere it can be
       Buffer.concat([bytes(0xef, 0xbb, 0xbf), Buffer.from(ev())]),
-      Buffer.concat([Buffer.from(ev().slice(0, -1)), Buffer.from(',"x":"'), bytes(0xef, 0xbb, 0xbf), Buffer.from('"}')]),
+      Buffer.concat([
+        Buffer.from(ev().slice(0, -1)),
+        Buffer.from(',"x":"'),
+        bytes(0xef, 0xbb, 0xbf),
+        Buffer.from('"}'),
+      ]),
       Buffer.concat([Buffer.from(ev()), bytes(0)]),
       Buffer.concat([Buffer.from('{"x":"a'), bytes(0), Buffer.from('"}')]),
       ...[
@@ -374,22 +427,27 @@ describe('event-transform: the JavaScript component and the C module give identi
         bytes(0xf0, 0x90, 0x80, 0x80, 0xf4, 0x8f, 0xbf, 0xbf),
         Buffer.from('"}'),
       ]),
-      // lines at and past 64 KiB
-      ev().padEnd(65536, ' '),
-      ev().padEnd(65537, ' '),
-      ' '.repeat(70000),
-      `{"x":"${'a'.repeat(200000)}"}`,
       // aggregates: rounding of the mean both ways, several windows, devices and metrics
-      ...[0.001, 0.002].map((value) => ev({ device: 'dev-010', metric: 'voltage', unit: 'V', value, ts: T0 + 3_600_000 })),
-      ...[-0.001, -0.002].map((value) => ev({ device: 'dev-011', metric: 'voltage', unit: 'V', value, ts: T0 + 3_600_000 })),
+      ...[0.001, 0.002].map((value) =>
+        ev({ device: 'dev-010', metric: 'voltage', unit: 'V', value, ts: T0 + 3_600_000 }),
+      ),
+      ...[-0.001, -0.002].map((value) =>
+        ev({ device: 'dev-011', metric: 'voltage', unit: 'V', value, ts: T0 + 3_600_000 }),
+      ),
       ...Array.from({ length: 41 }, (_, i) =>
-        ev({ device: `dev-0${12 + (i % 3)}`, metric: 'pressure', unit: 'hPa', value: (i * 37) % 101, ts: T0 + i * 29_000 }),
+        ev({
+          device: `dev-0${12 + (i % 3)}`,
+          metric: 'pressure',
+          unit: 'hPa',
+          value: (i * 37) % 101,
+          ts: T0 + i * 29_000,
+        }),
       ),
     );
     // The last line has no newline.
     const input = Buffer.concat([corpus, Buffer.from(ev({ device: 'dev-020', ts: T0 + 120_000 }))]);
     const run = await both(input);
-    // The corpus keeps its coverage: every reason (and so every check of the README's table) occurs.
+    // The corpus keeps its coverage: every reason but line_too_long (below) occurs.
     expect(Object.keys(summaryOf(run).reasons).sort()).toEqual(
       [
         'bad_device',
@@ -399,7 +457,6 @@ describe('event-transform: the JavaScript component and the C module give identi
         'bad_value',
         'invalid_json',
         'invalid_utf8',
-        'line_too_long',
         'missing_device',
         'missing_metric',
         'missing_ts',
@@ -414,6 +471,24 @@ describe('event-transform: the JavaScript component and the C module give identi
     await both(input, { args: ['--window-seconds', '1'] });
   });
 
+  it('on lines at and past 64 KiB, and 30000 levels of nesting (the C build in Node WASI, see above)', async () => {
+    const input = lines(
+      ev(),
+      ev().padEnd(65536, ' '),
+      ev().padEnd(65537, ' '),
+      ' '.repeat(70000),
+      `{"x":"${'a'.repeat(200000)}"}`,
+      `${'['.repeat(30000)}${']'.repeat(30000)}`,
+      `{"deep":${'['.repeat(30000)}${']'.repeat(30000)},${ev().slice(1)}`,
+      ev({ device: 'dev-002' }),
+    );
+    const run = await both(input, { cInNodeWasi: true });
+    expect(summaryOf(run).reasons).toEqual({ line_too_long: 3, not_object: 1 });
+    expect(summaryOf(run).out).toBe(4);
+    await both(`${ev()}\n${'x'.repeat(65537)}`, { cInNodeWasi: true });
+    await both(`${ev()}\n${ev().padEnd(65536, ' ')}`, { cInNodeWasi: true });
+  });
+
   it.each([
     ['empty input', ''],
     ['only blank lines', '\n  \n\t\r\n\n'],
@@ -421,8 +496,6 @@ describe('event-transform: the JavaScript component and the C module give identi
     ['one line without a newline', ev()],
     ['CRLF line ends', `${ev()}\r\n${ev({ device: 'dev-002' })}\r\n`],
     ['a first line with a BOM', `\uFEFF${ev()}\n${ev()}\n`],
-    ['a line too long at the end, without a newline', `${ev()}\n${'x'.repeat(65537)}`],
-    ['a line of exactly 64 KiB at the end, without a newline', `${ev()}\n${ev().padEnd(65536, ' ')}`],
   ])('on %s', async (_name, input) => {
     await both(input);
   });
@@ -471,7 +544,10 @@ describe('event-transform: the JavaScript component and the C module give identi
     ['a device that is no name', '[{"device":"a b","site":"s","zone":"z"}]'],
     ['a site that is a number', '[{"device":"a","site":1,"zone":"z"}]'],
     ['a zone that is null', '[{"device":"a","site":"s","zone":null}]'],
-    ['a duplicate device', '[{"device":"b","site":"s","zone":"z"},{"device":"a","site":"s","zone":"z"},{"device":"b","site":"t","zone":"z"}]'],
+    [
+      'a duplicate device',
+      '[{"device":"b","site":"s","zone":"z"},{"device":"a","site":"s","zone":"z"},{"device":"b","site":"t","zone":"z"}]',
+    ],
     ['a BOM', '\uFEFF[]'],
     ['an empty table', ' [ ] \n'],
     [
@@ -488,7 +564,11 @@ describe('event-transform: the JavaScript component and the C module give identi
     await both(`${ev()}\n`, { reference: entry(bytes(0xff, 0xc0, 0x22)) });
     await both(`${ev()}\n`, { reference: entry(bytes(0x80)) });
     await both(`${ev()}\n`, {
-      reference: Buffer.concat([Buffer.from('[{"device":"dev-'), bytes(0xff), Buffer.from('","site":"s","zone":"z"}]')]),
+      reference: Buffer.concat([
+        Buffer.from('[{"device":"dev-'),
+        bytes(0xff),
+        Buffer.from('","site":"s","zone":"z"}]'),
+      ]),
     });
   });
 
