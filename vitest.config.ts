@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { defineConfig } from 'vitest/config';
 
 // One root run over every package and app; each keeps its tests in `test/` (one placement for the repo).
-const projectDirs = ['packages', 'apps'].flatMap((group) =>
+const projectDirs = ['packages', 'apps', 'examples'].flatMap((group) =>
   readdirSync(group)
     .map((name) => `${group}/${name}`)
     .filter((dir) => existsSync(`${dir}/test`)),
