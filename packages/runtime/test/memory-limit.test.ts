@@ -189,9 +189,12 @@ describe('the prepare-time memory rewrite', () => {
       (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
       (func (export "size") (result i32) (memory.size)))`);
     const memory = new WebAssembly.Memory({ initial: 2, maximum: 10 });
-    const { exports } = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(limitModuleMemory(bytes).bytes)), {
-      [MEMORY_IMPORT_MODULE]: { [MEMORY_IMPORT_FIELD]: memory },
-    });
+    const { exports } = new WebAssembly.Instance(
+      new WebAssembly.Module(new Uint8Array(limitModuleMemory(bytes).bytes)),
+      {
+        [MEMORY_IMPORT_MODULE]: { [MEMORY_IMPORT_FIELD]: memory },
+      },
+    );
     const e = exports as Record<string, (...args: number[]) => number>;
     expect(e.size!()).toBe(2);
     memory.grow(1); // another core module of the component (the preview1 adapter) takes a page for itself
