@@ -191,6 +191,14 @@ describe('exit criterion: a run leaves a signed receipt that verifies offline ag
     expect(got.receiptJson).toBe(onLaptop.receipt);
     expect(got.nodeKeyId).toBe(parseReceipt(onLaptop.receipt).keyId);
     await expectRefused(laptopClient.getTaskReceipt({ taskId: 'tk_doesnotexist0000' }), 'not_found', 'NOT_FOUND');
+    await expectRefused(laptopClient.getTaskReceipt({ taskId: '../x' }), 'invalid_argument', 'INVALID_ARGUMENT');
+    // Plain JSON over HTTP (Connect protocol, curl-compatible) gives the same bytes.
+    const viaJson = await fetch(`${laptop.url}/vyr.v1.NodeService/GetTaskReceipt`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ taskId: onLaptop.taskId }),
+    });
+    expect(((await viaJson.json()) as { receiptJson: string }).receiptJson).toBe(onLaptop.receipt);
     const { state } = await laptopClient.createState({});
     const { task } = await laptopClient.submitTask({
       artifactDigest: artifact.digest,
