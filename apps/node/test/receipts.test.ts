@@ -1,7 +1,7 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createNodeClient, type NodeClient } from '@vyr/api/client';
-import { writeKeyPair } from '@vyr/artifact';
+import { keyIdOf, readPublicKey, writeKeyPair } from '@vyr/artifact';
 import { TaskStatus } from '@vyr/proto';
 import { type ExecutionPredicate, parseReceipt, type ReceiptErrorCode, verifyReceipt } from '@vyr/receipt';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
@@ -13,6 +13,7 @@ import {
   packSigned,
   STATE_PROBE_WASM,
   startNode,
+  startNodeExpectingFailure,
   uploadOf,
   waitForStatus,
 } from './helpers.js';
@@ -350,5 +351,38 @@ describe('receipts survive a node restart, and a task live when the node was kil
     } finally {
       expect(await second.stop()).toBe(0);
     }
+  });
+});
+
+describe('the node key: generated on first start (0600) or given with --node-key', () => {
+  it('generates DATA_DIR/node-key/vyr.key with mode 0600 (the restart test shows it is kept); --node-key uses the given key; a bad one is refused', async () => {
+    const dir = await tempDir('vyr-receipts-key-');
+    const generated = await startNode(['--data-dir', join(dir, 'a')]);
+    try {
+      const info = await createNodeClient({ baseUrl: generated.url }).getNodeInfo({});
+      const file = join(dir, 'a', 'node-key', 'vyr.key');
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      expect(keyIdOf(await readPublicKey(join(dir, 'a', 'node-key', 'vyr.pub')))).toBe(info.nodeKeyId);
+    } finally {
+      expect(await generated.stop()).toBe(0);
+    }
+    const own = await writeKeyPair(join(dir, 'own'));
+    const given = await startNode(['--data-dir', join(dir, 'b'), '--node-key', own.privateKeyPath]);
+    try {
+      expect((await createNodeClient({ baseUrl: given.url }).getNodeInfo({})).nodeKeyId).toBe(own.keyId);
+    } finally {
+      expect(await given.stop()).toBe(0);
+    }
+    const missing = await startNodeExpectingFailure([
+      '--data-dir',
+      join(dir, 'c'),
+      '--node-key',
+      join(dir, 'nope.key'),
+    ]);
+    expect(missing.code).toBe(66);
+    expect(missing.stderr).toContain('FILE_NOT_FOUND');
+    const notAKey = await startNodeExpectingFailure(['--data-dir', join(dir, 'd'), '--node-key', own.publicKeyPath]);
+    expect(notAKey.code).toBe(64);
+    expect(notAKey.stderr).toContain('INVALID_FILE');
   });
 });
