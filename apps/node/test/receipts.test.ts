@@ -3,7 +3,13 @@ import { join } from 'node:path';
 import { createNodeClient, type NodeClient } from '@vyr/api/client';
 import { keyIdOf, readPublicKey, writeKeyPair } from '@vyr/artifact';
 import { TaskStatus } from '@vyr/proto';
-import { type ExecutionPredicate, parseReceipt, type ReceiptErrorCode, verifyReceipt } from '@vyr/receipt';
+import {
+  compareReceipts,
+  type ExecutionPredicate,
+  parseReceipt,
+  type ReceiptErrorCode,
+  verifyReceipt,
+} from '@vyr/receipt';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
 import { extract as extractTar } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -297,6 +303,16 @@ describe('exit criterion: a run leaves a signed receipt that verifies offline ag
     expect(e.output).toEqual(l.output);
     const digests = (p: ExecutionPredicate) => p.state.map((s) => ({ slot: s.slot, before: s.before, after: s.after }));
     expect(digests(e)).toEqual(digests(l));
+    // compareReceipts says the same: one run, two places; the tiers' default limits differ (the probe declares none).
+    const compared = compareReceipts([l, e]);
+    expect(compared.sameRun).toBe(true);
+    expect(compared.context.filter((f) => !f.equal).map((f) => f.field)).toEqual([
+      'node.id',
+      'node.tier',
+      'node.keyId',
+      'task.id',
+      'limits',
+    ]);
     // Each receipt binds its own node: the other node's key refuses it.
     expect(await codeOf(() => verifyReceipt(onEdge.receipt, laptopKey))).toBe('KEY_MISMATCH');
     expect(await codeOf(() => verifyReceipt(onLaptop.receipt, edgeKey))).toBe('KEY_MISMATCH');

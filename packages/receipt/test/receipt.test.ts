@@ -291,7 +291,7 @@ describe('comparing receipts', () => {
     };
     const same = compareReceipts([base, edge]);
     expect(same.sameRun).toBe(true);
-    expect(same.place.find((f) => f.field === 'node.id')?.equal).toBe(false);
+    expect(same.context.find((f) => f.field === 'node.id')?.equal).toBe(false);
     const differs = compareReceipts([
       base,
       { ...edge, output: { ...edge.output, stdout: digestStream(Buffer.from('0ut')) } },

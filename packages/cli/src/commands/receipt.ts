@@ -190,7 +190,7 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
         throw asCliError(err);
       }
       const result = compareReceipts(predicates);
-      const rows = [...result.run, ...result.place].map(
+      const rows = [...result.run, ...result.context].map(
         (f) => `${f.equal ? 'same     ' : 'DIFFERENT'} ${f.field}${f.equal ? '' : `: ${f.values.join(' | ')}`}`,
       );
       const verdict = result.sameRun
@@ -199,7 +199,7 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
       emit(
         ctx,
         output(),
-        { sameRun: result.sameRun, verified: keys.length > 0, run: result.run, place: result.place },
+        { sameRun: result.sameRun, verified: keys.length > 0, run: result.run, context: result.context },
         `${verdict}${keys.length > 0 ? '' : ' (signatures NOT checked: pass --node-key)'}\n${rows.join('\n')}`,
       );
       if (!result.sameRun) ctx.setExitCode(ExitCode.FAILURE);
