@@ -58,6 +58,18 @@ export function createReceiptRecorder(store: ReceiptStore, signer: ReceiptSigner
   const signing = new Map<string, Promise<string | undefined>>();
   const node = { id: signer.nodeId, tier: signer.tier, keyId: signer.key.keyId, version: signer.version };
 
+  function putDraft({ status, artifact, args, env, stdin, bindings }: Parameters<ReceiptRecorder['draft']>[0]): void {
+    store.putDraft({
+      task: { id: status.id, traceId: status.traceId ?? null },
+      node,
+      artifact: { digest: status.digest as Sha256Digest, name: artifact.name, version: artifact.version },
+      invocation: { args: digestArgs(args), env: digestEnv(env), stdin: digestStream(stdin) },
+      limits: { memoryBytes: status.limits.memoryBytes, deadlineMs: status.limits.deadlineMs ?? null },
+      bindings,
+      createdAtMs: status.createdAt,
+    });
+  }
+
   async function sign(facts: ReceiptFacts): Promise<string> {
     return signReceipt(buildStatement(facts), signer.key.privateKey);
   }
@@ -65,16 +77,17 @@ export function createReceiptRecorder(store: ReceiptStore, signer: ReceiptSigner
   return {
     keyId: signer.key.keyId,
     publicKeyPem: signer.key.publicKeyPem,
-    draft({ status, artifact, args, env, stdin, bindings }) {
-      store.putDraft({
-        task: { id: status.id, traceId: status.traceId ?? null },
-        node,
-        artifact: { digest: status.digest as Sha256Digest, name: artifact.name, version: artifact.version },
-        invocation: { args: digestArgs(args), env: digestEnv(env), stdin: digestStream(stdin) },
-        limits: { memoryBytes: status.limits.memoryBytes, deadlineMs: status.limits.deadlineMs ?? null },
-        bindings,
-        createdAtMs: status.createdAt,
-      });
+    draft(input) {
+      // Never fails the submit: the task is already admitted. Without a draft it gets no receipt (GetTaskReceipt
+      // says so), and the failure is logged.
+      try {
+        putDraft(input);
+      } catch (err) {
+        logger.error('cannot record the draft receipt of a task; it will have no receipt', {
+          taskId: input.status.id,
+          error: (err as Error).message,
+        });
+      }
     },
     noteBefore(taskId, mounts) {
       before.set(taskId, new Map(mounts.map((m) => [m.slot, { access: m.access, digest: m.digestBefore }] as const)));

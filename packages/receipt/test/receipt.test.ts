@@ -35,7 +35,7 @@ async function codeOf(fn: () => Promise<unknown>): Promise<ReceiptErrorCode | 'A
   }
 }
 
-describe('receipts: sign and verify offline', () => {
+describe('exit criterion: a receipt signed with a node key verifies offline with that public key alone, against the artifact, output, stdin and exported state; any changed byte of receipt, key, output, artifact or state is refused with a coded error', () => {
   let dir: string;
   let artifactPath: string;
   let artifactDigest: `sha256:${string}`;
@@ -291,7 +291,7 @@ describe('comparing receipts', () => {
     };
     const same = compareReceipts([base, edge]);
     expect(same.sameRun).toBe(true);
-    expect(same.place.find((f) => f.field === 'node.id')?.equal).toBe(false);
+    expect(same.context.find((f) => f.field === 'node.id')?.equal).toBe(false);
     const differs = compareReceipts([
       base,
       { ...edge, output: { ...edge.output, stdout: digestStream(Buffer.from('0ut')) } },

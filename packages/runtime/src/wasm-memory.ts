@@ -13,15 +13,16 @@
  *    was asked for (current + delta, as i64) in an appended global exported as `vyr:runtime/grow-failed`. The guest
  *    sees exactly what it saw before (the grow's result); the host reads the global after the run and attributes a
  *    failure to the memory limit only when a grow past the limit was refused — no heuristics on the final size.
- * 3. In a module that defines its memory (a component's main module), `memory.size` answers the pages that module
- *    owns: its initial pages, or the end of the pages its own last `memory.grow` added (an appended global, also
- *    what its `memory.grow 0` returns). Pages another core module of the component grew since then (the preview1
- *    adapter takes its stack and its state from `memory.grow` when the main module exports no `cabi_realloc`) are
- *    not counted. An allocator that takes all memory up to `memory.size` as its initial heap — wasi-libc's dlmalloc
- *    before wasi-libc 2023 (`try_init_allocator` used `sbrk(0)`; Debian's `wasi-libc` 0.0~git20220510 still does)
- *    — would otherwise hand out the adapter's pages, and the adapter's state check traps (`assertion failed at
- *    adapter line 2858`) once the program frees and reuses that memory. With one module growing the memory, what it
- *    sees is exactly what it saw before.
+ * 3. In a module that defines its memory (a component's main module), `memory.size` (and `memory.grow 0`) leaves out
+ *    pages another core module of the component grew before this module first asked: until the memory grows after
+ *    that first `memory.size`, it answers the pages the module owns (its initial pages, or the end of its own last
+ *    grow); from then on the real size. The preview1 adapter takes its stack and its state from `memory.grow` (the
+ *    main module exports no `cabi_realloc`) before the program's code runs. An allocator that takes all memory up
+ *    to `memory.size` as its initial heap — wasi-libc's dlmalloc before 2023 (`try_init_allocator` used `sbrk(0)`;
+ *    Debian's `wasi-libc` 0.0~git20220510 still does), AssemblyScript's TLSF — would otherwise hand those pages out
+ *    again, and the adapter's state check traps (`assertion failed at adapter line 2857/2858`) once the program
+ *    writes them. Growth after the first look is answered as it is, so `memory.size` before a `memory.grow` is still
+ *    where the new pages start. A module that alone grows its memory sees exactly what it saw before.
  *
  * Modules whose memory cannot be limited this way are refused with `UNSUPPORTED_ARTIFACT` naming the reason: more
  * than one memory (multi-memory), a 64-bit memory (memory64), a shared memory (threads), a custom page size, or an
@@ -545,14 +546,14 @@ interface Site {
 }
 
 /**
- * Rewrites the code section: every `memory.grow` becomes `call growFunc`, and, when `sizeGlobal` is given, every
- * `memory.size` becomes `global.get sizeGlobal`. `appended(growSites)` gives the body of the function to append
- * (undefined: append none); it is asked once the sites are counted, so indices can depend on what is appended.
+ * Rewrites the code section: every `memory.grow` becomes `call growFunc`, and, when `sizeFunc` is given, every
+ * `memory.size` becomes `call sizeFunc`; `appended` are the bodies of the functions to append. `plan` is asked once
+ * the sites are counted, so what is appended (and so every index) can depend on them.
  */
 function rewriteCode(
   bytes: Uint8Array,
   section: Section,
-  plan: (sites: { grow: number; size: number }) => { growFunc: number; sizeGlobal?: number; appended?: number[] },
+  plan: (sites: { grow: number; size: number }) => { growFunc: number; sizeFunc?: number; appended: number[][] },
 ) {
   const r = new Reader(bytes, section.contentStart, section.end);
   const count = r.u32();
@@ -585,9 +586,9 @@ function rewriteCode(
     r.pos = end;
   }
   if (r.pos !== section.end) throw unsupported('the code section has trailing bytes');
-  const { growFunc, sizeGlobal, appended } = plan(counts);
+  const { growFunc, sizeFunc, appended } = plan(counts);
   const call = [0x10, ...writeU32(growFunc)];
-  const getSize = sizeGlobal === undefined ? undefined : [0x23, ...writeU32(sizeGlobal)];
+  const getSize = sizeFunc === undefined ? undefined : [0x10, ...writeU32(sizeFunc)];
   const bodies = new Builder();
   for (const { start, end, sites } of functions) {
     const out = new Builder();
@@ -601,20 +602,20 @@ function rewriteCode(
     out.push(bytes.subarray(copied, end));
     bodies.push(writeU32(out.length)).push(out);
   }
-  const content = new Builder().push(writeU32(count + (appended ? 1 : 0))).push(bodies);
-  if (appended) content.push(appended);
+  const content = new Builder().push(writeU32(count + appended.length)).push(bodies);
+  for (const body of appended) content.push(body);
   return { content, growSites: counts.grow, sizeSites: getSize ? counts.size : 0 };
 }
 
 /**
  * Body of the appended function `(param $delta i32) (result i32) (local $r i32)`: `memory.grow` and, on -1, store
- * `memory.size + delta` (as i64, so it cannot wrap) in the recording global. With `top` (a module that defines its
- * memory, see {@link limitModuleMemory}): a grow that succeeds sets `top` to the end of the pages it added, and
- * `memory.grow 0` answers `top`, as `memory.size` does in that module.
+ * `memory.size + delta` (as i64, so it cannot wrap) in the recording global. With `owned` (a module that defines its
+ * memory, see {@link limitModuleMemory}): a grow that succeeds sets the `top` global to the end of the pages it
+ * added, and `memory.grow 0` answers what `memory.size` answers in that module (`call size`).
  */
-function growBody(global: number, top?: number): number[] {
+function growBody(global: number, owned?: { top: number; size: number }): number[] {
   const onSuccess =
-    top === undefined
+    owned === undefined
       ? []
       : [
           0x05, // else (the grow succeeded)
@@ -623,9 +624,9 @@ function growBody(global: number, top?: number): number[] {
           ...[0x20, 0x01], // local.get $r
           ...[0x20, 0x00], // local.get $delta
           0x6a, // i32.add
-          ...[0x24, ...writeU32(top)], // global.set $top
-          0x05, // else (memory.grow 0: the size the module sees)
-          ...[0x23, ...writeU32(top)], // global.get $top
+          ...[0x24, ...writeU32(owned.top)], // global.set $top
+          0x05, // else (memory.grow 0)
+          ...[0x10, ...writeU32(owned.size)], // call $size
           ...[0x21, 0x01], // local.set $r
           0x0b, // end
         ];
@@ -646,6 +647,38 @@ function growBody(global: number, top?: number): number[] {
     ...onSuccess,
     0x0b, // end
     ...[0x20, 0x01], // local.get $r
+    0x0b, // end
+  ];
+  return [...writeU32(body.length), ...body];
+}
+
+/**
+ * Body of the appended `(result i32) (local $real i32)` that replaces `memory.size` in a module that defines its
+ * memory: the first call notes the memory's real size in `first`; while the memory is still that size, it answers
+ * `top` (the pages the module owns: its initial pages, or the end of its own last grow), afterwards the real size.
+ * So pages another module grew before this one first looked are not its own, and any growth after that (its own or
+ * another module's) is answered exactly as `memory.size` would, so `memory.size` before a `memory.grow` is still
+ * where the new pages start.
+ */
+function sizeBody(top: number, first: number): number[] {
+  const body = [
+    ...[0x01, 0x01, 0x7f], // one local: i32
+    ...[0x3f, 0x00], // memory.size 0
+    ...[0x21, 0x00], // local.set $real
+    ...[0x23, ...writeU32(first)], // global.get $first
+    0x45, // i32.eqz
+    ...[0x04, 0x40], // if (first call)
+    ...[0x20, 0x00], // local.get $real
+    ...[0x24, ...writeU32(first)], // global.set $first
+    0x0b, // end
+    ...[0x20, 0x00], // local.get $real
+    ...[0x23, ...writeU32(first)], // global.get $first
+    0x46, // i32.eq
+    ...[0x04, 0x7f], // if (result i32): nothing grew since the first call
+    ...[0x23, ...writeU32(top)], // global.get $top
+    0x05, // else
+    ...[0x20, 0x00], // local.get $real
+    0x0b, // end
     0x0b, // end
   ];
   return [...writeU32(body.length), ...body];
@@ -785,35 +818,49 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
     const typeSection = find(SECTION_TYPE);
     const exportSection = find(SECTION_EXPORT);
     // Appended entries take the next free index of each space, so existing indices stay valid.
-    const growFunc = imports.funcs + vectorCount(module, functionSection);
+    const firstFunc = imports.funcs + vectorCount(module, functionSection);
     const firstGlobal = imports.globals + vectorCount(module, globalSection);
-    const growType = countTypes(module, typeSection);
-    let failedGlobal: number | undefined;
-    let topGlobal: number | undefined;
+    const firstType = countTypes(module, typeSection);
+    let grow = false;
+    let owned = false;
     const code = rewriteCode(module, codeSection, (sites) => {
-      if (sites.grow > 0) failedGlobal = firstGlobal;
-      if (defined && sites.grow + sites.size > 0) topGlobal = firstGlobal + (failedGlobal === undefined ? 0 : 1);
-      return {
-        growFunc,
-        ...(topGlobal === undefined ? {} : { sizeGlobal: topGlobal }),
-        ...(failedGlobal === undefined ? {} : { appended: growBody(failedGlobal, topGlobal) }),
-      };
+      grow = sites.grow > 0;
+      owned = defined !== undefined && sites.grow + sites.size > 0;
+      // Functions: grow, then size. Globals: failed, then top and first.
+      const sizeFunc = firstFunc + (grow ? 1 : 0);
+      const failed = firstGlobal;
+      const top = firstGlobal + (grow ? 1 : 0);
+      const appended: number[][] = [];
+      if (grow) appended.push(growBody(failed, owned ? { top, size: sizeFunc } : undefined));
+      if (owned) appended.push(sizeBody(top, top + 1));
+      return { growFunc: firstFunc, ...(owned ? { sizeFunc } : {}), appended };
     });
     growSites = code.growSites;
-    if (code.growSites + code.sizeSites > 0) replaced.set(SECTION_CODE, code.content);
+    if (grow || owned) replaced.set(SECTION_CODE, code.content);
+    const types: number[][] = [];
+    const funcs: number[][] = [];
     const globals: number[][] = [];
-    if (failedGlobal !== undefined) {
-      replaced.set(SECTION_TYPE, appendToVector(module, typeSection, [0x60, 0x01, 0x7f, 0x01, 0x7f]));
-      replaced.set(SECTION_FUNCTION, appendToVector(module, functionSection, writeU32(growType)));
-      globals.push([0x7e, 0x01, 0x42, 0x00, 0x0b]); // (global (mut i64) (i64.const 0))
+    if (grow) {
+      types.push([0x60, 0x01, 0x7f, 0x01, 0x7f]); // (func (param i32) (result i32))
+      funcs.push(writeU32(firstType));
+      globals.push([0x7e, 0x01, 0x42, 0x00, 0x0b]); // $failed: (global (mut i64) (i64.const 0))
       replaced.set(
         SECTION_EXPORT,
-        appendToVector(module, exportSection, [...encodeName(GROW_FAILED_EXPORT), 0x03, ...writeU32(failedGlobal)]),
+        appendToVector(module, exportSection, [...encodeName(GROW_FAILED_EXPORT), 0x03, ...writeU32(firstGlobal)]),
       );
     }
-    // (global (mut i32) (i32.const <initial pages>)): the runtime creates the memory with exactly those pages.
-    if (topGlobal !== undefined && defined) globals.push([0x7f, 0x01, 0x41, ...writeS32(defined.min), 0x0b]);
-    if (globals.length > 0) replaced.set(SECTION_GLOBAL, appendAllToVector(module, globalSection, globals));
+    if (owned && defined) {
+      types.push([0x60, 0x00, 0x01, 0x7f]); // (func (result i32))
+      funcs.push(writeU32(firstType + types.length - 1));
+      // $top: the runtime creates the memory with exactly the module's initial pages. $first: 0 until the first call.
+      globals.push([0x7f, 0x01, 0x41, ...writeS32(defined.min), 0x0b]);
+      globals.push([0x7f, 0x01, 0x41, 0x00, 0x0b]);
+    }
+    if (types.length > 0) {
+      replaced.set(SECTION_TYPE, appendAllToVector(module, typeSection, types));
+      replaced.set(SECTION_FUNCTION, appendAllToVector(module, functionSection, funcs));
+      replaced.set(SECTION_GLOBAL, appendAllToVector(module, globalSection, globals));
+    }
   }
   if (replaced.size === 0) return { bytes: module, importsMemory: total > 0 && !defined, growSites: 0 };
 
