@@ -17,7 +17,7 @@ NODE_STAMP := $(TOOLCHAIN)/.node-$(NODE_VERSION)
 PNPM_STAMP := $(TOOLCHAIN)/.pnpm-$(PNPM_VERSION)
 DEPS_STAMP := node_modules/.vyr-installed
 
-.PHONY: help toolchain install build lint test demo bench generate fixtures fixture-toolchain clean dist release
+.PHONY: help toolchain install build lint test demo bench generate fixtures fixture-toolchain clean dist release sea
 
 help:
 	@echo "make test   - set up (Node 24, pnpm, dependencies), build, lint, check, run all tests"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench  - run the benchmarks (numbers land in bench/results/)"
 	@echo "make dist   - install the vyr CLI as one self-contained directory (DIST_DIR, default dist/vyr)"
 	@echo "make release - build dist/vyr-<version>.tgz, one npm package: npm install -g ./dist/vyr-<version>.tgz"
+	@echo "make sea    - build dist/vyr-linux-<arch>, one executable file for machines without Node.js"
 
 $(NODE_STAMP):
 	@mkdir -p $(TOOLCHAIN)
@@ -88,6 +89,15 @@ dist: build
 # One npm package with every runtime dependency bundled (docs/cli.md "Install"): npm install -g ./dist/vyr-<version>.tgz
 release: build
 	node apps/cli/scripts/release.mjs dist
+
+# One executable file (Node.js SEA) embedding the release package; postject comes from npm into .toolchain/.
+POSTJECT_VERSION := 1.0.0-alpha.6
+POSTJECT_STAMP := $(TOOLCHAIN)/.postject-$(POSTJECT_VERSION)
+$(POSTJECT_STAMP): $(NODE_STAMP)
+	npm install --no-audit --no-fund --loglevel=error --prefix $(TOOLCHAIN)/postject postject@$(POSTJECT_VERSION)
+	@touch $@
+sea: release $(POSTJECT_STAMP)
+	node apps/cli/scripts/sea.mjs dist/vyr-$$(node -p 'require("./apps/cli/package.json").version').tgz
 
 generate: install
 	pnpm -F @vyr/proto run generate

@@ -119,6 +119,63 @@ describe.skipIf(!npm)(
 
       const stopped = await node.stop();
       expect(stopped.code).toBe(0);
-    });
+    }, 300_000);
+
+    // `make sea` installs postject into .toolchain/; without it this test reports itself skipped.
+    it.runIf(postject)(
+      'the single executable (Node.js SEA, built from the same package) runs the artifact commands, a node and a collector with no Node.js on PATH',
+      async () => {
+        const sea = await runProc(process.execPath, [SEA_SCRIPT, tarball, join(root, 'vyr-sea')], {
+          cwd: REPO,
+          env: { ...process.env, POSTJECT },
+        });
+        expect(sea.code, sea.stderr).toBe(0);
+        const exe = join(root, 'vyr-sea');
+        const bare: SpawnOptions = { cwd: home, env: { HOME: home, PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' } };
+        const run = (args: readonly string[], stdin?: string): Promise<Ran> =>
+          runProc(exe, args, stdin === undefined ? bare : { ...bare, stdin });
+        expect(await run(['--version'])).toMatchObject({ code: 0 });
+        expect((await run(['pack', 'event-transform.wasm', '--manifest', 'vyr.json', '--out', 'sea.tar'])).code).toBe(
+          0,
+        );
+        expect((await run(['sign', 'sea.tar', '--key', 'keys/vyr.key'])).code).toBe(0);
+        expect((await run(['verify', 'sea.tar', '--trust', 'keys/vyr.pub'])).code).toBe(0);
+        expect((await run(['inspect', 'sea.tar'])).stdout).toContain('event-transform@');
+
+        const seaNode = await startNode(
+          { file: exe, prefix: [] },
+          ['--data-dir', 'sea-data', '--trust', 'keys/vyr.pub'],
+          bare,
+        );
+        const ran = await run(
+          ['run', 'sea.tar', '--stdin', '-', '--node', seaNode.url],
+          '{"sensor":"a","celsius":1}\n',
+        );
+        expect(ran.code, ran.stderr).toBe(0);
+        expect(ran.stdout).toContain('"processed":true');
+        expect((await seaNode.stop()).code).toBe(0);
+
+        const collector = spawnProc(
+          exe,
+          [
+            '--json',
+            'collector',
+            'start',
+            '--listen',
+            '127.0.0.1:0',
+            '--spool',
+            'spool',
+            '--upstream',
+            'http://127.0.0.1:9',
+          ],
+          bare,
+        );
+        const [line] = await collector.waitFor(/^\{.*\}$/m, 'stdout');
+        expect(JSON.parse(line).url).toMatch(/^http:\/\/127\.0\.0\.1:\d+/);
+        collector.child.kill('SIGTERM');
+        expect((await collector.exited).code).toBe(0);
+      },
+      300_000,
+    );
   },
 );
