@@ -86,4 +86,24 @@ describe('vyr run --receipt, vyr receipt verify|show|get, vyr node status --publ
     expect(other.code).toBe(ExitCode.VERIFY_FAILED);
     expect(other.stderr).toContain('KEY_MISMATCH');
   });
+
+  it('compares receipts: two runs with the same input are the same run, another input is not', async () => {
+    expect((await run('run', fx.tars.cat?.path as string, '--stdin', 'in.txt', '--receipt', 'b.json')).code).toBe(0);
+    await writeFile(join(fx.dir, 'other.txt'), 'other input\n');
+    expect((await run('run', fx.tars.cat?.path as string, '--stdin', 'other.txt', '--receipt', 'c.json')).code).toBe(0);
+    const same = await run('receipt', 'compare', 'cat.receipt.json', 'b.json', '--node-key', 'node.pub');
+    expect(same.code).toBe(0);
+    expect(same.stdout).toMatch(/^same run on nd_/);
+    expect(same.stdout).toContain('DIFFERENT task.id');
+    const differ = await run('--json', 'receipt', 'compare', 'cat.receipt.json', 'c.json', '--node-key', 'node.pub');
+    expect(differ.code).toBe(ExitCode.FAILURE);
+    const value = JSON.parse(differ.stdout) as { sameRun: boolean; run: { field: string; equal: boolean }[] };
+    expect(value.sameRun).toBe(false);
+    expect(value.run.filter((f) => !f.equal).map((f) => f.field)).toEqual(['invocation.stdin', 'output.stdout']);
+    const unverified = await run('receipt', 'compare', 'cat.receipt.json', 'b.json');
+    expect(unverified.stdout).toContain('signatures NOT checked');
+    const wrongKey = await run('receipt', 'compare', 'cat.receipt.json', 'b.json', '--node-key', fx.pub);
+    expect(wrongKey.code).toBe(ExitCode.VERIFY_FAILED);
+    expect(wrongKey.stderr).toContain('KEY_MISMATCH');
+  });
 });

@@ -13,6 +13,15 @@
  *    was asked for (current + delta, as i64) in an appended global exported as `vyr:runtime/grow-failed`. The guest
  *    sees exactly what it saw before (the grow's result); the host reads the global after the run and attributes a
  *    failure to the memory limit only when a grow past the limit was refused — no heuristics on the final size.
+ * 3. In a module that defines its memory (a component's main module), `memory.size` answers the pages that module
+ *    owns: its initial pages, or the end of the pages its own last `memory.grow` added (an appended global, also
+ *    what its `memory.grow 0` returns). Pages another core module of the component grew since then (the preview1
+ *    adapter takes its stack and its state from `memory.grow` when the main module exports no `cabi_realloc`) are
+ *    not counted. An allocator that takes all memory up to `memory.size` as its initial heap — wasi-libc's dlmalloc
+ *    before wasi-libc 2023 (`try_init_allocator` used `sbrk(0)`; Debian's `wasi-libc` 0.0~git20220510 still does)
+ *    — would otherwise hand out the adapter's pages, and the adapter's state check traps (`assertion failed at
+ *    adapter line 2858`) once the program frees and reuses that memory. With one module growing the memory, what it
+ *    sees is exactly what it saw before.
  *
  * Modules whose memory cannot be limited this way are refused with `UNSUPPORTED_ARTIFACT` naming the reason: more
  * than one memory (multi-memory), a 64-bit memory (memory64), a shared memory (threads), a custom page size, or an
@@ -187,6 +196,21 @@ function writeU32(value: number): number[] {
     out.push(byte);
   } while (v !== 0);
   return out;
+}
+
+/** Signed LEB128 of a non-negative i32 (an `i32.const` immediate). */
+function writeS32(value: number): number[] {
+  const out: number[] = [];
+  let v = value | 0;
+  for (;;) {
+    const byte = v & 0x7f;
+    v >>= 7;
+    if ((v === 0 && (byte & 0x40) === 0) || (v === -1 && (byte & 0x40) !== 0)) {
+      out.push(byte);
+      return out;
+    }
+    out.push(byte | 0x80);
+  }
 }
 
 function encodeName(name: string): number[] {
@@ -502,16 +526,27 @@ function skipGc(r: Reader, sub: number): void {
   }
 }
 
+/** Where a function body has an instruction the rewrite replaces: `[at, end)` are its bytes. */
+interface Site {
+  at: number;
+  end: number;
+  op: 0x3f | 0x40;
+}
+
 /**
- * Rewrites the code section: every `memory.grow` becomes `call growFunc`; the recording function's body is appended
- * when there was at least one site.
+ * Rewrites the code section: every `memory.grow` becomes `call growFunc`, and, when `sizeGlobal` is given, every
+ * `memory.size` becomes `global.get sizeGlobal`. `appended(growSites)` gives the body of the function to append
+ * (undefined: append none); it is asked once the sites are counted, so indices can depend on what is appended.
  */
-function rewriteCode(bytes: Uint8Array, section: Section, growFunc: number, growFuncBody: number[]) {
+function rewriteCode(
+  bytes: Uint8Array,
+  section: Section,
+  plan: (sites: { grow: number; size: number }) => { growFunc: number; sizeGlobal?: number; appended?: number[] },
+) {
   const r = new Reader(bytes, section.contentStart, section.end);
   const count = r.u32();
-  const bodies = new Builder();
-  const call = [0x10, ...writeU32(growFunc)];
-  let sites = 0;
+  const functions: { start: number; end: number; sites: Site[] }[] = [];
+  const counts = { grow: 0, size: 0 };
   for (let i = 0; i < count; i++) {
     const size = r.u32();
     const start = r.pos;
@@ -521,36 +556,68 @@ function rewriteCode(bytes: Uint8Array, section: Section, growFunc: number, grow
       body.u32();
       body.valType();
     }
-    const out = new Builder();
-    let copied = start;
+    const sites: Site[] = [];
     while (body.pos < end) {
       const at = body.pos;
       const op = skipInstruction(body);
-      if (op !== 0x40) continue;
+      if (op !== 0x40 && op !== 0x3f) continue;
       const memory = new Reader(bytes, at + 1, end).u32();
-      if (memory !== 0) throw unsupported(`memory.grow of memory ${memory} (multi-memory)`);
-      out.push(bytes.subarray(copied, at)).push(call);
-      copied = body.pos;
-      sites++;
+      if (memory !== 0) {
+        throw unsupported(`${op === 0x40 ? 'memory.grow' : 'memory.size'} of memory ${memory} (multi-memory)`);
+      }
+      sites.push({ at, end: body.pos, op });
+      if (op === 0x40) counts.grow++;
+      else counts.size++;
     }
     if (body.pos !== end) throw unsupported(`function body ${i} is malformed`);
-    out.push(bytes.subarray(copied, end));
-    bodies.push(writeU32(out.length)).push(out);
+    functions.push({ start, end, sites });
     r.pos = end;
   }
   if (r.pos !== section.end) throw unsupported('the code section has trailing bytes');
-  const content = new Builder()
-    .push(writeU32(count + 1))
-    .push(bodies)
-    .push(growFuncBody);
-  return { content, sites };
+  const { growFunc, sizeGlobal, appended } = plan(counts);
+  const call = [0x10, ...writeU32(growFunc)];
+  const getSize = sizeGlobal === undefined ? undefined : [0x23, ...writeU32(sizeGlobal)];
+  const bodies = new Builder();
+  for (const { start, end, sites } of functions) {
+    const out = new Builder();
+    let copied = start;
+    for (const site of sites) {
+      const replacement = site.op === 0x40 ? call : getSize;
+      if (!replacement) continue;
+      out.push(bytes.subarray(copied, site.at)).push(replacement);
+      copied = site.end;
+    }
+    out.push(bytes.subarray(copied, end));
+    bodies.push(writeU32(out.length)).push(out);
+  }
+  const content = new Builder().push(writeU32(count + (appended ? 1 : 0))).push(bodies);
+  if (appended) content.push(appended);
+  return { content, growSites: counts.grow, sizeSites: getSize ? counts.size : 0 };
 }
 
 /**
  * Body of the appended function `(param $delta i32) (result i32) (local $r i32)`: `memory.grow` and, on -1, store
- * `memory.size + delta` (as i64, so it cannot wrap) in the recording global.
+ * `memory.size + delta` (as i64, so it cannot wrap) in the recording global. With `top` (a module that defines its
+ * memory, see {@link limitModuleMemory}): a grow that succeeds sets `top` to the end of the pages it added, and
+ * `memory.grow 0` answers `top`, as `memory.size` does in that module.
  */
-function growBody(global: number): number[] {
+function growBody(global: number, top?: number): number[] {
+  const onSuccess =
+    top === undefined
+      ? []
+      : [
+          0x05, // else (the grow succeeded)
+          ...[0x20, 0x00], // local.get $delta
+          ...[0x04, 0x40], // if (delta != 0)
+          ...[0x20, 0x01], // local.get $r
+          ...[0x20, 0x00], // local.get $delta
+          0x6a, // i32.add
+          ...[0x24, ...writeU32(top)], // global.set $top
+          0x05, // else (memory.grow 0: the size the module sees)
+          ...[0x23, ...writeU32(top)], // global.get $top
+          ...[0x21, 0x01], // local.set $r
+          0x0b, // end
+        ];
   const body = [
     ...[0x01, 0x01, 0x7f], // one local: i32
     ...[0x20, 0x00], // local.get $delta
@@ -565,6 +632,7 @@ function growBody(global: number): number[] {
     0xad, // i64.extend_i32_u
     0x7c, // i64.add
     ...[0x24, ...writeU32(global)], // global.set $failed
+    ...onSuccess,
     0x0b, // end
     ...[0x20, 0x01], // local.get $r
     0x0b, // end
@@ -573,13 +641,18 @@ function growBody(global: number): number[] {
 }
 
 function appendToVector(bytes: Uint8Array, section: Section | undefined, entry: number[]): Builder {
-  if (!section) return new Builder().push(writeU32(1)).push(entry);
-  const r = new Reader(bytes, section.contentStart, section.end);
-  const count = r.u32();
-  return new Builder()
-    .push(writeU32(count + 1))
-    .push(bytes.subarray(r.pos, section.end))
-    .push(entry);
+  return appendAllToVector(bytes, section, [entry]);
+}
+
+function appendAllToVector(bytes: Uint8Array, section: Section | undefined, entries: number[][]): Builder {
+  const out = new Builder();
+  if (!section) out.push(writeU32(entries.length));
+  else {
+    const r = new Reader(bytes, section.contentStart, section.end);
+    out.push(writeU32(r.u32() + entries.length)).push(bytes.subarray(r.pos, section.end));
+  }
+  for (const entry of entries) out.push(entry);
+  return out;
 }
 
 /**
@@ -637,21 +710,34 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
     const exportSection = find(SECTION_EXPORT);
     // Appended entries take the next free index of each space, so existing indices stay valid.
     const growFunc = imports.funcs + vectorCount(module, functionSection);
-    const failedGlobal = imports.globals + vectorCount(module, globalSection);
+    const firstGlobal = imports.globals + vectorCount(module, globalSection);
     const growType = countTypes(module, typeSection);
-    const code = rewriteCode(module, codeSection, growFunc, growBody(failedGlobal));
-    if (code.sites > 0) {
-      growSites = code.sites;
-      replaced.set(SECTION_CODE, code.content);
+    let failedGlobal: number | undefined;
+    let topGlobal: number | undefined;
+    const code = rewriteCode(module, codeSection, (sites) => {
+      if (sites.grow > 0) failedGlobal = firstGlobal;
+      if (defined && sites.grow + sites.size > 0) topGlobal = firstGlobal + (failedGlobal === undefined ? 0 : 1);
+      return {
+        growFunc,
+        ...(topGlobal === undefined ? {} : { sizeGlobal: topGlobal }),
+        ...(failedGlobal === undefined ? {} : { appended: growBody(failedGlobal, topGlobal) }),
+      };
+    });
+    growSites = code.growSites;
+    if (code.growSites + code.sizeSites > 0) replaced.set(SECTION_CODE, code.content);
+    const globals: number[][] = [];
+    if (failedGlobal !== undefined) {
       replaced.set(SECTION_TYPE, appendToVector(module, typeSection, [0x60, 0x01, 0x7f, 0x01, 0x7f]));
       replaced.set(SECTION_FUNCTION, appendToVector(module, functionSection, writeU32(growType)));
-      // (global (mut i64) (i64.const 0))
-      replaced.set(SECTION_GLOBAL, appendToVector(module, globalSection, [0x7e, 0x01, 0x42, 0x00, 0x0b]));
+      globals.push([0x7e, 0x01, 0x42, 0x00, 0x0b]); // (global (mut i64) (i64.const 0))
       replaced.set(
         SECTION_EXPORT,
         appendToVector(module, exportSection, [...encodeName(GROW_FAILED_EXPORT), 0x03, ...writeU32(failedGlobal)]),
       );
     }
+    // (global (mut i32) (i32.const <initial pages>)): the runtime creates the memory with exactly those pages.
+    if (topGlobal !== undefined && defined) globals.push([0x7f, 0x01, 0x41, ...writeS32(defined.min), 0x0b]);
+    if (globals.length > 0) replaced.set(SECTION_GLOBAL, appendAllToVector(module, globalSection, globals));
   }
   if (replaced.size === 0) return { bytes: module, importsMemory: !defined, growSites: 0 };
 
