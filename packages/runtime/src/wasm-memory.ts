@@ -49,6 +49,16 @@ export interface ImportedMemory {
   maxPages?: number;
 }
 
+/**
+ * Most table elements a module may have, over all the tables it defines. A table lives on the worker's JS heap,
+ * outside the memory limit: a guest growing a table by millions of entries exhausted that heap and V8 ended the
+ * whole node process (a fatal out-of-memory error, not a worker exit). Each defined table gets this bound, shared
+ * among its tables, as its maximum (or keeps a smaller one it declared), so the engine answers `table.grow` past
+ * it with -1 as the core spec says for a table at its maximum; a module whose tables start larger is refused.
+ * Toolchains' tables are far smaller (a C/C++ program's indirect-call table holds its address-taken functions).
+ */
+export const MAX_TABLE_ELEMENTS = 1_000_000;
+
 /** Result of {@link limitModuleMemory}. */
 export interface MemoryRewrite {
   /** The rewritten module (the input, unchanged, when the module has no memory). */
@@ -65,6 +75,7 @@ const SECTION_CUSTOM = 0;
 const SECTION_TYPE = 1;
 const SECTION_IMPORT = 2;
 const SECTION_FUNCTION = 3;
+const SECTION_TABLE = 4;
 const SECTION_MEMORY = 5;
 const SECTION_GLOBAL = 6;
 const SECTION_EXPORT = 7;
@@ -689,6 +700,65 @@ function appendAllToVector(bytes: Uint8Array, section: Section | undefined, entr
 }
 
 /**
+ * The table section with every table's maximum bounded (see {@link MAX_TABLE_ELEMENTS}), or undefined when every
+ * table already declares a maximum within its share.
+ */
+function limitTables(bytes: Uint8Array, section: Section): Builder | undefined {
+  const r = new Reader(bytes, section.contentStart, section.end);
+  const count = r.u32();
+  if (count === 0) return undefined;
+  const share = Math.floor(MAX_TABLE_ELEMENTS / count);
+  const out = new Builder().push(writeU32(count));
+  let changed = false;
+  let initial = 0;
+  for (let i = 0; i < count; i++) {
+    const start = r.pos;
+    // function-references: `0x40 0x00 tabletype expr` (a table with an initializer); otherwise `tabletype`.
+    const withInit = bytes[r.pos] === 0x40;
+    if (withInit) r.skip(2);
+    r.valType();
+    const limitsStart = r.pos;
+    const flags = bytes[r.pos]!;
+    if (flags & ~0x01) throw tableUnsupported(`table ${i} has limits flags 0x${flags.toString(16)} (table64?)`);
+    const limits = r.limits();
+    const limitsEnd = r.pos;
+    initial += limits.min;
+    if (initial > MAX_TABLE_ELEMENTS) {
+      throw tableUnsupported(`its tables start with ${initial} elements, more than ${MAX_TABLE_ELEMENTS}`);
+    }
+    const max = Math.max(limits.min, share);
+    let rest = limitsEnd;
+    if (withInit) {
+      // The initializer is a constant expression ending in `end` (0x0b); skip it instruction by instruction.
+      for (;;) {
+        if (bytes[r.pos] === 0x0b) {
+          r.pos++;
+          break;
+        }
+        skipInstruction(r);
+      }
+      rest = r.pos;
+    }
+    if (limits.max !== undefined && limits.max <= max) {
+      out.push(bytes.subarray(start, rest));
+      continue;
+    }
+    changed = true;
+    out.push(bytes.subarray(start, limitsStart));
+    out.push([0x01, ...writeU32(limits.min), ...writeU32(max)]);
+    out.push(bytes.subarray(limitsEnd, rest));
+  }
+  return changed ? out : undefined;
+}
+
+function tableUnsupported(reason: string): RuntimeError {
+  return new RuntimeError(
+    'UNSUPPORTED_ARTIFACT',
+    `the runtime cannot bound this module's tables: ${reason}; tables may hold at most ${MAX_TABLE_ELEMENTS} elements`,
+  );
+}
+
+/**
  * Prepares a core module for a memory limit (see the file comment): its defined memory becomes an import and every
  * `memory.grow` records a refusal. A module without any memory is returned unchanged.
  * @throws RuntimeError `UNSUPPORTED_ARTIFACT` naming why the module's memory cannot be limited.
@@ -717,16 +787,22 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
       defined = { ...limits, bytes: module.subarray(start, r.pos) };
     }
   }
-  const total = definedCount + imports.memories.length;
-  if (total === 0) return { bytes: module, importsMemory: false, growSites: 0 };
-  if (total > 1) throw unsupported(`it has ${total} memories (multi-memory)`);
-  const flags = defined ? defined.flags : imports.memories[0]!.flags;
-  if (flags & 0x02) throw unsupported('its memory is shared (threads)');
-  if (flags & 0x04) throw unsupported('its memory is 64-bit (memory64)');
-  if (flags & ~0x01) throw unsupported(`its memory has limits flags 0x${flags.toString(16)} (custom page size?)`);
-
   const replaced = new Map<number, Builder>();
   const removed = new Set<number>();
+  const tableSection = find(SECTION_TABLE);
+  const tables = tableSection ? limitTables(module, tableSection) : undefined;
+  if (tables) replaced.set(SECTION_TABLE, tables);
+
+  const total = definedCount + imports.memories.length;
+  if (total === 0 && !tables) return { bytes: module, importsMemory: false, growSites: 0 };
+  if (total > 1) throw unsupported(`it has ${total} memories (multi-memory)`);
+  if (total === 1) {
+    const flags = defined ? defined.flags : imports.memories[0]!.flags;
+    if (flags & 0x02) throw unsupported('its memory is shared (threads)');
+    if (flags & 0x04) throw unsupported('its memory is 64-bit (memory64)');
+    if (flags & ~0x01) throw unsupported(`its memory has limits flags 0x${flags.toString(16)} (custom page size?)`);
+  }
+
   if (defined) {
     // The defined memory (index 0) becomes imported memory 0: no memory index changes.
     const entry = [...encodeName(MEMORY_IMPORT_MODULE), ...encodeName(MEMORY_IMPORT_FIELD), 0x02, ...defined.bytes];
@@ -736,7 +812,7 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
 
   const codeSection = find(SECTION_CODE);
   let growSites = 0;
-  if (codeSection) {
+  if (codeSection && total > 0) {
     const functionSection = find(SECTION_FUNCTION);
     const globalSection = find(SECTION_GLOBAL);
     const typeSection = find(SECTION_TYPE);
@@ -786,7 +862,7 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
       replaced.set(SECTION_GLOBAL, appendAllToVector(module, globalSection, globals));
     }
   }
-  if (replaced.size === 0) return { bytes: module, importsMemory: !defined, growSites: 0 };
+  if (replaced.size === 0) return { bytes: module, importsMemory: total > 0 && !defined, growSites: 0 };
 
   const present = new Set(sections.map((s) => s.id));
   const added = [...replaced.keys()]
@@ -816,5 +892,5 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
       ? { minPages: defined.min }
       : { minPages: defined.min, maxPages: defined.max }
     : undefined;
-  return { bytes: out.bytes(), ...(memory ? { memory } : {}), importsMemory: !defined, growSites };
+  return { bytes: out.bytes(), ...(memory ? { memory } : {}), importsMemory: total > 0 && !defined, growSites };
 }
