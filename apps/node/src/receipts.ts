@@ -40,6 +40,8 @@ export interface ReceiptRecorder {
     stdin: Uint8Array;
     bindings: ReceiptDraft['bindings'];
   }): void;
+  /** Adds a binding granted with BindState to the task's draft (for a receipt written at recovery). */
+  noteBinding(taskId: string, binding: ReceiptDraft['bindings'][number]): void;
   /** Remembers the bound state's digests before the task (from the release hook, before the kernel releases). */
   noteBefore(taskId: string, mounts: readonly StateMount[]): void;
   /** Signs and stores the receipt once `ended` resolves with the terminal status. */
@@ -85,6 +87,16 @@ export function createReceiptRecorder(store: ReceiptStore, signer: ReceiptSigner
       } catch (err) {
         logger.error('cannot record the draft receipt of a task; it will have no receipt', {
           taskId: input.status.id,
+          error: (err as Error).message,
+        });
+      }
+    },
+    noteBinding(taskId, binding) {
+      try {
+        store.addBinding(taskId, binding);
+      } catch (err) {
+        logger.error('cannot record a binding in the draft receipt of a task', {
+          taskId,
           error: (err as Error).message,
         });
       }

@@ -341,7 +341,12 @@ describe('receipts survive a node restart, and a task live when the node was kil
       args: ['write', '/data/x', 'before the crash', 'spin'],
       bindings: [{ slot: 'data', stateId: state?.id as string }],
     });
+    // A second one gets its state with BindState after submit.
+    const { state: late } = await c1.createState({ name: 'late' });
+    const { task: bound } = await c1.submitTask({ artifactDigest: artifact.digest, args: ['spin'] });
+    await c1.bindState({ stateId: late?.id as string, taskId: bound?.id as string, slot: 'data' });
     await waitForStatus(c1, task?.id as string, TaskStatus.RUNNING);
+    await waitForStatus(c1, bound?.id as string, TaskStatus.RUNNING);
     await first.stop('SIGKILL');
 
     const second = await startNode(args);
@@ -359,6 +364,14 @@ describe('receipts survive a node restart, and a task live when the node was kil
       const kept = states.find((s) => s.id === state?.id);
       expect(verified.predicate.state).toEqual([
         expect.objectContaining({ slot: 'data', stateId: state?.id, before: null, after: kept?.lastDigest }),
+      ]);
+      const lateReceipt = await verifyReceipt(
+        (await c2.getTaskReceipt({ taskId: bound?.id as string })).receiptJson,
+        nodeKey,
+      );
+      expect(lateReceipt.predicate.outcome.reason).toBe('NODE_RESTART');
+      expect(lateReceipt.predicate.state).toEqual([
+        expect.objectContaining({ slot: 'data', stateId: late?.id, access: 'rw', before: null }),
       ]);
       // WatchTask of the restarted task carries it too.
       for await (const ev of c2.watchTask({ taskId: task?.id as string, includeReceipt: true })) {

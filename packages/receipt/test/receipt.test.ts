@@ -248,11 +248,16 @@ describe('receipt store', () => {
     store.putDraft(draft('tk_a', 1));
     store.putDraft(draft('tk_b', 2));
     store.putDraft(draft('tk_b', 3)); // idempotent
+    store.addBinding('tk_b', { slot: 'data', stateId: 'st_1', access: 'rw' });
+    store.addBinding('tk_b', { slot: 'data', stateId: 'st_2', access: 'ro' }); // slot already recorded
     store.complete('tk_a', '{"receipt":1}', 5);
+    store.addBinding('tk_a', { slot: 'data', stateId: 'st_3', access: 'rw' }); // already signed: ignored
     store.close();
     store = openReceiptStore({ path });
     expect(store.get('tk_a')?.receipt).toBe('{"receipt":1}');
     expect(store.openDrafts().map((r) => [r.taskId, r.draft.createdAtMs])).toEqual([['tk_b', 2]]);
+    expect(store.openDrafts()[0]?.draft.bindings).toEqual([{ slot: 'data', stateId: 'st_1', access: 'rw' }]);
+    expect(store.get('tk_a')?.draft.bindings).toEqual([]);
     expect(store.get('tk_c')).toBeUndefined();
     store.close();
   });
