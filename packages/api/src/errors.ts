@@ -188,19 +188,22 @@ export function toConnectError(err: unknown): ConnectError {
 
 /**
  * connect-es reports a request message that is not valid protobuf as `internal` ("parse binary: …", its
- * serialization treats both directions alike), while a malformed JSON message is `invalid_argument`. A client's bad
- * bytes are not a server failure: they become `invalid_argument` here too.
+ * serialization treats both directions alike), and so a stream envelope flagged compressed when no compression was
+ * negotiated, while a malformed JSON message is `invalid_argument`. A client's bad bytes are not a server failure:
+ * they become `invalid_argument` here too.
  */
 export function malformedAsInvalid(err: ConnectError): ConnectError {
-  if (err.code !== Code.Internal || !err.rawMessage.startsWith('parse binary: ')) return err;
-  return build(
-    'MALFORMED_MESSAGE',
-    'api',
-    `the request message is not valid protobuf (${err.rawMessage.slice('parse binary: '.length)})`,
-    Code.InvalidArgument,
-    {},
-    err,
-  );
+  if (err.code !== Code.Internal) return err;
+  const m = err.rawMessage;
+  let message: string;
+  if (m.startsWith('parse binary: ')) {
+    message = `the request message is not valid protobuf (${m.slice('parse binary: '.length)})`;
+  } else if (m.startsWith('received compressed envelope')) {
+    message = `a request envelope is flagged compressed but no compression was negotiated (${m})`;
+  } else {
+    return err;
+  }
+  return build('MALFORMED_MESSAGE', 'api', message, Code.InvalidArgument, {}, err);
 }
 
 function build(
