@@ -32,6 +32,8 @@ interface Row {
   min: number;
   max: number;
   samples: number;
+  /** Every sample, in the order taken. */
+  values: number[];
 }
 
 function quantile(values: readonly number[], q: number): number {
@@ -47,6 +49,7 @@ function row(name: string, unit: string, values: readonly number[]): Row {
     min: Math.min(...values),
     max: Math.max(...values),
     samples: values.length,
+    values: [...values],
   };
 }
 
@@ -112,7 +115,7 @@ try {
   for (let i = 0; i < 100; i++) await runToExit(i % 2 ? c1 : c2, digest); // warm: prepare cache, JIT, connections
 
   const rounds = quick ? 2 : 5;
-  const perRound = quick ? 100 : 300;
+  const perRound = quick ? 50 : 300;
   for (const [label, client] of [
     ['HTTP/1.1', c1],
     ['HTTP/2', c2],
@@ -178,7 +181,7 @@ try {
       }
     })();
     const t0 = performance.now();
-    const tasks = quick ? 200 : 600;
+    const tasks = quick ? 100 : 600;
     let next = 0;
     await Promise.all(
       Array.from({ length: 4 }, async () => {
