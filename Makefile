@@ -70,8 +70,10 @@ test: build lint fixture-toolchain
 demo: build
 	bash scripts/demo.sh
 
+# QUICK=1: tiny inputs and few rounds (what CI runs); the full run writes bench/results/<date>-<host>.json and
+# re-renders whitepaper/v0.1.md from it.
 bench: build
-	pnpm -F @vyr/bench run bench
+	node bench/run.ts $(if $(QUICK),--quick)
 
 # A self-contained installation of the `vyr` command: DIST_DIR/bin/vyr with its own Node.js (docs/cli.md "Install").
 DIST_DIR ?= dist/vyr

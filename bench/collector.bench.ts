@@ -209,7 +209,7 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const quick = args.includes('--quick');
   const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : quick ? 2 : 5;
-  const backlogMb = Number(args.includes('--backlog-mb') ? args[args.indexOf('--backlog-mb') + 1] : quick ? 16 : 1024);
+  const backlogMb = Number(args.includes('--backlog-mb') ? args[args.indexOf('--backlog-mb') + 1] : quick ? 8 : 1024);
   const SPANS = 500;
   const REQUESTS = quick ? 80 : 400;
   const body = traceRequest(1, SPANS);
