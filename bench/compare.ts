@@ -872,7 +872,12 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
     ratio('startup.vyr-rpc-h2/runc', 'start→exit: VYR over RPC (HTTP/2) ÷ runc', 'startup.vyr-rpc-h2', 'startup.runc');
     ratio('startup.vyr/wasmtime', 'start→exit: VYR in-process ÷ wasmtime embedded', 'startup.vyr', 'startup.wasmtime');
     ratio('startup.vyr/node-wasi', 'start→exit: VYR in-process ÷ node:wasi', 'startup.vyr', 'startup.node-wasi');
-    ratio('startup.vyr-rpc-h2/vyr-rpc-h1', 'start→exit over RPC: HTTP/2 ÷ HTTP/1.1', 'startup.vyr-rpc-h2', 'startup.vyr-rpc-h1');
+    ratio(
+      'startup.vyr-rpc-h2/vyr-rpc-h1',
+      'start→exit over RPC: HTTP/2 ÷ HTTP/1.1',
+      'startup.vyr-rpc-h2',
+      'startup.vyr-rpc-h1',
+    );
     ratio('startup.runc/process', 'start→exit: runc ÷ native process', 'startup.runc', 'startup.process');
     ratio(
       'throughput.vyr/process',

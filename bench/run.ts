@@ -8,14 +8,14 @@
  *
  * --quick    tiny inputs and few rounds (CI; a couple of minutes on 2 cores). Writes `<date>-<host>-quick.json`
  *            and does not re-render the committed whitepaper.
- * --only     a subset of suites: compare, runtime, api, collector, artifact, state.
+ * --only     a subset of suites: compare, runtime, api, collector, artifact, state, nongoals.
  * --out      where to write the results file.
  * --no-render  skip the whitepaper.
  * A progress line per benchmark is drawn on stderr when it is a terminal, nothing otherwise.
  * Exit code 1 when a suite failed (its error is in the results file and on stderr).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { loadavg } from 'node:os';
@@ -52,6 +52,8 @@ function command(suite: SuiteName): string[] {
       return [join(here, 'compare.ts'), ...q];
     case 'collector':
       return [join(here, 'collector.bench.ts'), ...q];
+    case 'nongoals':
+      return [join(here, 'nongoals.ts')];
     default:
       return [join(here, `${suite}.bench.ts`), '--json', ...q];
   }
@@ -95,10 +97,12 @@ async function runSuite(
   return { exitCode, seconds: (Date.now() - started) / 1000, stdout: Buffer.concat(out).toString('utf8'), stderr: err };
 }
 
+/** jco's version, read from the package the runtime resolves (its exports map hides package.json). */
 function jcoVersion(): string | null {
   try {
-    const req = createRequire(join(root, 'packages/runtime/package.json'));
-    return (req('@bytecodealliance/jco/package.json') as { version: string }).version;
+    let dir = dirname(createRequire(join(root, 'packages/runtime/package.json')).resolve('@bytecodealliance/jco'));
+    while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+    return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
   } catch {
     return null;
   }
@@ -117,6 +121,7 @@ const benchmarks: Benchmark[] = [];
 const ratios: Ratio[] = [];
 const suiteRecords: Record<string, unknown> = {};
 let workload: unknown = null;
+let nongoals: unknown[] = [];
 const notes: string[] = [];
 let failed = 0;
 for (const [i, suite] of suites.entries()) {
@@ -128,6 +133,7 @@ for (const [i, suite] of suites.entries()) {
     benchmarks.push(...n.benchmarks);
     ratios.push(...n.ratios, ...suiteRatios(suite, n.benchmarks));
     if (n.workload) workload = n.workload;
+    if (n.nongoals) nongoals = n.nongoals;
     if (n.notes.length > 0) record.notes = n.notes;
   } catch (e) {
     failed++;
@@ -144,6 +150,9 @@ for (const [i, suite] of suites.entries()) {
 clearInterval(loadTimer);
 
 const cited = JSON.parse(await readFile(join(here, 'cited.json'), 'utf8')) as { note: string; figures: CitedFigure[] };
+// The portability demo (`make demo`, issue 9) writes its own JSON; the paper's demo table is generated from a copy.
+const demoPath = join(root, '.vyr/demo/result.json');
+const demo = existsSync(demoPath) ? (JSON.parse(await readFile(demoPath, 'utf8')) as unknown) : null;
 const finishedAt = new Date();
 const la = loadavg();
 const day = startedAt.toISOString().slice(0, 10);
@@ -168,6 +177,8 @@ const results = {
   workload,
   benchmarks,
   ratios,
+  nongoals,
+  demo,
   cited: cited.figures,
   citedNote: cited.note,
   suiteRuns: suiteRecords,

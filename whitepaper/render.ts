@@ -20,6 +20,8 @@
  *   {{skipped}}                     every benchmark not measured, with the reason
  *   {{worse}}                       every ratio where VYR is the slower side, largest first
  *   {{demo}}                        the portability demo's table (from the results file's `demo`, when present)
+ *   {{nongoal:ID}}                  what a user gets when trying a non-goal (bench/nongoals.ts, recorded in the run)
+ *   {{suites}}                      each suite's exit code and duration
  * An unknown directive, or an id the results file does not hold, fails the render (exit 1) instead of leaving a
  * hole in the paper.
  */
@@ -70,6 +72,7 @@ export interface Results {
   ratios: Ratio[];
   cited: { id: string; figure: string; value: string; conditions: string; source: string; url: string }[];
   demo?: unknown;
+  nongoals?: { id: string; attempt: string; command: string; exitCode: number | null; output: string }[];
   suiteRuns: Record<string, { exitCode: number | null; seconds: number; error?: string; notes?: string[] }>;
 }
 
@@ -91,7 +94,7 @@ export function fmt(v: number, unit: string): string {
 
 /** A ratio as ×N. */
 export function fmtRatio(v: number): string {
-  return `×${v >= 10 ? v.toFixed(1) : v.toFixed(2)}`;
+  return `×${v >= 9.995 ? v.toFixed(1) : v.toFixed(2)}`;
 }
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
@@ -101,7 +104,9 @@ export function benchmarkTable(rows: readonly Benchmark[]): string {
   const out = ['| id | what | n | min | median | p95 | max |', '|---|---|---:|---:|---:|---:|---:|'];
   for (const b of rows) {
     if (!b.summary) {
-      out.push(`| \`${b.id}\` | ${cell(b.title)} | 0 | — | *not measured: ${cell(b.skipped ?? 'no samples')}* | — | — |`);
+      out.push(
+        `| \`${b.id}\` | ${cell(b.title)} | 0 | — | *not measured: ${cell(b.skipped ?? 'no samples')}* | — | — |`,
+      );
       continue;
     }
     const s = b.summary;
@@ -152,7 +157,8 @@ export function chartSvg(title: string, rows: readonly Benchmark[], unit: string
   const min = log ? 10 ** Math.floor(Math.log10(lo)) : 0;
   const max = log ? 10 ** Math.ceil(Math.log10(hi)) : hi * 1.05 || 1;
   const x = (v: number) =>
-    labelW + (log ? (Math.log10(Math.max(v, min)) - Math.log10(min)) / (Math.log10(max) - Math.log10(min)) : v / max) * plotW;
+    labelW +
+    (log ? (Math.log10(Math.max(v, min)) - Math.log10(min)) / (Math.log10(max) - Math.log10(min)) : v / max) * plotW;
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
@@ -176,8 +182,11 @@ export function chartSvg(title: string, rows: readonly Benchmark[], unit: string
       `<rect x="${labelW}" y="${cy - 7}" width="${Math.max(1, x(s.median) - labelW).toFixed(1)}" height="14" fill="${vyr ? '#d95f02' : '#7570b3'}" opacity="0.55"/>`,
     );
     parts.push(`<line x1="${x(s.min).toFixed(1)}" y1="${cy}" x2="${x(s.max).toFixed(1)}" y2="${cy}" stroke="#333"/>`);
-    parts.push(`<line x1="${x(s.p95).toFixed(1)}" y1="${cy - 6}" x2="${x(s.p95).toFixed(1)}" y2="${cy + 6}" stroke="#333"/>`);
-    for (const v of b.samples) parts.push(`<circle cx="${x(v).toFixed(1)}" cy="${cy}" r="1.6" fill="#000" opacity="0.35"/>`);
+    parts.push(
+      `<line x1="${x(s.p95).toFixed(1)}" y1="${cy - 6}" x2="${x(s.p95).toFixed(1)}" y2="${cy + 6}" stroke="#333"/>`,
+    );
+    for (const v of b.samples)
+      parts.push(`<circle cx="${x(v).toFixed(1)}" cy="${cy}" r="1.6" fill="#000" opacity="0.35"/>`);
     parts.push(`<text x="${width - valueW}" y="${cy + 4}">${esc(fmt(s.median, unit))}</text>`);
   });
   parts.push(
@@ -197,8 +206,16 @@ const CHARTS: Record<string, { title: string; pick: (b: Benchmark) => boolean; u
     pick: (b) => b.group === 'throughput' && b.unit === 'events/s',
     unit: 'events/s',
   },
-  cold: { title: 'first run of a new module/artifact (ms, lower is better)', pick: (b) => b.group === 'cold', unit: 'ms' },
-  memory: { title: 'peak memory over the large input (bytes; methods differ, see table)', pick: (b) => b.group === 'memory', unit: 'bytes' },
+  cold: {
+    title: 'first run of a new module/artifact (ms, lower is better)',
+    pick: (b) => b.group === 'cold',
+    unit: 'ms',
+  },
+  memory: {
+    title: 'peak memory over the large input (bytes; methods differ, see table)',
+    pick: (b) => b.group === 'memory',
+    unit: 'bytes',
+  },
 };
 
 export interface Rendered {
@@ -209,14 +226,14 @@ export interface Rendered {
 function demoTable(demo: unknown): string {
   if (!demo || typeof demo !== 'object') {
     return [
-      '<!-- demo: filled from the results file\'s `demo` (copied by `make bench` from .vyr/demo/result.json, written by `make demo`) -->',
+      "<!-- demo: filled from the results file's `demo` (copied by `make bench` from .vyr/demo/result.json, written by `make demo`) -->",
       '*Not in this results file: `make demo` had not written `.vyr/demo/result.json` on the machine when `make bench` ran. Run `make demo`, then `make bench`, to fill this table.*',
     ].join('\n');
   }
   const d = demo as Record<string, unknown>;
-  const rows = (Array.isArray(d.tiers) ? d.tiers : Array.isArray(d.rows) ? d.rows : Array.isArray(demo) ? demo : null) as
-    | Record<string, unknown>[]
-    | null;
+  const rows = (
+    Array.isArray(d.tiers) ? d.tiers : Array.isArray(d.rows) ? d.rows : Array.isArray(demo) ? demo : null
+  ) as Record<string, unknown>[] | null;
   if (!rows || rows.length === 0) return `\`\`\`json\n${JSON.stringify(demo, null, 2)}\n\`\`\``;
   const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => {
     const v = rows[0]?.[k];
@@ -254,21 +271,35 @@ export function render(template: string, results: Results, resultsName: string):
           `| Node.js | ${m.node} |`,
         ].join('\n');
       case 'tools':
-        return ['| tool | version |', '|---|---|', ...Object.entries(results.tools).map(([k, v]) => `| ${k} | ${cell(v ?? 'not installed')} |`)].join('\n');
+        return [
+          '| tool | version |',
+          '|---|---|',
+          ...Object.entries(results.tools).map(([k, v]) => `| ${k} | ${cell(v ?? 'not installed')} |`),
+        ].join('\n');
       case 'load': {
         const l = results.load;
         const s = l.samples.map((x) => x.load1);
-        const range = s.length > 0 ? `${Math.min(...s).toFixed(2)}–${Math.max(...s).toFixed(2)} over ${s.length} samples` : 'not sampled';
+        const range =
+          s.length > 0
+            ? `${Math.min(...s).toFixed(2)}–${Math.max(...s).toFixed(2)} over ${s.length} samples`
+            : 'not sampled';
         return `load average (1/5/15 min) at start ${l.atStart.map((v) => v.toFixed(2)).join(' / ')}, at end ${l.atEnd.map((v) => v.toFixed(2)).join(' / ')}; 1-min load during the run ${range} (${m.cpus} CPUs)`;
       }
       case 'workload': {
-        const w = need(results.workload ?? undefined, 'the side-by-side workload (compare suite)') as Record<string, any>;
+        const w = need(results.workload ?? undefined, 'the side-by-side workload (compare suite)') as Record<
+          string,
+          any
+        >;
         const lines = [
           `- source: \`${w.cSource}\` and \`${w.wasm}\` (${w.origin})`,
           `- JS component: ${w.js ? `\`${w.js}\`` : 'not built in this checkout (its rows are marked not measured)'}`,
           `- inputs: one event (${w.inputs.tiny.bytes} bytes) for start → exit; ${w.inputs.large.events.toLocaleString('en-US')} events (${fmt(w.inputs.large.bytes, 'bytes')}) for throughput, from \`${w.inputs.large.generator}\` with seed ${w.inputs.large.seed}`,
-          `- rounds: ${Object.entries(w.rounds as Record<string, number>).map(([k, v]) => `${k} ${v}`).join(', ')}`,
-          `- identical output to the native process: ${Object.entries(w.sameOutputAsProcess as Record<string, boolean>).map(([k, v]) => `${k} ${v ? 'yes' : '**no**'}`).join(', ')}`,
+          `- rounds: ${Object.entries(w.rounds as Record<string, number>)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ')}`,
+          `- identical output to the native process: ${Object.entries(w.sameOutputAsProcess as Record<string, boolean>)
+            .map(([k, v]) => `${k} ${v ? 'yes' : '**no**'}`)
+            .join(', ')}`,
         ];
         return lines.join('\n');
       }
@@ -302,7 +333,10 @@ export function render(template: string, results: Results, resultsName: string):
         return [
           '| figure | value | conditions | source |',
           '|---|---|---|---|',
-          ...results.cited.map((c) => `| ${cell(c.figure)} | **${cell(c.value)}** *(cited, not measured)* | ${cell(c.conditions)} | [${cell(c.source)}](${c.url}) |`),
+          ...results.cited.map(
+            (c) =>
+              `| ${cell(c.figure)} | **${cell(c.value)}** *(cited, not measured)* | ${cell(c.conditions)} | [${cell(c.source)}](${c.url}) |`,
+          ),
         ].join('\n');
       case 'skipped': {
         const rows = results.benchmarks.filter((b) => !b.summary);
@@ -311,18 +345,35 @@ export function render(template: string, results: Results, resultsName: string):
       }
       case 'worse': {
         const rows = results.ratios
-          .filter((r) => r.summary && r.numerator.includes('vyr') && !r.denominator.includes('vyr') && r.summary.median > 1)
+          .filter(
+            (r) => r.summary && r.numerator.includes('vyr') && !r.denominator.includes('vyr') && r.summary.median > 1,
+          )
           .sort((a, b) => (b.summary?.median ?? 0) - (a.summary?.median ?? 0));
         if (rows.length === 0) return 'In this run VYR was not the slower side of any measured pair.';
-        return rows.map((r) => `- ${r.title}: **${fmtRatio(r.summary!.median)}** (\`${r.id}\`, ${r.summary!.n} pairs, ${fmtRatio(r.summary!.min)}–${fmtRatio(r.summary!.max)})`).join('\n');
+        return rows
+          .map(
+            (r) =>
+              `- ${r.title}: **${fmtRatio(r.summary!.median)}** (\`${r.id}\`, ${r.summary!.n} pairs, ${fmtRatio(r.summary!.min)}–${fmtRatio(r.summary!.max)})`,
+          )
+          .join('\n');
       }
       case 'demo':
         return demoTable(results.demo);
+      case 'nongoal': {
+        const p = need(
+          results.nongoals?.find((x) => x.id === args[0]),
+          `non-goal probe ${args[0]}`,
+        );
+        const exit = p.exitCode === null ? 'error' : `exit ${p.exitCode}`;
+        return `\`${p.command}\` → ${exit}: \`${p.output.replace(/`/g, "'")}\``;
+      }
       case 'suites':
         return [
           '| suite | exit | seconds |',
           '|---|---:|---:|',
-          ...Object.entries(results.suiteRuns).map(([k, v]) => `| ${k} | ${v.exitCode}${v.error ? ` (${cell(v.error.slice(0, 120))})` : ''} | ${v.seconds} |`),
+          ...Object.entries(results.suiteRuns).map(
+            ([k, v]) => `| ${k} | ${v.exitCode}${v.error ? ` (${cell(v.error.slice(0, 120))})` : ''} | ${v.seconds} |`,
+          ),
         ].join('\n');
       default:
         throw new Error(`unknown directive {{${[name, ...args].join(':')}}}`);
@@ -349,7 +400,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const argv = process.argv.slice(2);
   const opt = (n: string) => (argv.includes(n) ? argv[argv.indexOf(n) + 1] : undefined);
   const resultsDir = join(root, 'bench/results');
-  const resultsPath = opt('--results') ?? (newestResults(resultsDir) ? join(resultsDir, newestResults(resultsDir)!) : undefined);
+  const resultsPath =
+    opt('--results') ?? (newestResults(resultsDir) ? join(resultsDir, newestResults(resultsDir)!) : undefined);
   if (!resultsPath) {
     process.stderr.write('render: no results file (run `make bench` first, or pass --results FILE)\n');
     process.exit(1);
@@ -363,7 +415,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     await mkdir(join(outDir, 'charts'), { recursive: true });
     await writeFile(join(outDir, 'v0.1.md'), markdown);
     for (const [n, svg] of Object.entries(charts)) await writeFile(join(outDir, 'charts', `${n}.svg`), svg);
-    process.stdout.write(`render: ${relative(process.cwd(), join(outDir, 'v0.1.md'))} and ${Object.keys(charts).length} chart(s) from ${name}\n`);
+    process.stdout.write(
+      `render: ${relative(process.cwd(), join(outDir, 'v0.1.md'))} and ${Object.keys(charts).length} chart(s) from ${name}\n`,
+    );
   } catch (err) {
     process.stderr.write(`render: ${(err as Error).message}\n`);
     process.exit(1);

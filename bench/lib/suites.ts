@@ -7,7 +7,7 @@ import { pairRatios, summarize } from './stats.ts';
 import type { Benchmark, Ratio } from './types.ts';
 
 /** In the order they run: the side-by-side comparison first, while the machine is freshest. */
-export const SUITES = ['compare', 'runtime', 'api', 'collector', 'artifact', 'state'] as const;
+export const SUITES = ['compare', 'runtime', 'api', 'collector', 'artifact', 'state', 'nongoals'] as const;
 export type SuiteName = (typeof SUITES)[number];
 
 /** What one suite contributed to the results file. */
@@ -15,6 +15,8 @@ export interface SuiteOutput {
   benchmarks: Benchmark[];
   ratios: Ratio[];
   workload?: unknown;
+  /** The non-goal probes (bench/nongoals.ts): not benchmarks, quoted by the whitepaper. */
+  nongoals?: unknown[];
   notes: string[];
 }
 
@@ -228,6 +230,8 @@ export function normalizeSuite(suite: SuiteName, stdout: string): SuiteOutput {
         );
       return { benchmarks, ratios: [], notes };
     }
+    case 'nongoals':
+      return { benchmarks: [], ratios: [], nongoals: doc.nongoals as unknown[], notes };
     case 'state': {
       const rows = (Array.isArray(doc) ? doc : (doc.rows as Row[])) as Row[];
       for (const r of rows)
