@@ -48,6 +48,12 @@ fixture-toolchain:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FIXTURE_PACKAGES) >/dev/null) \
 	    || echo "warning: could not install $(FIXTURE_PACKAGES); the fixture rebuild test will be skipped"; \
 	else echo "note: clang-19 missing and apt-get unavailable; the fixture rebuild test will be skipped"; fi
+	@# skopeo (Debian) round-trips artifacts through standard OCI tooling in the interop tests (docs/artifact.md).
+	@if command -v skopeo >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo >/dev/null \
+	    || echo "warning: could not install skopeo; the skopeo interop tests will be skipped"; \
+	else echo "note: skopeo missing and apt-get unavailable; the skopeo interop tests will be skipped"; fi
 
 $(DEPS_STAMP): $(NODE_STAMP) $(PNPM_STAMP) pnpm-lock.yaml package.json
 	pnpm install --frozen-lockfile

@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 
 // One root run over every package and app; each keeps its tests in `test/` (one placement for the repo).
 const projectDirs = [
-  ...['packages', 'apps'].flatMap((group) =>
+  ...['packages', 'apps', 'examples'].flatMap((group) =>
     readdirSync(group)
       .map((name) => `${group}/${name}`)
       .filter((dir) => existsSync(`${dir}/test`)),

@@ -13,8 +13,18 @@ const ALLOWED = {
   '@vyr/runtime': ['@vyr/telemetry', '@vyr/artifact', '@vyr/state'],
   '@vyr/api': ['@vyr/proto', '@vyr/telemetry', '@vyr/artifact', '@vyr/runtime', '@vyr/state'],
   '@vyr/collector': ['@vyr/proto', '@vyr/telemetry'],
-  '@vyr/cli': ['@vyr/api', '@vyr/artifact', '@vyr/proto'],
-  '@vyr/node': ['@vyr/api', '@vyr/artifact', '@vyr/runtime', '@vyr/state', '@vyr/telemetry', '@vyr/proto'],
+  // Execution receipts: signed with the artifact layer's signer, state digests re-measured with the state kernel's.
+  '@vyr/receipt': ['@vyr/artifact', '@vyr/state'],
+  '@vyr/cli': ['@vyr/api', '@vyr/artifact', '@vyr/proto', '@vyr/receipt'],
+  '@vyr/node': [
+    '@vyr/api',
+    '@vyr/artifact',
+    '@vyr/runtime',
+    '@vyr/state',
+    '@vyr/telemetry',
+    '@vyr/proto',
+    '@vyr/receipt',
+  ],
   // The `vyr` binary is the composition root: CLI commands, plus `vyr node …` and `vyr collector …`.
   vyr: ['@vyr/cli', '@vyr/node', '@vyr/collector'],
   '@vyr/testing': ['@vyr/proto'],
@@ -28,6 +38,7 @@ const SDK_FORBIDDEN_IN = new Set([
   '@vyr/runtime',
   '@vyr/api',
   '@vyr/collector',
+  '@vyr/receipt',
   '@vyr/cli',
 ]);
 

@@ -24,7 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work"
-cp "$root/examples/event-transform/vyr.json" "$root/examples/event-transform/events.jsonl" .
+cp "$root/packages/testing/fixtures/c/event-transform.vyr.json" vyr.json
+cp "$root/examples/event-transform/events.jsonl" .
 cp "$root/packages/testing/fixtures/c/event-transform.wasm" .
 
 say "1. A signing key (ECDSA P-256). The private key stays here; nodes get the public key."

@@ -37,6 +37,8 @@ export {
   GetNodeInfoRequestSchema,
   TelemetryHealthSchema,
   GetNodeInfoResponseSchema,
+  GetTaskReceiptRequestSchema,
+  GetTaskReceiptResponseSchema,
   RequestLimitsSchema,
   TaskStatus,
   TaskStatusSchema,
@@ -81,5 +83,7 @@ export {
   type GetNodeInfoRequest,
   type TelemetryHealth,
   type GetNodeInfoResponse,
+  type GetTaskReceiptRequest,
+  type GetTaskReceiptResponse,
   type RequestLimits,
 } from './gen/vyr/v1/node_pb.js';

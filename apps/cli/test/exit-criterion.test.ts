@@ -87,7 +87,7 @@ describe('exit criterion: a new user completes the full cycle (key → pack → 
     // What a new user has: the installation, a .wasm and its vyr.json in an otherwise empty directory.
     await runProc('mkdir', ['-p', home], { cwd: root, env: process.env });
     await copyFile(fixturePath('event-transform'), join(home, 'event-transform.wasm'));
-    await copyFile(join(REPO, 'examples/event-transform/vyr.json'), join(home, 'vyr.json'));
+    await copyFile(join(REPO, 'packages/testing/fixtures/c/event-transform.vyr.json'), join(home, 'vyr.json'));
     // No PATH entry, no node, nothing of the checkout: the launcher brings its own Node.js.
     env = { HOME: home, PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' };
   }, 300_000);

@@ -64,6 +64,7 @@ interface StartFlags {
   tlsCert?: string;
   tlsKey?: string;
   allowUnsigned: boolean;
+  nodeKey?: string;
   poolSize?: string;
   maxQueue?: string;
   metricIntervalMs?: string;
@@ -118,6 +119,10 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
     .option('--tls-cert <file>', 'PEM certificate: serve HTTPS (needs --tls-key)')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--allow-unsigned', 'run unsigned artifacts (laptop tier only; never the default)', false)
+    .option(
+      '--node-key <file>',
+      'PKCS#8 PEM ECDSA P-256 key to sign execution receipts with (default: DATA_DIR/node-key/vyr.key, made on first start)',
+    )
     .option('--pool-size <n>', "worker threads (default: the tier's)")
     .option('--max-queue <n>', "tasks allowed to wait before submit answers resource_exhausted (default: the tier's)")
     .option('--metric-interval-ms <ms>', "metric collection period in ms (default: the tier's)")
@@ -183,6 +188,7 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
         listen: flags.listen,
         trust: flags.trust.map((p) => resolve(ctx.cwd, p)),
         allowUnsigned: flags.allowUnsigned,
+        ...(flags.nodeKey !== undefined ? { nodeKeyPath: resolve(ctx.cwd, flags.nodeKey) } : {}),
         ...(flags.otlp !== undefined ? { otlpEndpoint: flags.otlp === 'none' ? null : flags.otlp } : {}),
         ...(token ? { token } : {}),
         ...(tls ? { tls } : {}),
@@ -206,6 +212,7 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
               tier: n.tier,
               pid: process.pid,
               restartedTasks: n.restartedTaskIds.length,
+              nodeKeyId: n.nodeKey.keyId,
             })}\n`,
           ),
       },

@@ -16,6 +16,7 @@ import {
   type TaskEvent,
   type TaskService,
   type TaskView,
+  type WatchSpec,
 } from '@vyr/api';
 import {
   type ArtifactStore,
@@ -35,6 +36,7 @@ import type {
   TaskStatus,
 } from '@vyr/runtime';
 import { type RestartedTask, StateError, type StateInstanceInfo, type StateKernel } from '@vyr/state';
+import { type ReceiptRecorder, receiptNotReady } from './receipts.js';
 
 /** What the node knows about an artifact without reading its blobs again. */
 interface ArtifactMeta {
@@ -55,6 +57,8 @@ export interface NodeLayersOptions {
   restartedTasks: readonly RestartedTask[];
   /** State results remembered for finished tasks; default 4,000. */
   maxRememberedResults?: number;
+  /** Signs and keeps every task's execution receipt; default: no receipts (GetTaskReceipt is unimplemented). */
+  receipts?: ReceiptRecorder;
 }
 
 /** The API's ports over the real layers, plus what the node needs for status. */
@@ -65,6 +69,8 @@ export interface NodeLayers {
   runtime: Runtime;
   /** Tasks known to the node now (live and retained finished ones). */
   retainedTaskCount(): number;
+  /** Resolves when every receipt being signed is stored (call after the runtime closed). */
+  flushReceipts(): Promise<void>;
   artifactCount(): Promise<number>;
 }
 
@@ -103,7 +109,7 @@ interface BindSession {
  * mounts to the task; the release hook records each slot's digest on the task.
  */
 export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
-  const { store, policy, kernel } = options;
+  const { store, policy, kernel, receipts } = options;
   const metas = new Map<string, ArtifactMeta>();
   const runtimeArtifacts = new Map<string, RuntimeArtifact>();
   const results = new Map<string, StateResultView[]>();
@@ -264,6 +270,7 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
         .filter((m) => refusedPaths.has(m.guestPath))
         .map((m) => m.slot);
       sessions.delete(ctx.taskId);
+      receipts?.noteBefore(ctx.taskId, kernel.mounts(ctx.taskId));
       const report = await context.with(ctx.traceContext, () =>
         kernel.releaseTask(ctx.taskId, { reason: ctx.status.reason ?? ctx.status.state, quotaRefusedSlots }),
       );
@@ -344,7 +351,7 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
 
   const tasks: TaskService = {
     async submit(spec: SubmitSpec): Promise<TaskView> {
-      const { slots } = await meta(spec.artifactDigest);
+      const { slots, view: artifactView } = await meta(spec.artifactDigest);
       const seen = new Set<string>();
       for (const b of spec.bindings) {
         if (seen.has(b.slot))
@@ -371,6 +378,22 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
         ...(spec.holdOutput ? { holdOutput: true } : {}),
       });
       recent.add(status.id);
+      if (receipts) {
+        // The draft is on disk before the task can run: a crash from here on still yields a receipt on restart.
+        receipts.draft({
+          status,
+          artifact: { name: artifactView.name, version: artifactView.version },
+          args: spec.args,
+          env: spec.env,
+          stdin: spec.stdin,
+          bindings: spec.bindings.map((b) => ({
+            slot: b.slot,
+            stateId: b.stateId,
+            access: b.access ?? slots.find((s) => s.name === b.slot)?.access ?? 'rw',
+          })),
+        });
+        receipts.track(status.id, runtime.wait(status.id), () => results.get(status.id) ?? []);
+      }
       try {
         // Registered now, not only when the hook runs after prepare, so a crash in between still reports it.
         kernel.registerTask(status.id, slots, { artifactDigest: spec.artifactDigest });
@@ -405,13 +428,18 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
       if (known) return known;
       throw notFound(taskId);
     },
-    watch(taskId: string, signal: AbortSignal): AsyncIterable<TaskEvent> {
+    watch(taskId: string, signal: AbortSignal, watchOptions?: WatchSpec): AsyncIterable<TaskEvent> {
+      const withReceipt = watchOptions?.includeReceipt === true && receipts !== undefined;
+      const receiptOf = async (id: string): Promise<{ receipt?: string }> => {
+        const receipt = withReceipt ? await receipts.receipt(id) : undefined;
+        return receipt !== undefined ? { receipt } : {};
+      };
       return (async function* () {
         const status = getStatus(taskId);
         if (!status) {
           const known = restarted.get(taskId);
           if (!known) throw notFound(taskId);
-          yield { type: 'status' as const, task: known };
+          yield { type: 'status' as const, task: known, ...(await receiptOf(taskId)) };
           return;
         }
         // The runtime replays what it retains (a finished task: its output, then its terminal status), says where this
@@ -419,8 +447,11 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
         // slowly), and paces the guest to the first watcher of a `holdOutput` task. This generator is pulled only as
         // fast as the transport writes (connect awaits each write), so a slow client is a slow watcher.
         for await (const ev of runtime.watch(taskId, { signal })) {
-          if (ev.type === 'status') yield { type: 'status' as const, task: view(ev.status) };
-          else if (ev.type === 'dropped') yield { type: 'dropped' as const, bytes: ev.bytes };
+          if (ev.type === 'status') {
+            // The terminal status is the last event: it carries the receipt when asked (signed right after it).
+            const receipt = TERMINAL.has(ev.status.state) ? await receiptOf(taskId) : {};
+            yield { type: 'status' as const, task: view(ev.status), ...receipt };
+          } else if (ev.type === 'dropped') yield { type: 'dropped' as const, bytes: ev.bytes };
           else yield { type: ev.type, data: ev.data };
         }
       })();
@@ -489,6 +520,27 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
       return view(runtime.get(taskId));
     },
   };
+
+  if (receipts) {
+    tasks.receipt = async (taskId: string) => {
+      const status = getStatus(taskId);
+      if (status && !TERMINAL.has(status.state)) throw receiptNotReady(taskId, status.state);
+      const receipt = await receipts.receipt(taskId);
+      if (receipt === undefined) {
+        if (status || restarted.has(taskId)) {
+          throw new ApiError(
+            'NOT_FOUND',
+            `task ${taskId} has no receipt on this node (it could not be signed; see the node log)`,
+            {
+              metadata: { taskId },
+            },
+          );
+        }
+        throw notFound(taskId);
+      }
+      return { receiptJson: receipt, keyId: receipts.keyId };
+    };
+  }
 
   function stateView(info: StateInstanceInfo): StateView {
     return {
@@ -630,6 +682,9 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
     states,
     artifacts,
     runtime,
+    async flushReceipts() {
+      await receipts?.flush();
+    },
     retainedTaskCount() {
       let n = 0;
       for (const id of recent) {

@@ -15,11 +15,14 @@ import {
 } from '@vyr/api';
 import { createStore, loadTrustPolicy, type TrustPolicy } from '@vyr/artifact';
 import type { ResourceMetrics, ResourceSpans } from '@vyr/proto/otlp';
+import { openReceiptStore, type ReceiptStore } from '@vyr/receipt';
 import { createRuntime } from '@vyr/runtime';
 import { type ConflictPolicy, createStateKernel, type StateKernel } from '@vyr/state';
 import { type Logger, silentLogger } from '@vyr/telemetry';
 import { NodeError } from './errors.js';
 import { createNodeLayers, type NodeLayers } from './layers.js';
+import { loadNodeKey, type NodeKey } from './node-key.js';
+import { completeRestartedDrafts, createReceiptRecorder, type ReceiptSigner } from './receipts.js';
 import { checkTlsPair, type DualServer, isLoopback, listenDual, parseListen } from './server.js';
 import { createNodeTelemetry, type NodeTelemetry } from './telemetry.js';
 import { TIERS, type Tier } from './tiers.js';
@@ -115,6 +118,11 @@ export interface NodeOptions {
    * chunk) before it is dropped as for any task, ms. Default 60,000.
    */
   outputHoldMs?: number;
+  /**
+   * PKCS#8 PEM ECDSA P-256 private key the node signs its execution receipts with (docs/receipts.md). Default:
+   * `DATA_DIR/node-key/vyr.key`, generated on first start (mode 0600).
+   */
+  nodeKeyPath?: string;
   /** Logger; default silent. */
   logger?: Logger;
 }
@@ -130,6 +138,8 @@ export interface VyrNode {
   readonly tier: Tier;
   /** Tasks that were live when the previous process died, now FAILED(NODE_RESTART). */
   readonly restartedTaskIds: readonly string[];
+  /** The node's receipt signing key: SPKI PEM and key id. */
+  readonly nodeKey: { publicKeyPem: string; keyId: string };
   /** Identity and counters, as GetNodeInfo reports them. */
   status(): Promise<NodeStatusView>;
   /**
@@ -262,6 +272,39 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
         tasks: recovery.failedTaskIds.length,
       });
     }
+    const nodeKey: NodeKey = await loadNodeKey(dataDir, options.nodeKeyPath);
+    let receiptStore: ReceiptStore;
+    try {
+      receiptStore = openReceiptStore({ path: join(dataDir, 'receipts.db') });
+    } catch (cause) {
+      throw new NodeError('DATA_DIR_UNUSABLE', (cause as Error).message, { cause });
+    }
+    cleanups.push(async () => receiptStore.close());
+    const signer: ReceiptSigner = { key: nodeKey, nodeId, tier, version: NODE_VERSION };
+    // Drafts left open by a crash: the tasks the kernel just marked FAILED(NODE_RESTART) get their signed receipts.
+    const restartedReceipts = await completeRestartedDrafts(
+      receiptStore,
+      signer,
+      (stateId) => {
+        try {
+          const info = kernel.get(stateId);
+          return {
+            ...(info.digest !== undefined ? { digest: info.digest } : {}),
+            bytes: info.bytes,
+            entries: info.entries,
+          };
+        } catch {
+          return undefined;
+        }
+      },
+      Date.now(),
+    );
+    if (restartedReceipts.length > 0) {
+      logger.warn('signed FAILED(NODE_RESTART) receipts for tasks live when the node stopped', {
+        tasks: restartedReceipts.length,
+      });
+    }
+    const receipts = createReceiptRecorder(receiptStore, signer, logger);
     const poolSize = options.poolSize ?? profile.poolSize;
     const maxQueueLength = options.maxQueueLength ?? profile.maxQueueLength;
     const layers: NodeLayers = createNodeLayers({
@@ -270,6 +313,7 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
       kernel,
       tempDir,
       restartedTasks: recovery.failedTasks,
+      receipts,
       createRuntime: (artifacts, hooks) =>
         createRuntime({
           artifacts,
@@ -311,6 +355,8 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
         stateConflictPolicy: conflictPolicy,
         outputHoldMs,
         pendingTimeoutMs,
+        nodePublicKeyPem: nodeKey.publicKeyPem,
+        nodeKeyId: nodeKey.keyId,
       };
     };
 
@@ -352,6 +398,7 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
       nodeId,
       tier,
       restartedTaskIds: recovery.failedTaskIds,
+      nodeKey: { publicKeyPem: nodeKey.publicKeyPem, keyId: nodeKey.keyId },
       status,
       stop() {
         stopping ??= (async () => {
@@ -359,10 +406,13 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
           // so watchers still receive each task's terminal status; then end the remaining streams (follow mode).
           const closing = server.close(3000);
           await runtime.close();
+          // The tasks the close ended get their receipts before the store closes.
+          await layers.flushReceipts();
           shutdown.abort(new Error('the node is shutting down'));
           await closing;
           await telemetry.shutdown();
           await kernel.close();
+          receiptStore.close();
           await rm(tempDir, { recursive: true, force: true });
           logger.info('node stopped', { nodeId });
         })();

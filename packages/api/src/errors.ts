@@ -24,6 +24,10 @@ export type ApiErrorCode =
   | 'UNAUTHENTICATED'
   /** The node is shutting down. */
   | 'SHUTTING_DOWN'
+  /** GetTaskReceipt of a task that has not ended: its receipt is signed when it ends. */
+  | 'RECEIPT_NOT_READY'
+  /** The node does not implement this RPC (e.g. a node without receipts). */
+  | 'UNIMPLEMENTED'
   /** An unexpected failure; the message says what happened. */
   | 'INTERNAL';
 
@@ -58,6 +62,8 @@ const API_CODES: Record<ApiErrorCode, Code> = {
   IDEMPOTENCY_MISMATCH: Code.FailedPrecondition,
   UNAUTHENTICATED: Code.Unauthenticated,
   SHUTTING_DOWN: Code.Unavailable,
+  RECEIPT_NOT_READY: Code.FailedPrecondition,
+  UNIMPLEMENTED: Code.Unimplemented,
   INTERNAL: Code.Internal,
 };
 

@@ -344,9 +344,14 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
       yield* mappedStream(
         (async function* () {
           const id = checkId(req.taskId, 'task_id', 'task');
-          for await (const ev of deps.tasks.watch(id, ctx.signal)) {
-            if (ev.type === 'status') yield { event: { case: 'task' as const, value: taskToProto(ev.task) } };
-            else if (ev.type === 'stdout') yield { event: { case: 'stdout' as const, value: ev.data } };
+          const options = req.includeReceipt ? { includeReceipt: true } : undefined;
+          for await (const ev of deps.tasks.watch(id, ctx.signal, options)) {
+            if (ev.type === 'status') {
+              yield {
+                event: { case: 'task' as const, value: taskToProto(ev.task) },
+                ...(ev.receipt !== undefined ? { receiptJson: ev.receipt } : {}),
+              };
+            } else if (ev.type === 'stdout') yield { event: { case: 'stdout' as const, value: ev.data } };
             else if (ev.type === 'stderr') yield { event: { case: 'stderr' as const, value: ev.data } };
             else yield { event: { case: 'dropped' as const, value: BigInt(ev.bytes) } };
           }
@@ -520,6 +525,15 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
       );
     },
 
+    async getTaskReceipt(req) {
+      return mapped(async () => {
+        const id = checkId(req.taskId, 'task_id', 'task');
+        if (!deps.tasks.receipt) throw new ApiError('UNIMPLEMENTED', 'this node signs no execution receipts');
+        const { receiptJson, keyId } = await deps.tasks.receipt(id);
+        return { receiptJson, nodeKeyId: keyId };
+      });
+    },
+
     async getNodeInfo() {
       return mapped(async () => {
         const s = await deps.status();
@@ -555,6 +569,8 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
           }),
           outputHoldMs: BigInt(s.outputHoldMs),
           pendingTimeoutMs: BigInt(s.pendingTimeoutMs),
+          nodePublicKey: s.nodePublicKeyPem ?? '',
+          nodeKeyId: s.nodeKeyId ?? '',
         };
       });
     },

@@ -45,4 +45,5 @@ export type {
   TaskStatusName,
   TaskView,
   TelemetryHealthView,
+  WatchSpec,
 } from './ports.js';

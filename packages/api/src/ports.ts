@@ -87,11 +87,18 @@ export interface SubmitSpec {
 
 /** One event of a watched task: a status change, a chunk of output, or a gap in the output. */
 export type TaskEvent =
-  | { type: 'status'; task: TaskView }
+  /** `receipt`: on the terminal status only, when the watch asked for it (the task's signed receipt, bundle JSON). */
+  | { type: 'status'; task: TaskView; receipt?: string }
   | { type: 'stdout'; data: Uint8Array }
   | { type: 'stderr'; data: Uint8Array }
   /** `bytes` of output this watcher missed at this point of the stream (it read too slowly or attached late). */
   | { type: 'dropped'; bytes: number };
+
+/** Options of {@link TaskService.watch}. */
+export interface WatchSpec {
+  /** Put the task's receipt on the terminal status event. Default false. */
+  includeReceipt?: boolean;
+}
 
 /** Task operations. Errors are thrown as the layers' coded errors; the API maps them. */
 export interface TaskService {
@@ -106,7 +113,13 @@ export interface TaskService {
    * last event is the terminal status; a `dropped` event wherever this watcher missed output. Ends early when
    * `signal` aborts.
    */
-  watch(taskId: string, signal: AbortSignal): AsyncIterable<TaskEvent>;
+  watch(taskId: string, signal: AbortSignal, options?: WatchSpec): AsyncIterable<TaskEvent>;
+  /**
+   * The signed execution receipt of an ended task (Sigstore bundle JSON, docs/receipts.md) and the key id that
+   * signed it. Optional: a node without receipts leaves it out and GetTaskReceipt answers UNIMPLEMENTED.
+   * @throws a coded NOT_FOUND error for unknown ids, ApiError RECEIPT_NOT_READY while the task has not ended.
+   */
+  receipt?(taskId: string): Promise<{ receiptJson: string; keyId: string }>;
   /** Binds a state instance to a declared slot of a PENDING task; returns the task after binding. */
   bind(taskId: string, binding: BindingSpec): Promise<TaskView>;
 }
@@ -200,4 +213,8 @@ export interface NodeStatusView {
   outputHoldMs: number;
   /** How long a PENDING task waits for its state bindings, ms. */
   pendingTimeoutMs: number;
+  /** The node's receipt signing key, SPKI PEM; empty when the node signs no receipts. */
+  nodePublicKeyPem?: string;
+  /** Key id (hex SHA-256 of the SPKI DER) of that key. */
+  nodeKeyId?: string;
 }

@@ -488,29 +488,114 @@ export interface ReadArtifactOptions {
    * differs from every bundle already inside the layout.
    */
   bundlePaths?: readonly string[];
+  /**
+   * Which manifest of the layout to read when it holds more than one VYR artifact: a manifest digest
+   * (`sha256:…`) or an `org.opencontainers.image.ref.name` (`hello:1.0.0`, the tag skopeo and oras write).
+   * Default: the layout's only VYR artifact.
+   */
+  ref?: string;
 }
 
 /**
- * Reads the one artifact of a layout (directory, `.tar`, or tar bytes), re-hashing every blob, and collects its
+ * Reads one artifact of a layout (directory, `.tar`, or tar bytes), re-hashing every blob, and collects its
  * signatures (referrers in the layout plus the detached bundle). Checks integrity, not trust: see
  * `verifyArtifact`.
  *
- * `index.json` is not signed, so it may say nothing of its own: it must be exactly the index VYR writes for the
- * verified manifest and referrers (see {@link assertCanonicalIndex}).
+ * Any spec-valid OCI image layout is read, whichever tool wrote it (VYR, skopeo, oras, crane): `index.json` is not
+ * signed, so it only *locates* the manifest (see {@link selectArtifactDescriptor}); everything acted on comes from
+ * blobs re-hashed against the manifest digest, and trust rests on that digest and the bundles.
  *
- * @throws ArtifactError `NOT_FOUND`, `MALFORMED_LAYOUT`, `UNSUPPORTED_MEDIA_TYPE`, `CONTAINER_IMAGE`,
- * `BLOB_MISSING`, `MANIFEST_TAMPERED`, `CONFIG_TAMPERED`, `BLOB_DIGEST_MISMATCH`, `INVALID_MANIFEST`.
+ * @throws ArtifactError `NOT_FOUND`, `INVALID_ARGUMENT` (several artifacts and no `ref`), `MALFORMED_LAYOUT`,
+ * `UNSUPPORTED_MEDIA_TYPE`, `CONTAINER_IMAGE`, `BLOB_MISSING`, `MANIFEST_TAMPERED`, `CONFIG_TAMPERED`,
+ * `BLOB_DIGEST_MISMATCH`, `INVALID_MANIFEST`.
  */
 export async function readArtifact(
   source: string | Uint8Array,
   options: ReadArtifactOptions = {},
 ): Promise<LoadedArtifact> {
   const reader = await openLayout(source);
-  const descriptor = findArtifactDescriptor(reader);
+  const descriptor = await selectArtifactDescriptor(reader, options.ref);
   const artifact = await loadArtifact(reader, descriptor);
-  await assertCanonicalIndex(reader);
   await attachDetachedBundles(artifact, source, options.bundlePaths);
   return artifact;
+}
+
+/** What a manifest listed in a layout's index is, as far as VYR cares. */
+type ListedKind = 'artifact' | 'signature' | 'container-image' | 'index' | 'other';
+
+/**
+ * Classifies an index entry. The descriptor's `mediaType`/`artifactType` are used when they say enough (VYR's own
+ * indexes, and other tools that copy `artifactType`); otherwise the manifest blob is read and re-hashed (skopeo
+ * drops `artifactType` from the index, image-spec 1.1 makes it optional there).
+ */
+async function classifyListed(reader: LayoutReader, d: Descriptor): Promise<ListedKind> {
+  if (d.mediaType === MediaType.dockerManifest || d.mediaType === MediaType.dockerManifestList) {
+    return 'container-image';
+  }
+  if (d.mediaType === MediaType.ociIndex) return 'index';
+  if (d.mediaType !== MediaType.ociManifest) return 'other';
+  if (d.artifactType === MediaType.wasmConfig) return 'artifact';
+  if (d.artifactType === MediaType.sigstoreBundle) return 'signature';
+  if (d.artifactType !== undefined) return 'other';
+  const bytes = await readBlobChecked(reader, d, 'manifest', 'manifest');
+  const m = parseJson(bytes, `manifest ${d.digest}`) as {
+    artifactType?: unknown;
+    config?: { mediaType?: unknown };
+  } | null;
+  if (typeof m !== 'object' || m === null) return 'other';
+  const type = m.artifactType ?? m.config?.mediaType;
+  if (type === MediaType.wasmConfig) return 'artifact';
+  if (type === MediaType.sigstoreBundle) return 'signature';
+  if (m.config?.mediaType === MediaType.ociImageConfig) return 'container-image';
+  return 'other';
+}
+
+/**
+ * Chooses the artifact manifest of a layout written by any tool. With `ref`, the entry whose digest or
+ * `org.opencontainers.image.ref.name` it is; without, the one VYR artifact the layout lists. Entries that are not
+ * VYR artifacts (signature referrers, other tools' manifests, the same manifest under several tags) are skipped;
+ * a layout with no VYR artifact but a container image is refused as one.
+ *
+ * @throws ArtifactError `NOT_FOUND` (no entry matches `ref`), `INVALID_ARGUMENT` (several artifacts, no `ref`),
+ * `CONTAINER_IMAGE`, `UNSUPPORTED_MEDIA_TYPE`, `MALFORMED_LAYOUT`; the integrity codes of manifests read.
+ */
+export async function selectArtifactDescriptor(reader: LayoutReader, ref?: string): Promise<Descriptor> {
+  const listed = reader.index.manifests.filter(
+    (d) => ref === undefined || (isDigest(ref) ? d.digest === ref : d.annotations?.[REF_NAME] === ref),
+  );
+  if (ref !== undefined && listed.length === 0) {
+    const names = reader.index.manifests.map((d) => d.annotations?.[REF_NAME]).filter((n) => n !== undefined);
+    throw new ArtifactError(
+      'NOT_FOUND',
+      `${reader.path} lists no manifest ${isDigest(ref) ? 'with digest' : 'tagged'} ${ref}${names.length > 0 ? ` (its tags: ${[...new Set(names)].join(', ')})` : ''}`,
+    );
+  }
+  const artifacts = new Map<Digest, Descriptor>();
+  const kinds = new Set<ListedKind>();
+  for (const d of listed) {
+    const kind = await classifyListed(reader, d);
+    kinds.add(kind);
+    if (kind === 'artifact' && !artifacts.has(d.digest)) artifacts.set(d.digest, d);
+  }
+  if (artifacts.size === 1) return [...artifacts.values()][0]!;
+  if (artifacts.size > 1) {
+    const refs = [...artifacts.values()].map((d) => d.annotations?.[REF_NAME] ?? d.digest);
+    throw new ArtifactError(
+      'INVALID_ARGUMENT',
+      `${reader.path} holds ${artifacts.size} VYR artifacts (${refs.join(', ')}); choose one with --ref NAME or --ref sha256:DIGEST`,
+    );
+  }
+  if (kinds.has('container-image')) throw containerImageError(reader.path);
+  if (kinds.has('index')) {
+    throw new ArtifactError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `${reader.path}: nested image indexes (multi-platform images) are not supported; a VYR artifact is one Wasm manifest`,
+    );
+  }
+  throw new ArtifactError(
+    'MALFORMED_LAYOUT',
+    `${reader.path} lists no VYR artifact (a manifest with config ${MediaType.wasmConfig})${ref === undefined ? '' : ` under ${ref}`}; pack one with \`vyr pack\``,
+  );
 }
 
 /**
@@ -631,8 +716,15 @@ export async function loadArtifactWithBlobs(
 /** Reads the signature referrers of `subject` listed in the layout's index (each blob re-hashed). */
 export async function loadReferrerBundles(reader: LayoutReader, subject: Digest): Promise<AttachedBundle[]> {
   const bundles: AttachedBundle[] = [];
+  const seen = new Set<Digest>();
   for (const d of reader.index.manifests) {
-    if (d.artifactType !== MediaType.sigstoreBundle) continue;
+    if (d.digest === subject || seen.has(d.digest)) continue;
+    // Other tools may list a referrer without artifactType (skopeo drops it): read those to see what they are.
+    if (d.artifactType === undefined && d.mediaType === MediaType.ociManifest) {
+      if ((await classifyListed(reader, d)) !== 'signature') continue;
+    } else if (d.artifactType !== MediaType.sigstoreBundle) continue;
+    seen.add(d.digest);
+    // The hint only ever skips a referrer (its hashed subject is checked below): it cannot add a signature.
     const hinted = d.annotations?.[SUBJECT_ANNOTATION];
     if (hinted !== undefined && hinted !== subject) continue;
     const { bundleDesc, configDesc, subjectDigest } = await readReferrer(reader, d);

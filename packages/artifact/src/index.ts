@@ -10,6 +10,7 @@ export {
 } from './artifact.js';
 export { isDigest, parseDigest, sha256Digest } from './digest.js';
 export { ArtifactError, type ArtifactErrorCode, isArtifactError, VERIFICATION_CODES } from './errors.js';
+export { type ExportedArtifact, exportArtifactTar } from './export.js';
 export { type ArtifactInspection, inspectArtifact } from './inspect.js';
 export {
   generateKeyPair,

@@ -84,6 +84,8 @@ async function readOptional(path: string): Promise<Uint8Array | undefined> {
 }
 
 const BLOB_ENTRY = /^(?:\.\/)?blobs\/sha256\/([0-9a-f]{64})$/;
+/** Blobs under another algorithm (image-layout "blobs": `blobs/<alg>/<encoded>`): allowed, never read. */
+const OTHER_BLOB_ENTRY = /^(?:\.\/)?blobs\/[a-z0-9]+(?:[+._-][a-z0-9]+)*\/[a-zA-Z0-9=_-]+$/;
 
 /**
  * Checks the framing of a tar archive strictly, before any parser sees it: every header's checksum (and the
@@ -212,7 +214,7 @@ async function openTarBytes(bytes: Uint8Array, label: string): Promise<LayoutRea
     throw new ArtifactError('MALFORMED_LAYOUT', `${label} is not a tar archive of an OCI layout (no entries found)`);
   }
   for (const name of files.keys()) {
-    if (name !== 'oci-layout' && name !== 'index.json' && !BLOB_ENTRY.test(name)) {
+    if (name !== 'oci-layout' && name !== 'index.json' && !BLOB_ENTRY.test(name) && !OTHER_BLOB_ENTRY.test(name)) {
       // A container image saved by `docker save` has manifest.json and per-layer tarballs.
       if (name === 'manifest.json' || name === 'repositories') throw containerImageError(label);
       problems.push(`unexpected entry ${name}`);

@@ -2,18 +2,17 @@ import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   artifactDescriptors,
-  assertCanonicalIndex,
   attachDetachedBundles,
   buildReferrer,
   canonicalIndexOrder,
   EMPTY_JSON_BLOB,
-  findArtifactDescriptor,
   loadArtifact,
   loadArtifactWithBlobs,
   readArtifactMetadata,
   readReferrer,
   STORE_ANNOTATION,
   SUBJECT_ANNOTATION,
+  selectArtifactDescriptor,
 } from './artifact.js';
 import { digestHex, parseDigest, sha256Digest } from './digest.js';
 import { ArtifactError, isArtifactError } from './errors.js';
@@ -138,8 +137,10 @@ export function createStore(options: StoreOptions): ArtifactStore {
   ): Promise<StoredArtifact> {
     // Read and re-hash everything before taking the lock: a bad input never touches the store.
     const sourceReader = await openLayout(source);
-    const loaded = await loadArtifactWithBlobs(sourceReader, findArtifactDescriptor(sourceReader));
-    await assertCanonicalIndex(sourceReader);
+    const loaded = await loadArtifactWithBlobs(
+      sourceReader,
+      await selectArtifactDescriptor(sourceReader, importOptions.ref),
+    );
     const artifact = loaded.artifact;
     await attachDetachedBundles(artifact, source, importOptions.bundlePaths);
     const newBlobs = new Map<Digest, Uint8Array>(loaded.blobs);

@@ -204,6 +204,11 @@ export interface ImportOptions {
   /** Extra detached bundles (`.sigstore.json` paths) to store with the artifact. Default: the file beside the
    * artifact (`ARTIFACT.sigstore.json`) when it exists. */
   bundlePaths?: readonly string[];
+  /**
+   * Which artifact of a layout holding several to import: a manifest digest or an
+   * `org.opencontainers.image.ref.name`. Default: the layout's only VYR artifact.
+   */
+  ref?: string;
 }
 
 /** What garbage collection removed. */

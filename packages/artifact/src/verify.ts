@@ -137,6 +137,8 @@ export function parseBundle(json: string, where = 'bundle'): ParsedBundle {
 export interface VerifyOptions {
   /** Detached bundle files to check in addition to the layout's. Default: `ARTIFACT.sigstore.json` if present. */
   bundlePaths?: readonly string[];
+  /** Which artifact of a layout holding several (digest or ref name); see `ReadArtifactOptions.ref`. */
+  ref?: string;
 }
 
 /**
@@ -163,7 +165,10 @@ export async function verifyArtifact(
 ): Promise<VerificationResult> {
   const artifact =
     typeof source === 'string'
-      ? await readArtifact(source, options.bundlePaths ? { bundlePaths: options.bundlePaths } : {})
+      ? await readArtifact(source, {
+          ...(options.bundlePaths === undefined ? {} : { bundlePaths: options.bundlePaths }),
+          ...(options.ref === undefined ? {} : { ref: options.ref }),
+        })
       : source;
   return verifyLoaded(artifact, policy);
 }

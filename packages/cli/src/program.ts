@@ -3,6 +3,7 @@ import { registerCommands } from './commands/index.js';
 import type { CliContext, OutputOptions } from './context.js';
 import { toCliError } from './errors.js';
 import { ExitCode } from './exit-codes.js';
+import { outOfScope } from './non-goals.js';
 
 /** Version printed by `vyr --version`. */
 export const CLI_VERSION = '0.1.0';
@@ -72,6 +73,8 @@ export async function runCli(argv: readonly string[], options: ProgramOptions): 
     }
   }
   try {
+    const refused = outOfScope(argv);
+    if (refused !== undefined) throw refused;
     await program.parseAsync([...argv], { from: 'user' });
     return exitCode;
   } catch (err) {

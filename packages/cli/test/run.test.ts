@@ -1,11 +1,19 @@
+import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { createNodeClient } from '@vyr/api/client';
 import { ExitCode } from '@vyr/cli';
 import { TaskStatus } from '@vyr/proto';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCliFixtures, type CliFixtures, type NodeChild, startNodeChild, vyr } from './api-helpers.js';
+
+const execFileAsync = promisify(execFile);
+const hasSkopeo = await execFileAsync('skopeo', ['--version']).then(
+  () => true,
+  () => false,
+);
 
 describe('vyr import / run / cancel / task get against a node', () => {
   let fx: CliFixtures;
@@ -37,6 +45,26 @@ describe('vyr import / run / cancel / task get against a node', () => {
       expect.arrayContaining([fx.helloDir.digest, fx.tars.hello?.digest]),
     );
   });
+
+  it.skipIf(!hasSkopeo)(
+    'imports and runs a skopeo copy (directory and oci-archive .tar) with the detached bundle (skipped without skopeo)',
+    async () => {
+      const hello = fx.helloDir;
+      const copy = join(fx.dir, 'skopeo-copy');
+      const archive = join(fx.dir, 'skopeo-copy.tar');
+      await execFileAsync('skopeo', ['copy', '--quiet', `oci:${hello.path}:hello-dir:1.0.0`, `oci:${copy}:copied`]);
+      await execFileAsync('skopeo', ['copy', '--quiet', `oci:${hello.path}:hello-dir:1.0.0`, `oci-archive:${archive}`]);
+      const bundle = `${hello.path}.sigstore.json`;
+      // skopeo copies the image, not its signature referrer: without the bundle the node has nothing to trust.
+      expect((await run('verify', copy, '--trust', fx.pub)).stderr).toContain('vyr: UNSIGNED');
+      expect((await run('verify', copy, '--trust', fx.pub, '--bundle', bundle)).code).toBe(0);
+      const imported = await run('import', copy, '--bundle', bundle);
+      expect(imported).toMatchObject({ code: 0 });
+      expect(imported.stdout).toContain(hello.digest);
+      expect(await run('run', archive, '--bundle', bundle)).toMatchObject({ code: 0, stdout: 'hello from vyr\n' });
+      expect(await run('run', copy, '--ref', 'copied', '--bundle', bundle)).toMatchObject({ code: 0 });
+    },
+  );
 
   it('runs an artifact path: imports it, streams its output and exits with its exit code', async () => {
     const hello = await run('run', fx.tars.hello?.path as string);

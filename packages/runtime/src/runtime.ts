@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, type Hash, randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { isAbsolute, posix } from 'node:path';
 import {
@@ -115,6 +115,8 @@ interface TaskRecord {
   /** Worker timestamps of instantiate and run start (the `running` message), for tasks stopped before `done`. */
   runningAt?: { instantiateStart: number; runStart: number };
   output: OutputChunk[];
+  /** SHA-256 of everything the guest wrote to stdout / stderr (finished into `status.stdoutDigest` at the end). */
+  outputHash: { 1: Hash; 2: Hash };
   retainedBytes: number;
   watchers: Set<Watcher>;
   done: Promise<TaskStatus>;
@@ -495,6 +497,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       stdinAbort: new AbortController(),
       bindAbort: new AbortController(),
       output: [],
+      outputHash: { 1: createHash('sha256'), 2: createHash('sha256') },
       retainedBytes: 0,
       hold: request.holdOutput === true ? 'waiting' : 'none',
       heldCredit: 0,
@@ -747,6 +750,7 @@ export function createRuntime(options: RuntimeOptions): Runtime {
   function onOutput(record: TaskRecord, fd: 1 | 2, data: Uint8Array): void {
     if (fd === 1) record.status.stdoutBytes += data.length;
     else record.status.stderrBytes += data.length;
+    if (!record.ending) record.outputHash[fd].update(data);
     record.output.push({ fd, data });
     record.retainedBytes += data.length;
     trimRetained(record);
@@ -866,6 +870,9 @@ export function createRuntime(options: RuntimeOptions): Runtime {
       ...(detail.exitCode !== undefined ? { exitCode: detail.exitCode } : {}),
     };
     const endedAt = Date.now();
+    // Nothing the guest writes is taken after this point (its worker is gone): the digests cover all of its output.
+    record.status.stdoutDigest = `sha256:${record.outputHash[1].digest('hex')}`;
+    record.status.stderrDigest = `sha256:${record.outputHash[2].digest('hex')}`;
     if (hooks.release) {
       try {
         await withSpan(SpanNames.stateRelease, { parent: record.rootContext, tracer }, async (span) => {

@@ -246,6 +246,12 @@ export interface TaskStatus {
   /** Total bytes the guest wrote to stdout / stderr. */
   stdoutBytes: number;
   stderrBytes: number;
+  /**
+   * `sha256:<hex>` of everything the guest wrote to stdout / stderr (all of it, also what was not retained or what
+   * watchers missed); set once the task has ended, before the `release` hook runs. For execution receipts.
+   */
+  stdoutDigest?: string;
+  stderrDigest?: string;
   /** Output bytes not retained because the retention buffer was full (oldest dropped first). */
   droppedOutputBytes: number;
   /**

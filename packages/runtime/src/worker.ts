@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import * as shim from '@bytecodealliance/preview2-shim';
 import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
+import { correctPreview1, type MemoryRef } from './preview1.js';
 import type { DoneMessage, QuotaEvent, RunningMessage, RunRequest, WorkerMount, WorkerOutcome } from './protocol.js';
 import { StdinReader } from './stdin.js';
 import { GROW_FAILED_EXPORT, MEMORY_IMPORT_FIELD, MEMORY_IMPORT_MODULE } from './wasm-memory.js';
@@ -37,7 +38,7 @@ type Pollable = object;
 // Loose shapes of the shim's classes: the shim ships JS with partial typings.
 type ShimClass = { prototype: Record<string | symbol, unknown> } & (new () => object);
 interface Filesystem {
-  types: { Descriptor: ShimClass };
+  types: { Descriptor: ShimClass; DirectoryEntryStream?: ShimClass };
 }
 interface IoModule {
   streams: { InputStream: ShimClass; OutputStream: ShimClass };
@@ -275,8 +276,119 @@ function readOnlyGuard(name: string): void {
   );
 }
 
+/**
+ * Arguments of each `descriptor` method that are guest paths (wasi:filesystem/types). A path with a NUL byte cannot
+ * name a file on any host: the guest gets `invalid` (EINVAL, what wasmtime answers) before the shim builds a host
+ * path from it (Node would throw an exception quoting that host path).
+ */
+const PATH_ARGS: Record<string, number[]> = {
+  createDirectoryAt: [0],
+  statAt: [1],
+  setTimesAt: [1],
+  linkAt: [1, 3],
+  openAt: [1],
+  readlinkAt: [0],
+  removeDirectoryAt: [0],
+  renameAt: [0, 2],
+  symlinkAt: [0, 1],
+  unlinkFileAt: [0],
+  metadataHashAt: [1],
+};
+
+/**
+ * Every `descriptor` method returns `result<_, error-code>`: an exception that is not an error code (the shim
+ * rethrows Node errors it does not map, whose messages hold host paths) would trap the task with that message.
+ * It becomes `io` (EIO) instead; the guest's call fails, the task and the host path stay private.
+ */
+function errorCodeOnly(proto: Record<string | symbol, unknown>): void {
+  for (const name of Object.getOwnPropertyNames(proto)) {
+    if (name === 'constructor' || typeof proto[name] !== 'function') continue;
+    const pathArgs = PATH_ARGS[name] ?? [];
+    wrap(
+      proto,
+      name,
+      (orig) =>
+        function (this: object, ...args: never[]) {
+          for (const i of pathArgs) {
+            if (typeof args[i] === 'string' && (args[i] as string).includes('\0')) throw 'invalid';
+          }
+          try {
+            return orig.apply(this, args);
+          } catch (err) {
+            if (typeof err === 'string') throw err;
+            throw 'io';
+          }
+        },
+    );
+  }
+}
+
+/** A wasi:clocks datetime for "now". */
+function nowDatetime(): { seconds: bigint; nanoseconds: number } {
+  const ns = BigInt(Date.now()) * 1_000_000n;
+  return { seconds: ns / 1_000_000_000n, nanoseconds: Number(ns % 1_000_000_000n) };
+}
+
+type NewTimestamp = { tag: 'no-change' } | { tag: 'now' } | { tag: 'timestamp'; val: Datetime };
+type Datetime = { seconds: bigint; nanoseconds: number };
+
+/**
+ * `set-times` / `set-times-at` as wasi:filesystem specifies them. The shim (0.26.1) gets three things wrong, each
+ * seen with third-party programs: `no-change` reads the times of the *directory* (`set-times-at`; on a preopen
+ * that fails with `invalid`), `now` is computed in seconds where milliseconds are expected (times land in 1970),
+ * and `set-times` hands `futimes` milliseconds where it takes seconds (times land in the year 58000). Here
+ * `no-change` keeps the file's own time (read with the same symlink rule), `now` is the wall clock, and both calls
+ * reach the shim with explicit timestamps, scaled for `set-times`. Node sets times through a double of seconds,
+ * so digits below ~1 µs are rounded (WASI lets a filesystem keep coarser times than it was given).
+ */
+function installTimeFixes(proto: Record<string | symbol, unknown>): void {
+  const resolve = (value: NewTimestamp, current: () => Datetime): Datetime => {
+    if (value.tag === 'timestamp') return value.val;
+    if (value.tag === 'now') return nowDatetime();
+    return current();
+  };
+  const explicit = (val: Datetime): NewTimestamp => ({ tag: 'timestamp', val });
+  wrap(
+    proto,
+    'setTimesAt',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const [flags, path, atime, mtime] = args as unknown as [object, string, NewTimestamp, NewTimestamp];
+        let stat: { dataAccessTimestamp: Datetime; dataModificationTimestamp: Datetime } | undefined;
+        const current = () =>
+          (stat ??= (this as { statAt(f: object, p: string): NonNullable<typeof stat> }).statAt(flags, path));
+        const a = resolve(atime, () => current().dataAccessTimestamp);
+        const m = resolve(mtime, () => current().dataModificationTimestamp);
+        return orig.call(this, ...([flags, path, explicit(a), explicit(m)] as never[]));
+      },
+  );
+  // The shim passes timestampToMs(t) to futimes, which reads it as seconds: hand it t / 1000, as a datetime whose
+  // "milliseconds" are the seconds wanted (nanoseconds may be fractional there; the shim only divides them).
+  const asShimSeconds = (t: Datetime): NewTimestamp => {
+    const seconds = t.seconds / 1000n;
+    const rest = Number(t.seconds % 1000n);
+    return { tag: 'timestamp', val: { seconds, nanoseconds: rest * 1_000_000 + t.nanoseconds / 1000 } };
+  };
+  wrap(
+    proto,
+    'setTimes',
+    (orig) =>
+      function (this: object, ...args: never[]) {
+        const [atime, mtime] = args as unknown as [NewTimestamp, NewTimestamp];
+        let stat: { dataAccessTimestamp: Datetime; dataModificationTimestamp: Datetime } | undefined;
+        const current = () => (stat ??= (this as { stat(): NonNullable<typeof stat> }).stat());
+        const a = resolve(atime, () => current().dataAccessTimestamp);
+        const m = resolve(mtime, () => current().dataModificationTimestamp);
+        return orig.call(this, ...([asShimSeconds(a), asShimSeconds(m)] as never[]));
+      },
+  );
+}
+
 function installFilesystemGuards(): void {
   const proto = filesystem.types.Descriptor.prototype;
+  installTimeFixes(proto);
+  errorCodeOnly(proto);
+  if (filesystem.types.DirectoryEntryStream) errorCodeOnly(filesystem.types.DirectoryEntryStream.prototype);
   wrap(
     proto,
     'openAt',
@@ -625,6 +737,26 @@ function describe(err: unknown): string {
   return String(err);
 }
 
+/**
+ * A message the task's status carries, with every host path of the task's mounts replaced by its guest path: the
+ * node's layout (data dir, state instance ids) is not the guest's or the client's business.
+ */
+function redactHostPaths(message: string, mounts: WorkerMount[]): string {
+  let out = message;
+  // Longest first, so a mount nested in another is replaced by its own guest path.
+  for (const m of [...mounts].sort((a, b) => b.hostPath.length - a.hostPath.length)) {
+    const host = m.hostPath.endsWith('/') && m.hostPath.length > 1 ? m.hostPath.slice(0, -1) : m.hostPath;
+    if (host === '/' || host === '') continue;
+    out = out.split(host).join(m.guestPath === '/' ? '' : m.guestPath);
+  }
+  return out;
+}
+
+function redactOutcome(outcome: WorkerOutcome, mounts: WorkerMount[]): WorkerOutcome {
+  if (!('message' in outcome) || typeof outcome.message !== 'string') return outcome;
+  return { ...outcome, message: redactHostPaths(outcome.message, mounts) };
+}
+
 async function runTask(req: RunRequest): Promise<DoneMessage> {
   const ctx: TaskContext = { taskId: req.taskId, stdin: new StdinReader(req.stdin), quotaEvents: [] };
   current = ctx;
@@ -655,20 +787,25 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
       finalImports = { ...finalImports, [MEMORY_IMPORT_MODULE]: { [MEMORY_IMPORT_FIELD]: memory } };
     }
     const p1 = finalImports.wasi_snapshot_preview1 as Record<string, unknown> | undefined;
-    if (p1?.proc_exit) {
-      // The preview1 adapter folds every non-zero proc_exit code into exit(err) = 1; catching the call at the
-      // module boundary keeps the exact code (wasmtime does the same for core modules).
-      finalImports = {
-        ...finalImports,
-        wasi_snapshot_preview1: {
-          ...p1,
-          proc_exit: (code: number) => {
-            throw new ExitSignal(code >>> 0);
-          },
-        },
-      };
+    /** The P1 main module's memory, for the calls the host answers itself (preview1.ts). */
+    const p1Memory: MemoryRef = {};
+    if (p1) {
+      const corrected = correctPreview1(p1, p1Memory, req.args, req.env, req.mounts.length);
+      if (p1.proc_exit) {
+        // The preview1 adapter folds every non-zero proc_exit code into exit(err) = 1; catching the call at the
+        // module boundary keeps the exact code (wasmtime does the same for core modules).
+        corrected.proc_exit = (code: number) => {
+          throw new ExitSignal(code >>> 0);
+        };
+      }
+      finalImports = { ...finalImports, wasi_snapshot_preview1: corrected };
     }
     const instance = new WebAssembly.Instance(module, finalImports);
+    if (p1) {
+      p1Memory.memory = Object.values(instance.exports).find((v) => v instanceof WebAssembly.Memory) as
+        | WebAssembly.Memory
+        | undefined;
+    }
     const probe = instance.exports[GROW_FAILED_EXPORT] as { value: bigint } | undefined;
     if (probe) growProbes.push(probe);
     for (const value of Object.values(instance.exports)) {
@@ -749,7 +886,7 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
   return {
     type: 'done',
     taskId: req.taskId,
-    outcome,
+    outcome: redactOutcome(outcome, req.mounts),
     memoryBytes: memoryBytes(),
     quotaEvents: ctx.quotaEvents,
     instantiateStart,
@@ -767,7 +904,7 @@ port.on('message', (msg: RunRequest) => {
       port.postMessage({
         type: 'done',
         taskId: msg.taskId,
-        outcome: { kind: 'trap', message: `host failure: ${describe(err)}` },
+        outcome: { kind: 'trap', message: redactHostPaths(`host failure: ${describe(err)}`, msg.mounts) },
         memoryBytes: 0,
         quotaEvents: [],
         instantiateStart: now(),

@@ -929,6 +929,8 @@ class Kernel implements StateKernel {
       taskId: task.row.taskId,
       slot: slot.name,
       access,
+      // Read before an rw grant clears it below.
+      ...(inst.row.digest !== undefined ? { digestBefore: inst.row.digest } : {}),
     };
     const binding: BindingRow = {
       instanceId: inst.row.id,

@@ -180,6 +180,11 @@ export interface StateMount {
   taskId: string;
   slot: string;
   access: StateAccess;
+  /**
+   * The instance's content digest when the binding was granted (the digest recorded at its creation or last
+   * release), for execution receipts; absent when the kernel had no measurement.
+   */
+  digestBefore?: StateDigest;
 }
 
 /** The outcome of releasing one instance at task end. */

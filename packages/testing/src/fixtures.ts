@@ -25,6 +25,9 @@ export const FIXTURES_DIR = fileURLToPath(new URL('../fixtures/', import.meta.ur
  *   (prints `escape refused\n`; exit 3 if the escape worked, exit 2 when there is no preopen).
  * - `bad-import`: imports `env::host_call` (pack refuses: UNSUPPORTED_IMPORTS).
  * - `reactor`: no `_start` (pack refuses: UNSUPPORTED_WORLD).
+ * - `claim-memory`: an allocator that claims all memory up to `memory.size` at its first allocation (as
+ *   AssemblyScript's does), no `cabi_realloc`; reads env and args with *_sizes_get / *_get into its heap and prints
+ *   the arguments, then `KEY=VALUE` lines.
  */
 export const WAT_FIXTURES = [
   'hello',
@@ -39,6 +42,7 @@ export const WAT_FIXTURES = [
   'fs',
   'bad-import',
   'reactor',
+  'claim-memory',
 ] as const;
 
 /** Name of a WAT fixture. */
@@ -53,10 +57,13 @@ export type WatFixtureName = (typeof WAT_FIXTURES)[number];
  * - `wasi-conformance`: exercises args, environ, clocks, random, stdio and files in the preopen at `/data`
  *   (open/read/write/seek/readdir/rename/unlink/mkdir/stat/symlink) and checks escapes are refused; prints one
  *   `ok <check>` or `FAIL <check>: …` line per check and exits with the number of failures.
+ * - `wasi-regressions`: P1 calls that once trapped or answered wrongly (NUL bytes in paths, set-times with and
+ *   without SYMLINK_FOLLOW, stat of a symlink, fd_write to a descriptor that is not open); prints `ok`/`FAIL`
+ *   lines and exits with the number of failures. Needs a read-write preopen at `/data`.
  * - `event-transform`: reads JSON lines from stdin (or `/data/in.jsonl` when stdin is empty), writes transformed
  *   lines to stdout and appends them to `/data/out.jsonl`; the demo workload.
  */
-export const C_FIXTURES = ['hello-c', 'wasi-conformance', 'event-transform'] as const;
+export const C_FIXTURES = ['hello-c', 'wasi-conformance', 'event-transform', 'wasi-regressions'] as const;
 
 /** Name of a C fixture. */
 export type CFixtureName = (typeof C_FIXTURES)[number];

@@ -126,42 +126,48 @@ export function registerArtifactCommands(program: Command, ctx: CliContext, outp
     .option('--trust <file>', 'trusted public key (vyr.pub); repeat for several', collect, [] as string[])
     .option('--bundle <file>', 'detached bundle to check (default: ARTIFACT.sigstore.json when present)')
     .option('--allow-unsigned', 'developer flag: accept an artifact with no signature at all', false)
-    .action(async (artifact: string, opts: { trust: string[]; bundle?: string; allowUnsigned: boolean }) => {
-      // Default deny would refuse every artifact; say what is missing rather than blame the signer.
-      if (opts.trust.length === 0 && !opts.allowUnsigned) {
-        throw new CliError(
-          'NO_TRUSTED_KEYS',
-          "no trusted keys were given: pass the signer's public key with --trust vyr.pub (repeat for several); verify trusts nobody by default",
-          ExitCode.USAGE,
-        );
-      }
-      const policy = await loadTrustPolicy(opts.trust.map(at), { allowUnsigned: opts.allowUnsigned });
-      const path = at(artifact);
-      const loaded = await readArtifact(path, opts.bundle === undefined ? {} : { bundlePaths: [at(opts.bundle)] });
-      let result: Awaited<ReturnType<typeof verifyArtifact>>;
-      try {
-        result = await verifyArtifact(loaded, policy);
-      } catch (err) {
-        if (opts.trust.length === 0 && isArtifactError(err, 'UNTRUSTED_KEY')) {
+    .option('--ref <name|digest>', 'which artifact of a layout holding several: a tag (ref name) or sha256:DIGEST')
+    .action(
+      async (artifact: string, opts: { trust: string[]; bundle?: string; allowUnsigned: boolean; ref?: string }) => {
+        // Default deny would refuse every artifact; say what is missing rather than blame the signer.
+        if (opts.trust.length === 0 && !opts.allowUnsigned) {
           throw new CliError(
             'NO_TRUSTED_KEYS',
-            `${loaded.digest} is signed, but no trusted keys were given (--allow-unsigned admits only artifacts with no signature): pass the signer's public key with --trust`,
+            "no trusted keys were given: pass the signer's public key with --trust vyr.pub (repeat for several); verify trusts nobody by default",
             ExitCode.USAGE,
-            { cause: err },
           );
         }
-        throw err;
-      }
-      const who = result.signed
-        ? `signed by trusted key ${result.trustedKeyIds.join(', ')}`
-        : 'UNSIGNED, accepted only because --allow-unsigned was given';
-      emit(
-        ctx,
-        output(),
-        { ...result, name: loaded.manifest.name, version: loaded.manifest.version, verified: true },
-        `verified ${result.digest} ${loaded.manifest.name}@${loaded.manifest.version}: ${who}`,
-      );
-    });
+        const policy = await loadTrustPolicy(opts.trust.map(at), { allowUnsigned: opts.allowUnsigned });
+        const path = at(artifact);
+        const loaded = await readArtifact(path, {
+          ...(opts.bundle === undefined ? {} : { bundlePaths: [at(opts.bundle)] }),
+          ...(opts.ref === undefined ? {} : { ref: opts.ref }),
+        });
+        let result: Awaited<ReturnType<typeof verifyArtifact>>;
+        try {
+          result = await verifyArtifact(loaded, policy);
+        } catch (err) {
+          if (opts.trust.length === 0 && isArtifactError(err, 'UNTRUSTED_KEY')) {
+            throw new CliError(
+              'NO_TRUSTED_KEYS',
+              `${loaded.digest} is signed, but no trusted keys were given (--allow-unsigned admits only artifacts with no signature): pass the signer's public key with --trust`,
+              ExitCode.USAGE,
+              { cause: err },
+            );
+          }
+          throw err;
+        }
+        const who = result.signed
+          ? `signed by trusted key ${result.trustedKeyIds.join(', ')}`
+          : 'UNSIGNED, accepted only because --allow-unsigned was given';
+        emit(
+          ctx,
+          output(),
+          { ...result, name: loaded.manifest.name, version: loaded.manifest.version, verified: true },
+          `verified ${result.digest} ${loaded.manifest.name}@${loaded.manifest.version}: ${who}`,
+        );
+      },
+    );
 
   program
     .command('inspect')

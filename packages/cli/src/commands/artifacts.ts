@@ -1,12 +1,12 @@
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import type { NodeClient } from '@vyr/api/client';
+import { exportArtifactTar } from '@vyr/artifact';
 import { type Artifact, type ImportArtifactRequest, ImportArtifactRequestSchema } from '@vyr/proto';
 import type { Command } from 'commander';
-import { create as createTar } from 'tar';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
@@ -24,16 +24,34 @@ export interface UploadResult {
   alreadyPresent: boolean;
 }
 
+/** Which artifact of a layout to upload, and which detached bundles to send with it. */
+export interface ArtifactChoice {
+  /** `--ref`: a tag (`org.opencontainers.image.ref.name`) or `sha256:DIGEST`; default the layout's one artifact. */
+  ref?: string;
+  /** `--bundle`: detached bundle files; default `ARTIFACT.sigstore.json` beside the artifact when present. */
+  bundlePaths?: string[];
+}
+
+/** The `@vyr/artifact` read options for a choice made on the command line. */
+export function readOptions(choice: ArtifactChoice): { ref?: string; bundlePaths?: string[] } {
+  return {
+    ...(choice.ref === undefined ? {} : { ref: choice.ref }),
+    ...(choice.bundlePaths === undefined ? {} : { bundlePaths: choice.bundlePaths }),
+  };
+}
+
 /**
- * Uploads an artifact (an OCI layout directory or a `.tar` of one) with ImportArtifact: a directory is first
- * written to a temp tar, then the file is streamed in 256 KiB chunks, never held in memory whole. Reports progress
- * on stderr for big uploads unless `quiet`; `signal` abandons the upload.
+ * Uploads an artifact (an OCI layout directory or a `.tar` of one, written by VYR or any OCI tool, e.g. skopeo)
+ * with ImportArtifact. The artifact is read and re-hashed here first, then re-encoded as the layout VYR writes
+ * (same manifest digest, one signature referrer per bundle found in the layout or beside it) into a temp file,
+ * which is streamed in 256 KiB chunks. Reports progress on stderr for big uploads unless `quiet`; `signal`
+ * abandons the upload.
  */
 export async function uploadArtifact(
   ctx: CliContext,
   client: NodeClient,
   path: string,
-  options: { quiet?: boolean; signal?: AbortSignal } = {},
+  options: { quiet?: boolean; signal?: AbortSignal } & ArtifactChoice = {},
 ): Promise<UploadResult> {
   const abs = resolve(ctx.cwd, path);
   let info: Awaited<ReturnType<typeof stat>>;
@@ -46,9 +64,7 @@ export async function uploadArtifact(
   let scratch: string | undefined;
   try {
     if (info.isDirectory()) {
-      scratch = await mkdtemp(join(tmpdir(), 'vyr-import-'));
-      tarPath = join(scratch, 'artifact.tar');
-      const entries = (await readdir(abs)).sort();
+      const entries = await readdir(abs);
       if (!entries.includes('oci-layout') || !entries.includes('index.json')) {
         throw new CliError(
           'MALFORMED_LAYOUT',
@@ -56,7 +72,6 @@ export async function uploadArtifact(
           ExitCode.INVALID_INPUT,
         );
       }
-      await createTar({ cwd: abs, file: tarPath, portable: true, noMtime: true }, entries);
     } else if (!info.isFile()) {
       throw new CliError(
         'INVALID_ARGUMENT',
@@ -64,6 +79,10 @@ export async function uploadArtifact(
         ExitCode.INVALID_INPUT,
       );
     }
+    const { tar } = await exportArtifactTar(abs, readOptions(options));
+    scratch = await mkdtemp(join(tmpdir(), 'vyr-import-'));
+    tarPath = join(scratch, 'artifact.tar');
+    await writeFile(tarPath, tar, { mode: 0o600 });
     const size = (await stat(tarPath)).size;
     const showProgress = !options.quiet && size >= PROGRESS_MIN_BYTES;
     async function* requests(): AsyncGenerator<ImportArtifactRequest> {
@@ -88,6 +107,14 @@ export async function uploadArtifact(
   }
 }
 
+/** The {@link ArtifactChoice} of `--ref` / `--bundle` flags (a bundle path relative to the working directory). */
+export function choiceOf(ctx: CliContext, flags: { ref?: string; bundle?: string }): ArtifactChoice {
+  return {
+    ...(flags.ref === undefined ? {} : { ref: flags.ref }),
+    ...(flags.bundle === undefined ? {} : { bundlePaths: [resolve(ctx.cwd, flags.bundle)] }),
+  };
+}
+
 function artifactJson(a: Artifact): Record<string, unknown> {
   return {
     digest: a.digest,
@@ -108,10 +135,15 @@ export function registerArtifactsCommands(program: Command, ctx: CliContext, out
       .description(
         'upload an artifact (OCI layout directory or .tar) to a node, which verifies it against its trust set',
       )
-      .argument('<artifact>', 'artifact directory or .tar'),
-  ).action(async (path: string, flags: NodeFlags) =>
+      .argument('<artifact>', 'artifact directory or .tar')
+      .option('--ref <name|digest>', 'which artifact of a layout holding several: a tag (ref name) or sha256:DIGEST')
+      .option('--bundle <file>', 'detached bundle to send (default: ARTIFACT.sigstore.json when present)'),
+  ).action(async (path: string, flags: NodeFlags & { ref?: string; bundle?: string }) =>
     withNode(ctx, flags, async ({ client }) => {
-      const { artifact, alreadyPresent } = await uploadArtifact(ctx, client, path, { quiet: output().json });
+      const { artifact, alreadyPresent } = await uploadArtifact(ctx, client, path, {
+        quiet: output().json,
+        ...choiceOf(ctx, flags),
+      });
       emit(
         ctx,
         output(),

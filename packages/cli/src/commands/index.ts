@@ -3,6 +3,7 @@ import type { CliContext, OutputOptions } from '../context.js';
 import { registerArtifactCommands } from './artifact.js';
 import { registerArtifactsCommands } from './artifacts.js';
 import { registerNodeClientCommands } from './node-client.js';
+import { registerReceiptCommands } from './receipt.js';
 import { registerRunCommands } from './run.js';
 import { registerStateCommands } from './state.js';
 import { registerTelemetryCommands } from './telemetry.js';
@@ -18,4 +19,5 @@ export function registerCommands(program: Command, ctx: CliContext, output: () =
   registerStateCommands(program, ctx, output);
   registerTelemetryCommands(program, ctx, output);
   registerNodeClientCommands(program, ctx, output);
+  registerReceiptCommands(program, ctx, output);
 }

@@ -1,4 +1,6 @@
+import { writeFile } from 'node:fs/promises';
 import { Agent as HttpAgent } from 'node:http';
+import { resolve } from 'node:path';
 import { Http2SessionManager } from '@connectrpc/connect-node';
 import { createNodeClient, type NodeClient, type NodeClientOptions } from '@vyr/api/client';
 import type { Command } from 'commander';
@@ -118,10 +120,23 @@ export function registerNodeClientCommands(program: Command, ctx: CliContext, ou
     program.commands.find((c) => c.name() === 'node') ??
     program.command('node').description('run and inspect a VYR node');
   withNodeOptions(
-    group.command('status').description("show a node's id, tier, version, queue, pool, contents and telemetry health"),
-  ).action(async (flags: NodeFlags) =>
+    group
+      .command('status')
+      .description("show a node's id, tier, version, queue, pool, contents, telemetry health and receipt key")
+      .option('--public-key-out <file>', "write the node's receipt public key (SPKI PEM) to this file"),
+  ).action(async (flags: NodeFlags & { publicKeyOut?: string }) =>
     withNode(ctx, flags, async ({ client, url }) => {
       const info = await client.getNodeInfo({});
+      if (flags.publicKeyOut !== undefined) {
+        if (!info.nodePublicKey) {
+          throw new CliError(
+            'UNIMPLEMENTED',
+            `the node at ${url} signs no receipts (it reports no public key)`,
+            ExitCode.UNAVAILABLE,
+          );
+        }
+        await writeFile(resolve(ctx.cwd, flags.publicKeyOut), info.nodePublicKey);
+      }
       const t = info.telemetry;
       const value = {
         url,
@@ -136,6 +151,7 @@ export function registerNodeClientCommands(program: Command, ctx: CliContext, ou
         retainedTasks: info.retainedTasks,
         artifacts: info.artifacts,
         states: info.states,
+        ...(info.nodeKeyId ? { nodeKeyId: info.nodeKeyId, nodePublicKey: info.nodePublicKey } : {}),
         telemetry: {
           otlpEndpoint: t?.otlpEndpoint ?? '',
           spansExported: Number(t?.spansExported ?? 0n),
@@ -152,6 +168,7 @@ export function registerNodeClientCommands(program: Command, ctx: CliContext, ou
         `tasks      ${info.retainedTasks} retained`,
         `artifacts  ${info.artifacts}`,
         `states     ${info.states}`,
+        `receipts   signed with key ${info.nodeKeyId || 'none'}${flags.publicKeyOut ? ` (public key written to ${flags.publicKeyOut})` : ''}`,
         `telemetry  ${value.telemetry.otlpEndpoint ? `OTLP to ${value.telemetry.otlpEndpoint}` : 'OTLP export off (streams only)'}; spans exported ${value.telemetry.spansExported}, dropped ${value.telemetry.spansDropped}; metric exports ${value.telemetry.metricExports} ok, ${value.telemetry.metricExportsFailed} failed; stream items dropped ${value.telemetry.streamItemsDropped}`,
       ].join('\n');
       emit(ctx, output(), value, human);

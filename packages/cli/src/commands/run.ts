@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { describeCallError } from '@vyr/api/client';
-import { readArtifact } from '@vyr/artifact';
+import { isContainerImageReference, readArtifact } from '@vyr/artifact';
 import { Access, type StateBinding, StateBindingSchema, type Task, TaskStatus } from '@vyr/proto';
 import type { Command } from 'commander';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
@@ -12,8 +13,9 @@ import { ExitCode } from '../exit-codes.js';
 import { readInputFile } from '../files.js';
 import { formatBytes } from '../format.js';
 import { parseDuration, parseSize } from '../parse.js';
-import { uploadArtifact } from './artifacts.js';
+import { choiceOf, readOptions, uploadArtifact } from './artifacts.js';
 import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
+import { writeReceipt } from './receipt.js';
 
 const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
 
@@ -116,6 +118,9 @@ interface RunFlags extends NodeFlags {
   memory?: string;
   state: string[];
   idempotencyKey?: string;
+  receipt?: string;
+  ref?: string;
+  bundle?: string;
 }
 
 /** Writes a chunk and waits while `out` is full, so a slow reader of our stdout slows the task, not our memory. */
@@ -158,7 +163,10 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
       .option('--deadline <duration>', 'stop the task after this long (e.g. 5s, 2m)')
       .option('--memory <size>', 'linear memory limit (e.g. 64MiB)')
       .option('--state <SLOT=ID[:ro]>', 'bind a state instance to a declared slot; repeatable', collect, [])
-      .option('--idempotency-key <key>', 'retrying with the same key returns the same task instead of running again'),
+      .option('--idempotency-key <key>', 'retrying with the same key returns the same task instead of running again')
+      .option('--ref <name|digest>', 'which artifact of a layout holding several: a tag (ref name) or sha256:DIGEST')
+      .option('--bundle <file>', 'detached bundle to send on import (default: ARTIFACT.sigstore.json when present)')
+      .option('--receipt <file>', "write the task's signed execution receipt here once it ends (docs/receipts.md)"),
   ).action(async (target: string, args: string[], flags: RunFlags) =>
     withNode(ctx, flags, async ({ client, url }) => {
       const json = output().json;
@@ -187,7 +195,14 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
         }
         // The digest is known locally; upload only when the node does not have the artifact yet.
         localPath = resolve(ctx.cwd, target);
-        digest = (await readArtifact(localPath)).digest;
+        if (isContainerImageReference(target) && !existsSync(localPath)) {
+          throw new CliError(
+            'CONTAINER_IMAGE',
+            `${target} looks like a container image reference: container images are not an execution path in VYR MVO; build the workload as a WASI command (Wasm), then \`vyr pack\` and \`vyr sign\` it and run the artifact`,
+            ExitCode.INVALID_INPUT,
+          );
+        }
+        digest = (await readArtifact(localPath, readOptions(choiceOf(ctx, flags)))).digest;
       }
 
       // SIGINT/SIGTERM: cancel the task on the node (its CANCELLED status then ends the watch), exit 130. Before
@@ -237,7 +252,11 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
         } catch (err) {
           const e = describeCallError(err);
           if (localPath === undefined || e.errorCode !== 'NOT_FOUND' || e.domain !== 'artifact') throw err;
-          await uploadArtifact(ctx, client, localPath, { quiet: json, signal: interrupt.signal });
+          await uploadArtifact(ctx, client, localPath, {
+            quiet: json,
+            signal: interrupt.signal,
+            ...choiceOf(ctx, flags),
+          });
           submitted = await submit();
         }
         let task = submitted.task as Task;
@@ -258,9 +277,12 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         let droppedSeen = 0n;
+        let receiptJson = '';
         let announcedPending = false;
         try {
-          for await (const ev of client.watchTask({ taskId: task.id }, { signal: interrupt.signal })) {
+          const watch = { taskId: task.id, includeReceipt: flags.receipt !== undefined };
+          for await (const ev of client.watchTask(watch, { signal: interrupt.signal })) {
+            if (ev.receiptJson) receiptJson = ev.receiptJson;
             const e = ev.event;
             if (e.case === 'task') {
               task = e.value;
@@ -291,6 +313,13 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
           } catch (cause) {
             if (interrupted === undefined) throw nodeLost(cause, url, task);
           }
+        }
+        if (flags.receipt !== undefined && isTerminal(task.status)) {
+          // The watch's last message carries it; a watch that broke off after the end asks once more.
+          if (!receiptJson)
+            receiptJson = (await client.getTaskReceipt({ taskId: task.id }, { timeoutMs: 10_000 })).receiptJson;
+          await writeReceipt(ctx, flags.receipt, receiptJson);
+          if (!json) ctx.stderr.write(`vyr: receipt written to ${flags.receipt}\n`);
         }
         // What this invocation missed: the node marks every gap in our stream with a `dropped` event. (The task's
         // droppedOutputBytes sums the gaps of all its watchers, e.g. of an earlier `vyr run` of the same task.)

@@ -8,6 +8,7 @@ import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
 import { formatBytes, table } from '../format.js';
+import { STATE_CLASSES, stateClassError } from '../non-goals.js';
 import { parseDuration, parseSize } from '../parse.js';
 import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
 import { describeTask, taskJson } from './run.js';
@@ -79,9 +80,11 @@ export function registerStateCommands(program: Command, ctx: CliContext, output:
       .option('--quota <size>', "byte quota (e.g. 64MiB); default: the node's")
       .option('--entries <n>', "entry quota; default: the node's")
       .option('--ttl <duration>', "time to live (e.g. 1h); default: the node's")
-      .option('--name <name>', 'unique name on the node'),
-  ).action(async (flags: CreateFlags) =>
+      .option('--name <name>', 'unique name on the node')
+      .option('--class <class>', 'state class: ephemeral, the only one of VYR MVO', 'ephemeral'),
+  ).action(async (flags: CreateFlags & { class: string }) =>
     withNode(ctx, flags, async ({ client }) => {
+      if (!STATE_CLASSES.includes(flags.class)) throw stateClassError(flags.class);
       const quotaBytes = flags.quota ? parseSize(flags.quota, '--quota') : 0;
       const ttlMs = flags.ttl ? parseDuration(flags.ttl, '--ttl') : 0;
       let quotaEntries = 0;
