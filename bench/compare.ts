@@ -30,7 +30,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, open, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -38,11 +38,11 @@ import { promisify } from 'node:util';
 import { WASI } from 'node:wasi';
 import { createNodeClient, type NodeClient } from '@vyr/api/client';
 import { createStore, loadTrustPolicy, packArtifact, signArtifact, writeKeyPair } from '@vyr/artifact';
-import { TaskStatus } from '@vyr/proto';
-import { artifactSourceFromStore, createRuntime, type Runtime } from '@vyr/runtime';
-import { fixturePath } from '@vyr/testing';
+import { Access, StateScope, TaskStatus } from '@vyr/proto';
+import { artifactSourceFromStore, createRuntime, type Mount, type Runtime } from '@vyr/runtime';
 import { generateEvents } from './lib/events.ts';
 import { pairRatios, summarize } from './lib/stats.ts';
+import { tarDirectory } from './lib/tar.ts';
 import type { Benchmark, Ratio } from './lib/types.ts';
 
 const execFileP = promisify(execFile);
@@ -65,19 +65,26 @@ export interface CompareResult {
   notes: string[];
 }
 
-/** Where the workload comes from: the demo's files when they are on this checkout, else the test fixture. */
-function workloadFiles(): { cSource: string; wasm: string; js: string; origin: string } {
-  const exampleC = join(EXAMPLE, 'src/event-transform.c');
-  const exampleWasm = join(EXAMPLE, 'event-transform.wasm');
-  const js = join(EXAMPLE, 'event-transform-js.wasm');
-  if (existsSync(exampleC) && existsSync(exampleWasm)) {
-    return { cSource: exampleC, wasm: exampleWasm, js, origin: 'examples/event-transform' };
-  }
+/** The workload (examples/event-transform, issue 9): C source, its WASI P1 build, the JS component, the device table. */
+function workloadFiles(): {
+  cSource: string;
+  wasm: string;
+  js: string;
+  reference: string;
+  manifest: string;
+  build: string;
+} {
+  const need = (p: string) => {
+    if (!existsSync(p)) throw new Error(`${p} is missing: the side-by-side suite needs examples/event-transform`);
+    return p;
+  };
   return {
-    cSource: fixturePath('event-transform').replace(/\.wasm$/, '.c'),
-    wasm: fixturePath('event-transform'),
-    js,
-    origin: 'packages/testing/fixtures/c (stand-in until examples/event-transform lands)',
+    cSource: need(join(EXAMPLE, 'src/event-transform.c')),
+    wasm: need(join(EXAMPLE, 'event-transform.wasm')),
+    js: join(EXAMPLE, 'event-transform-js.wasm'),
+    reference: need(join(EXAMPLE, 'reference/devices.json')),
+    manifest: need(join(EXAMPLE, 'vyr.json')),
+    build: need(join(EXAMPLE, 'build.sh')),
   };
 }
 
@@ -191,7 +198,7 @@ interface Subject {
 
 function ociConfig(args: string[], rootPath: string, cgroupsPath?: string): unknown {
   // The minimal config `runc spec` writes, trimmed to what a one-shot batch process needs: no terminal, read-only
-  // rootfs holding only the static binary, the default namespaces, no network.
+  // rootfs holding the static binary and the device table, the default namespaces, no network.
   return {
     ociVersion: '1.0.2',
     process: {
@@ -206,7 +213,16 @@ function ociConfig(args: string[], rootPath: string, cgroupsPath?: string): unkn
     },
     root: { path: rootPath, readonly: true },
     hostname: 'bench',
-    mounts: [{ destination: '/proc', type: 'proc', source: 'proc' }],
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc' },
+      // The aggregates slot: a fresh, writable tmpfs per container (256 MiB, the slot's quota).
+      {
+        destination: '/agg',
+        type: 'tmpfs',
+        source: 'tmpfs',
+        options: ['nosuid', 'nodev', 'mode=755', 'size=268435456'],
+      },
+    ],
     linux: {
       ...(cgroupsPath ? { cgroupsPath } : {}),
       namespaces: [{ type: 'pid' }, { type: 'network' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }],
@@ -277,8 +293,13 @@ async function startNode(dataDir: string, pub: string): Promise<{ url: string; c
   return { url: ready.url, child, pid: ready.pid };
 }
 
-async function rpcRun(client: NodeClient, digest: string, stdin: Uint8Array): Promise<number> {
-  const { task } = await client.submitTask({ artifactDigest: digest, stdin });
+async function rpcRun(
+  client: NodeClient,
+  digest: string,
+  stdin: Uint8Array,
+  bindings: { slot: string; stateId: string; access: Access }[],
+): Promise<number> {
+  const { task } = await client.submitTask({ artifactDigest: digest, stdin, bindings });
   let last = task?.status ?? TaskStatus.UNSPECIFIED;
   let out = 0;
   for await (const ev of client.watchTask({ taskId: task!.id })) {
@@ -289,17 +310,23 @@ async function rpcRun(client: NodeClient, digest: string, stdin: Uint8Array): Pr
   return out;
 }
 
-async function vyrRun(runtime: Runtime, digest: string, stdin: Uint8Array): Promise<RunSample> {
+async function vyrRun(runtime: Runtime, digest: string, stdin: Uint8Array, mounts: Mount[]): Promise<RunSample> {
   const t0 = performance.now();
-  const t = await runtime.submit({ digest, stdin });
+  const t = await runtime.submit({ digest, stdin, mounts });
   const s = await runtime.wait(t.id);
   const ms = performance.now() - t0;
   if (s.state !== 'SUCCEEDED') throw new Error(`VYR task ended ${s.state} ${s.reason ?? ''} ${s.message ?? ''}`);
   return { ms, memoryBytes: s.memoryBytes };
 }
 
-async function vyrOutput(runtime: Runtime, digest: string, stdin: Uint8Array, path: string): Promise<void> {
-  const t = await runtime.submit({ digest, stdin, holdOutput: true });
+async function vyrOutput(
+  runtime: Runtime,
+  digest: string,
+  stdin: Uint8Array,
+  path: string,
+  mounts: Mount[],
+): Promise<void> {
+  const t = await runtime.submit({ digest, stdin, mounts, holdOutput: true });
   const chunks: Uint8Array[] = [];
   let end: string | undefined;
   for await (const e of runtime.watch(t.id)) {
@@ -346,41 +373,61 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
   try {
     // ---- inputs --------------------------------------------------------------------------------------------------
     opts.progress('compare: generating inputs');
-    const tiny = await generateEvents(join(work, 'tiny.jsonl'), 1, 1);
+    const tiny = await generateEvents(join(work, 'tiny.jsonl'), 1, 1); // one line
     const large = await generateEvents(join(work, 'large.jsonl'), 42, largeBytes);
     const tinyBytes = await readFile(tiny.path);
     const largeInput = await readFile(large.path);
     const wasmBytes = await readFile(files.wasm);
 
+    // ---- per-run aggregates state ----------------------------------------------------------------------------------
+    // event-transform refuses an aggregates directory that is not empty ("bind a fresh state"), so every run gets a
+    // fresh one, made before and removed after the timed part, for every subject alike.
+    const refDir = dirname(files.reference);
+    const freshAgg = async (): Promise<string> => {
+      const d = join(work, `agg-${seq++}`);
+      await mkdir(d);
+      return d;
+    };
+    const dropAgg = (d: string) => rm(d, { recursive: true, force: true });
+
     // ---- the process floor -----------------------------------------------------------------------------------------
-    opts.progress('compare: building the native binary (clang-19 -O2 -static)');
+    opts.progress('compare: building the native binary (build.sh --native: clang-19 -O2, static)');
     const native = join(work, 'event-transform');
     const subjects: Subject[] = [];
     const processSubject: Subject = { id: 'process', label: 'native process (clang-19 -O2, static)' };
     try {
-      await execFileP('clang-19', ['-O2', '-static', '-o', native, files.cSource]);
+      await execFileP('bash', [files.build, '--native', native], { cwd: EXAMPLE });
       processSubject.run = async (input, output) => {
-        const r = await timedSpawn(native, [], input, output);
+        const agg = await freshAgg();
+        const r = await timedSpawn(native, ['--reference', files.reference, '--out', agg], input, output);
+        await dropAgg(agg);
         if (r.code !== 0) throw new Error(`native event-transform exited ${r.code}: ${r.stderr}`);
         return { ms: r.ms };
       };
       processSubject.memoryMethod = 'cgroup memory peak of a fresh cgroup the process runs in (sh → exec)';
       processSubject.memory = async (input) => {
         const cg = await makeMemCgroup(`vyr-bench-${uid}-${seq++}`);
+        const agg = await freshAgg();
         try {
-          const r = await timedSpawn('sh', ['-c', `echo $$ > ${cg.procs} && exec "$0"`, native], input);
+          const r = await timedSpawn(
+            'sh',
+            ['-c', `echo $$ > ${cg.procs} && exec "$0" "$@"`, native, '--reference', files.reference, '--out', agg],
+            input,
+          );
           if (r.code !== 0) throw new Error(`native event-transform exited ${r.code}: ${r.stderr}`);
           return { ms: r.ms, memoryBytes: await cg.peak() };
         } finally {
           await cg.remove();
+          await dropAgg(agg);
         }
       };
     } catch (err) {
-      processSubject.skip = `clang-19 -O2 -static failed: ${String((err as Error).message).split('\n')[0]}`;
+      processSubject.skip = `build.sh --native failed: ${String((err as Error).message).split('\n')[0]}`;
     }
     subjects.push(processSubject);
 
     // ---- containers --------------------------------------------------------------------------------------------------
+    // rootfs: the static binary, /ref/devices.json, and an empty /agg on which a fresh tmpfs is mounted per container.
     const bundle = join(work, 'bundle');
     let bundleBytes: number | undefined;
     for (const runtimeName of ['runc', 'crun'] as const) {
@@ -401,8 +448,10 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
         continue;
       }
       if (!existsSync(bundle)) {
-        await mkdir(join(bundle, 'rootfs'), { recursive: true });
+        await mkdir(join(bundle, 'rootfs/ref'), { recursive: true });
+        await mkdir(join(bundle, 'rootfs/agg'));
         await cp(native, join(bundle, 'rootfs/event-transform'));
+        await cp(files.reference, join(bundle, 'rootfs/ref/devices.json'));
         await writeFile(
           join(bundle, 'config.json'),
           JSON.stringify(ociConfig(['/event-transform'], 'rootfs'), null, 1),
@@ -417,11 +466,11 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
       try {
         await runOne(bundle, tiny.path);
       } catch (err) {
-        s.skip = `${runtimeName} cannot run containers on this machine: ${(err as Error).message}`;
+        s.skip = `a first ${runtimeName} run failed on this machine: ${(err as Error).message}`;
         continue;
       }
       s.run = (input, output) => runOne(bundle, input, output);
-      s.memoryMethod = 'cgroup memory peak of the parent of the container cgroup (runc init + the process)';
+      s.memoryMethod = 'cgroup memory peak of the parent of the container cgroup (runc init + the process + its tmpfs)';
       s.memory = async (input) => {
         const cg = await makeMemCgroup(`vyr-bench-${uid}-${seq++}`);
         const b = join(work, `bundle-mem-${seq++}`);
@@ -445,16 +494,24 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
     const wtCli: Subject = { id: 'wasmtime-process', label: 'wasmtime, fresh process per run (import+compile+run)' };
     subjects.push(wt, wtCli);
     let wtServer: WasmtimeServer | undefined;
-    const roDir = join(work, 'data-ro');
-    await mkdir(roDir);
     try {
       wtServer = new WasmtimeServer(opts.python, files.wasm);
       const server = wtServer;
       closers.push(() => server.close());
       await server.start();
       wt.run = async (input, output) => {
-        // The guest sees a preopened /data, read-only (so it writes stdout only, like every other subject).
-        const r = await server.call({ op: 'run', stdin: input, stdout: output ?? '/dev/null', preopen: roDir });
+        const agg = await freshAgg();
+        // /ref preopened read-only, /agg read-write: what the artifact declares.
+        const r = await server.call({
+          op: 'run',
+          stdin: input,
+          stdout: output ?? '/dev/null',
+          preopens: [
+            [refDir, '/ref', false],
+            [agg, '/agg', true],
+          ],
+        });
+        await dropAgg(agg);
         if (r.exitCode !== 0) throw new Error(`wasmtime run exited ${r.exitCode}`);
         return {
           ms: (r.instantiateMs as number) + (r.runMs as number),
@@ -467,7 +524,13 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
         return { ...r, memoryBytes: (await server.call({ op: 'rss' })).maxRssBytes };
       };
       wtCli.run = async (input, output) => {
-        const r = await timedSpawn(opts.python, [DRIVER, 'once', files.wasm, input, output ?? '/dev/null'], input);
+        const agg = await freshAgg();
+        const r = await timedSpawn(
+          opts.python,
+          [DRIVER, 'once', files.wasm, input, output ?? '/dev/null', refDir, agg],
+          input,
+        );
+        await dropAgg(agg);
         if (r.code !== 0) throw new Error(`wasmtime once exited ${r.code}: ${r.stderr}`);
         return { ms: r.ms };
       };
@@ -485,12 +548,14 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
       const inFd = await open(input, 'r');
       const outFd = await open(output ?? '/dev/null', 'w');
       const errFd = await open('/dev/null', 'w');
+      const agg = await freshAgg();
       try {
         const t0 = performance.now();
         const wasi = new WASI({
           version: 'preview1',
           args: ['event-transform'],
           env: {},
+          preopens: { '/ref': refDir, '/agg': agg },
           stdin: inFd.fd,
           stdout: outFd.fd,
           stderr: errFd.fd,
@@ -506,6 +571,7 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
         await inFd.close();
         await outFd.close();
         await errFd.close();
+        await dropAgg(agg);
       }
     };
     nw.run = (input, output) => nodeWasiRun(nodeModule, input, output);
@@ -513,9 +579,8 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
     // ---- VYR -------------------------------------------------------------------------------------------------------------
     opts.progress('compare: packing and signing the VYR artifacts, starting a node');
     const keys = await writeKeyPair(join(work, 'keys'));
-    const manifest = { name: 'event-transform', version: '1.0.0', env: [], state: [], limits: {} };
     const cArtifact = join(work, 'event-transform.oci.tar');
-    const packed = await packArtifact(files.wasm, cArtifact, { manifest });
+    const packed = await packArtifact(files.wasm, cArtifact, { manifest: files.manifest });
     await signArtifact(cArtifact, { path: keys.privateKeyPath });
     const storeDir = join(work, 'store');
     const store = createStore({ dir: storeDir });
@@ -525,7 +590,11 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
     const jsArtifact = join(work, 'event-transform-js.oci.tar');
     if (existsSync(files.js)) {
       try {
-        jsPacked = await packArtifact(files.js, jsArtifact, { manifest: { ...manifest, name: 'event-transform-js' } });
+        const manifest = {
+          ...(JSON.parse(await readFile(files.manifest, 'utf8')) as object),
+          name: 'event-transform-js',
+        };
+        jsPacked = await packArtifact(files.js, jsArtifact, { manifest: manifest as never });
         await signArtifact(jsArtifact, { path: keys.privateKeyPath });
         await store.import(jsArtifact);
       } catch (err) {
@@ -544,29 +613,35 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
     });
     closers.push(() => runtime.close());
     await runtime.warmUp();
-    const vyr: Subject = { id: 'vyr', label: 'VYR in-process (createRuntime, warm pool of 2)' };
-    vyr.run = async (input, output) => {
-      const bytes = input === tiny.path ? tinyBytes : largeInput;
-      if (output) {
-        await vyrOutput(runtime, packed.digest, bytes, output);
-        return { ms: 0 };
-      }
-      return vyrRun(runtime, packed.digest, bytes);
-    };
-    vyr.memoryMethod = 'the guest linear memory at exit (TaskStatus.memoryBytes); the node process is measured by api';
-    vyr.memory = (input) => vyrRun(runtime, packed.digest, input === tiny.path ? tinyBytes : largeInput);
-    const vyrJs: Subject = { id: 'vyr-js', label: 'VYR in-process, JS component (componentize-js)' };
-    if (jsPacked) {
-      const digest = jsPacked.digest;
-      vyrJs.run = async (input, output) => {
+    // In-process, the declared slots are host directories given as mounts (the node's state kernel is measured over
+    // RPC below and by the state suite): /ref read-only, a fresh /agg with the slot's quota.
+    const vyrMounts = (agg: string): Mount[] => [
+      { guestPath: '/ref', hostPath: refDir, readOnly: true },
+      { guestPath: '/agg', hostPath: agg, quotaBytes: 256 * 1024 * 1024 },
+    ];
+    const vyrSubject = (id: string, label: string, digest: string): Subject => ({
+      id,
+      label,
+      run: async (input, output) => {
         const bytes = input === tiny.path ? tinyBytes : largeInput;
-        if (output) {
-          await vyrOutput(runtime, digest, bytes, output);
-          return { ms: 0 };
+        const agg = await freshAgg();
+        try {
+          if (output) {
+            await vyrOutput(runtime, digest, bytes, output, vyrMounts(agg));
+            return { ms: 0 };
+          }
+          return await vyrRun(runtime, digest, bytes, vyrMounts(agg));
+        } finally {
+          await dropAgg(agg);
         }
-        return vyrRun(runtime, digest, bytes);
-      };
-    } else vyrJs.skip = jsSkip;
+      },
+    });
+    const vyr = vyrSubject('vyr', 'VYR in-process (createRuntime, warm pool of 2)', packed.digest);
+    vyr.memoryMethod = 'the guest linear memory at exit (TaskStatus.memoryBytes); the node process is measured by api';
+    vyr.memory = (input) => vyr.run!(input);
+    const vyrJs: Subject = jsPacked
+      ? vyrSubject('vyr-js', 'VYR in-process, JS component (componentize-js)', jsPacked.digest)
+      : { id: 'vyr-js', label: 'VYR in-process, JS component (componentize-js)', skip: jsSkip };
     subjects.push(vyr, vyrJs);
 
     const node = await startNode(join(work, 'node-data'), keys.publicKeyPath);
@@ -579,22 +654,33 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
       'vyr-rpc-h1': createNodeClient({ baseUrl: node.url, httpVersion: '1.1' }),
       'vyr-rpc-h2': createNodeClient({ baseUrl: node.url, httpVersion: '2' }),
     };
+    const admin = clients['vyr-rpc-h1'];
     const artifactTar = await readFile(cArtifact);
-    await clients['vyr-rpc-h1'].importArtifact(
+    await admin.importArtifact(
       (async function* () {
         yield { part: { case: 'header' as const, value: { sizeBytes: BigInt(artifactTar.length) } } };
         yield { part: { case: 'chunk' as const, value: artifactTar } };
       })(),
     );
+    // Over RPC the node's state kernel binds the slots: the device table as a named instance seeded once from a tar,
+    // bound ro to every task; a fresh, empty aggregates instance per run (created before, deleted after the timing).
+    const devices = await admin.createState({ scope: StateScope.NAMED, seedTar: await tarDirectory(refDir) });
+    const devicesId = devices.state!.id;
     for (const [id, client] of Object.entries(clients)) {
       const s: Subject = {
         id,
-        label: `VYR over RPC (Connect, ${id.endsWith('h1') ? 'HTTP/1.1' : 'HTTP/2'}, separate node process)`,
+        label: `VYR over RPC (Connect, ${id.endsWith('h1') ? 'HTTP/1.1' : 'HTTP/2'}, separate node process, state kernel)`,
       };
       s.run = async (input) => {
+        const agg = (await admin.createState({ scope: StateScope.NAMED })).state!.id;
         const t0 = performance.now();
-        await rpcRun(client, packed.digest, input === tiny.path ? tinyBytes : largeInput);
-        return { ms: performance.now() - t0 };
+        await rpcRun(client, packed.digest, input === tiny.path ? tinyBytes : largeInput, [
+          { slot: 'reference', stateId: devicesId, access: Access.RO },
+          { slot: 'aggregates', stateId: agg, access: Access.RW },
+        ]);
+        const ms = performance.now() - t0;
+        await admin.deleteState({ stateId: agg });
+        return { ms };
       };
       subjects.push(s);
     }
@@ -654,9 +740,11 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
       });
       await coldRuntime.warmUp(); // the node is up; the artifact is new to it
       const t0 = performance.now();
+      const agg = await freshAgg();
       await coldStore.import(cArtifact);
-      await vyrRun(coldRuntime, packed.digest, tinyBytes);
+      await vyrRun(coldRuntime, packed.digest, tinyBytes, vyrMounts(agg));
       cold.vyr!.push(performance.now() - t0);
+      await dropAgg(agg);
       await coldRuntime.close();
       await rm(dir, { recursive: true, force: true });
       if (!wtCli.skip) cold['wasmtime-process']!.push((await wtCli.run!(tiny.path)).ms);
@@ -924,7 +1012,7 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
     );
 
     const workload = {
-      origin: files.origin,
+      origin: 'examples/event-transform',
       cSource: files.cSource.slice(ROOT.length),
       wasm: files.wasm.slice(ROOT.length),
       js: existsSync(files.js) ? files.js.slice(ROOT.length) : null,

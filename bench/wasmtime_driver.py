@@ -7,12 +7,12 @@ Two modes, both printing JSON lines on stdout (nothing else is printed there):
       Reads one JSON command per line on stdin and answers each with one JSON line:
         {"op": "compile"}                          -> {"compileMs": ...}   (a fresh Module from the bytes)
         {"op": "run", "stdin": P, "stdout": P,     -> {"instantiateMs": ..., "runMs": ..., "exitCode": N}
-         "preopen": DIR}                              (new Store + WasiConfig per run; the Linker is reused)
+         "preopens": [[HOST, GUEST, MUTABLE]]}        (new Store + WasiConfig per run; the Linker is reused)
         {"op": "rss"}                              -> {"maxRssBytes": ...}  (getrusage of this process)
       Prints {"ready": true, "importMs": ..., "compileMs": ..., "wasmtime": VERSION} first.
 
-  python3 wasmtime_driver.py once MODULE STDIN STDOUT
-      One cold run in a fresh process: import + compile + instantiate + run, then exit with the guest's code.
+  python3 wasmtime_driver.py once MODULE STDIN STDOUT REFDIR AGGDIR
+      One cold run in a fresh process (REFDIR preopened read-only at /ref, AGGDIR read-write at /agg): import + compile + instantiate + run, then exit with the guest's code.
       Prints {"importMs": ..., "compileMs": ..., "instantiateMs": ..., "runMs": ..., "exitCode": N}.
 
 Times are wall-clock milliseconds from time.perf_counter_ns.
@@ -56,7 +56,7 @@ class Engine:
         self.module = wasmtime.Module(self.engine, self.bytes)
         return _ms(t)
 
-    def run(self, stdin: str, stdout: str, preopen: str | None) -> dict:
+    def run(self, stdin: str, stdout: str, preopens: list) -> dict:
         t = time.perf_counter_ns()
         store = wasmtime.Store(self.engine)
         wasi = wasmtime.WasiConfig()
@@ -64,8 +64,8 @@ class Engine:
         wasi.stdin_file = stdin
         wasi.stdout_file = stdout
         wasi.stderr_file = "/dev/null"
-        if preopen:
-            wasi.preopen_dir(preopen, "/data")
+        for host, guest, mutable in preopens:
+            wasi.preopen_dir(host, guest, bool(mutable))
         store.set_wasi(wasi)
         instance = self.linker.instantiate(store, self.module)
         start = instance.exports(store)["_start"]
@@ -94,7 +94,7 @@ def serve(module_path: str) -> None:
             if cmd["op"] == "compile":
                 reply = {"compileMs": engine.compile()}
             elif cmd["op"] == "run":
-                reply = engine.run(cmd["stdin"], cmd["stdout"], cmd.get("preopen"))
+                reply = engine.run(cmd["stdin"], cmd["stdout"], cmd.get("preopens", []))
             elif cmd["op"] == "rss":
                 reply = {"maxRssBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
             else:
@@ -105,10 +105,10 @@ def serve(module_path: str) -> None:
         out.flush()
 
 
-def once(module_path: str, stdin: str, stdout: str) -> int:
+def once(module_path: str, stdin: str, stdout: str, ref: str, agg: str) -> int:
     engine = Engine(module_path)
     compile_ms = engine.compile()
-    r = engine.run(stdin, stdout, None)
+    r = engine.run(stdin, stdout, [(ref, "/ref", False), (agg, "/agg", True)])
     sys.stdout.write(json.dumps({"importMs": _import_ms, "compileMs": compile_ms, **r}) + "\n")
     return int(r["exitCode"])
 
@@ -116,8 +116,8 @@ def once(module_path: str, stdin: str, stdout: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
         serve(sys.argv[2])
-    elif len(sys.argv) >= 5 and sys.argv[1] == "once":
-        sys.exit(once(sys.argv[2], sys.argv[3], sys.argv[4]))
+    elif len(sys.argv) >= 7 and sys.argv[1] == "once":
+        sys.exit(once(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]))
     else:
-        sys.stderr.write("usage: wasmtime_driver.py serve MODULE | once MODULE STDIN STDOUT\n")
+        sys.stderr.write("usage: wasmtime_driver.py serve MODULE | once MODULE STDIN STDOUT REFDIR AGGDIR\n")
         sys.exit(64)
