@@ -17,13 +17,14 @@ NODE_STAMP := $(TOOLCHAIN)/.node-$(NODE_VERSION)
 PNPM_STAMP := $(TOOLCHAIN)/.pnpm-$(PNPM_VERSION)
 DEPS_STAMP := node_modules/.vyr-installed
 
-.PHONY: help toolchain install build lint test demo bench generate fixtures fixture-toolchain clean dist
+.PHONY: help toolchain install build lint test demo bench generate fixtures fixture-toolchain clean dist release
 
 help:
 	@echo "make test   - set up (Node 24, pnpm, dependencies), build, lint, check, run all tests"
 	@echo "make demo   - set up, build, run the end-to-end demo"
 	@echo "make bench  - run the benchmarks (numbers land in bench/results/)"
 	@echo "make dist   - install the vyr CLI as one self-contained directory (DIST_DIR, default dist/vyr)"
+	@echo "make release - build dist/vyr-<version>.tgz, one npm package: npm install -g ./dist/vyr-<version>.tgz"
 
 $(NODE_STAMP):
 	@mkdir -p $(TOOLCHAIN)
@@ -85,6 +86,10 @@ bench: build
 DIST_DIR ?= dist/vyr
 dist: build
 	bash apps/cli/scripts/dist.sh $(DIST_DIR)
+
+# One npm package with every runtime dependency bundled (docs/cli.md "Install"): npm install -g ./dist/vyr-<version>.tgz
+release: build
+	node apps/cli/scripts/release.mjs dist
 
 generate: install
 	pnpm -F @vyr/proto run generate

@@ -26,6 +26,8 @@ interface Run {
   receipt: string;
   stdout: Buffer;
   stateDir: string;
+  /** Digest of the fresh instance as CreateState reported it. */
+  createdDigest: string;
   predicate: ExecutionPredicate;
 }
 
@@ -98,6 +100,7 @@ async function run(client: NodeClient, digest: string, dir: string): Promise<Run
     receipt,
     stdout: Buffer.concat(chunks),
     stateDir,
+    createdDigest: state?.lastDigest as string,
     predicate: parseReceipt(receipt).statement.predicate,
   };
 }
@@ -178,6 +181,7 @@ describe('exit criterion: a run leaves a signed receipt that verifies offline ag
     expect(p.state).toHaveLength(1);
     // A fresh instance: empty before, the written file after.
     expect(p.state[0]).toMatchObject({ slot: 'data', access: 'rw', entries: 2, bytes: 17 });
+    expect(p.state[0]?.before).toBe(onLaptop.createdDigest);
     expect(p.state[0]?.before).not.toBe(p.state[0]?.after);
     expect(p.time.startedAt).not.toBeNull();
   });

@@ -6,6 +6,13 @@
  * @packageDocumentation
  */
 
+export {
+  type ComparedField,
+  compareReceipts,
+  PLACE_FIELDS,
+  type ReceiptComparison,
+  RUN_FIELDS,
+} from './compare.js';
 export { isReceiptError, ReceiptError, type ReceiptErrorCode } from './errors.js';
 export { signReceipt } from './sign.js';
 export {

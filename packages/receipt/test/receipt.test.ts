@@ -257,3 +257,46 @@ describe('receipt store', () => {
     store.close();
   });
 });
+
+describe('comparing receipts', () => {
+  it('says two runs are the same run when artifact, inputs, outcome, output and state digests agree, wherever they ran', async () => {
+    const { compareReceipts } = await import('../src/index.js');
+    const base = {
+      task: { id: 'tk_a', traceId: null },
+      node: { id: 'nd_laptop', tier: 'laptop', keyId: 'a'.repeat(64), version: '0.1.0' },
+      artifact: { digest: `sha256:${'1'.repeat(64)}` as const, name: 'x', version: '1' },
+      invocation: { args: digestArgs([]), env: digestEnv({}), stdin: digestStream(Buffer.alloc(0)) },
+      limits: { memoryBytes: 1, deadlineMs: null },
+      outcome: { status: 'SUCCEEDED' as const, reason: null, exitCode: 0 },
+      output: { stdout: digestStream(Buffer.from('out')), stderr: digestStream(Buffer.alloc(0)) },
+      state: [
+        {
+          slot: 'data',
+          stateId: 'st_1',
+          access: 'rw' as const,
+          before: null,
+          after: `sha256:${'2'.repeat(64)}` as const,
+          bytes: 1,
+          entries: 1,
+          quotaExceeded: false,
+        },
+      ],
+      time: { createdAt: 'a', startedAt: null, endedAt: 'b' },
+    };
+    const edge = {
+      ...base,
+      task: { id: 'tk_b', traceId: null },
+      node: { ...base.node, id: 'nd_edge', tier: 'edge' },
+      state: [{ ...base.state[0]!, stateId: 'st_2' }],
+    };
+    const same = compareReceipts([base, edge]);
+    expect(same.sameRun).toBe(true);
+    expect(same.place.find((f) => f.field === 'node.id')?.equal).toBe(false);
+    const differs = compareReceipts([
+      base,
+      { ...edge, output: { ...edge.output, stdout: digestStream(Buffer.from('0ut')) } },
+    ]);
+    expect(differs.sameRun).toBe(false);
+    expect(differs.run.filter((f) => !f.equal).map((f) => f.field)).toEqual(['output.stdout']);
+  });
+});

@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import {
+  compareReceipts,
   type ExecutionPredicate,
   isReceiptError,
   parseReceipt,
@@ -135,6 +136,67 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
       } catch (err) {
         throw asCliError(err);
       }
+    });
+
+  group
+    .command('compare')
+    .description(
+      'compare receipts of the same run on several nodes: artifact, inputs, outcome, output and state digests must agree',
+    )
+    .argument('<files...>', 'two or more receipt files')
+    .option('--node-key <pub>', 'verify each receipt against one of these node keys first; repeatable', collect, [])
+    .action(async (files: string[], flags: { nodeKey: string[] }) => {
+      if (files.length < 2) throw new CliError('USAGE', 'compare needs at least two receipts', ExitCode.USAGE);
+      const keys = await Promise.all(
+        flags.nodeKey.map(async (k) => (await readInputFile(ctx, k, '--node-key')).toString('utf8')),
+      );
+      const predicates: ExecutionPredicate[] = [];
+      try {
+        for (const file of files) {
+          const json = (await readInputFile(ctx, file, 'receipt')).toString('utf8');
+          if (keys.length === 0) {
+            predicates.push(parseReceipt(json).statement.predicate);
+            continue;
+          }
+          // Each receipt must verify with one of the given keys (the one its hint names).
+          const keyId = parseReceipt(json).keyId;
+          let verified: ExecutionPredicate | undefined;
+          let lastError: unknown;
+          for (const key of keys) {
+            try {
+              verified = (await verifyReceipt(json, key)).predicate;
+              break;
+            } catch (err) {
+              lastError = err;
+              if (!isReceiptError(err) || err.code !== 'KEY_MISMATCH') throw err;
+            }
+          }
+          if (!verified) {
+            throw isReceiptError(lastError)
+              ? Object.assign(lastError, {
+                  message: `${file} is signed by node key ${keyId}, none of the --node-key keys`,
+                })
+              : lastError;
+          }
+          predicates.push(verified);
+        }
+      } catch (err) {
+        throw asCliError(err);
+      }
+      const result = compareReceipts(predicates);
+      const rows = [...result.run, ...result.place].map(
+        (f) => `${f.equal ? 'same     ' : 'DIFFERENT'} ${f.field}${f.equal ? '' : `: ${f.values.join(' | ')}`}`,
+      );
+      const verdict = result.sameRun
+        ? `same run on ${predicates.map((p) => `${p.node.id} (${p.node.tier})`).join(', ')}`
+        : 'NOT the same run';
+      emit(
+        ctx,
+        output(),
+        { sameRun: result.sameRun, verified: keys.length > 0, run: result.run, place: result.place },
+        `${verdict}${keys.length > 0 ? '' : ' (signatures NOT checked: pass --node-key)'}\n${rows.join('\n')}`,
+      );
+      if (!result.sameRun) ctx.setExitCode(ExitCode.FAILURE);
     });
 
   withNodeOptions(
