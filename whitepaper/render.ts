@@ -58,6 +58,17 @@ export interface Ratio {
   summary?: Summary;
   skipped?: string;
 }
+/** The side-by-side suite's description of its workload (bench/compare.ts). */
+export interface Workload {
+  origin: string;
+  cSource: string;
+  wasm: string;
+  js: string | null;
+  inputs: Record<'tiny' | 'large', { bytes: number; events: number; generator: string; seed: number }>;
+  rounds: Record<string, number>;
+  sameOutputAsProcess: Record<string, boolean>;
+}
+
 export interface Results {
   schema: string;
   mode: string;
@@ -286,18 +297,18 @@ export function render(template: string, results: Results, resultsName: string):
         return `load average (1/5/15 min) at start ${l.atStart.map((v) => v.toFixed(2)).join(' / ')}, at end ${l.atEnd.map((v) => v.toFixed(2)).join(' / ')}; 1-min load during the run ${range} (${m.cpus} CPUs)`;
       }
       case 'workload': {
-        const w = need(results.workload ?? undefined, 'the side-by-side workload (compare suite)') as Record<
-          string,
-          any
-        >;
+        const w = need(
+          results.workload ?? undefined,
+          'the side-by-side workload (compare suite)',
+        ) as unknown as Workload;
         const lines = [
           `- source: \`${w.cSource}\` and \`${w.wasm}\` (${w.origin})`,
           `- JS component: ${w.js ? `\`${w.js}\`` : 'not built in this checkout (its rows are marked not measured)'}`,
           `- inputs: one event (${w.inputs.tiny.bytes} bytes) for start → exit; ${w.inputs.large.events.toLocaleString('en-US')} events (${fmt(w.inputs.large.bytes, 'bytes')}) for throughput, from \`${w.inputs.large.generator}\` with seed ${w.inputs.large.seed}`,
-          `- rounds: ${Object.entries(w.rounds as Record<string, number>)
+          `- rounds: ${Object.entries(w.rounds)
             .map(([k, v]) => `${k} ${v}`)
             .join(', ')}`,
-          `- identical output to the native process: ${Object.entries(w.sameOutputAsProcess as Record<string, boolean>)
+          `- identical output to the native process: ${Object.entries(w.sameOutputAsProcess)
             .map(([k, v]) => `${k} ${v ? 'yes' : '**no**'}`)
             .join(', ')}`,
         ];
