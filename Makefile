@@ -22,7 +22,7 @@ DEPS_STAMP := node_modules/.vyr-installed
 help:
 	@echo "make test   - set up (Node 24, pnpm, dependencies), build, lint, check, run all tests"
 	@echo "make demo   - set up, build, run the end-to-end demo"
-	@echo "make bench  - run the benchmarks (numbers land in bench/results/)"
+	@echo "make bench  - benchmarks side by side (bench/results/<date>-<host>.json) and whitepaper/v0.1.md; QUICK=1 for CI"
 	@echo "make dist   - install the vyr CLI as one self-contained directory (DIST_DIR, default dist/vyr)"
 	@echo "make release - build dist/vyr-<version>.tgz, one npm package: npm install -g ./dist/vyr-<version>.tgz"
 
