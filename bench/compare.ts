@@ -370,6 +370,16 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
   const closers: (() => Promise<void>)[] = [];
   const uid = `${process.pid}-${Date.now().toString(36)}`;
   let seq = 0;
+  // Stopped from outside (the harness got a signal): stop the node, the driver and the pool before exiting.
+  const onSignal = () => {
+    void (async () => {
+      for (const close of closers.reverse()) await close().catch(() => undefined);
+      await rm(work, { recursive: true, force: true });
+      process.exit(130);
+    })();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
   try {
     // ---- inputs --------------------------------------------------------------------------------------------------
     opts.progress('compare: generating inputs');
@@ -1029,6 +1039,8 @@ export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
       notes.push(`outputs differ from the native process: ${JSON.stringify(sameOutput)}`);
     return { benchmarks, ratios, workload, notes };
   } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
     for (const close of closers.reverse()) await close().catch(() => undefined);
     await rm(work, { recursive: true, force: true });
   }

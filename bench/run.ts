@@ -11,6 +11,8 @@
  * --only     a subset of suites: compare, runtime, api, collector, artifact, state, nongoals.
  * --out      where to write the results file.
  * --no-render  skip the whitepaper.
+ * --demo FILE  the portability demo's result to copy into the results file (default .vyr/demo/result.json, which
+ *            `make demo` writes).
  * A progress line per benchmark is drawn on stderr when it is a terminal, nothing otherwise.
  * Exit code 1 when a suite failed (its error is in the results file and on stderr).
  */
@@ -60,6 +62,14 @@ function command(suite: SuiteName): string[] {
 }
 
 let status = '';
+/** The suite running now: a signal to the harness is passed on, so no suite outlives it. */
+let current: ChildProcess | undefined;
+for (const signal of ['SIGINT', 'SIGTERM'] as const)
+  process.once(signal, () => {
+    if (!current) process.exit(130);
+    current.once('exit', () => process.exit(130));
+    current.kill(signal);
+  });
 function progress(text: string): void {
   if (!tty) return;
   status = text;
@@ -77,6 +87,7 @@ async function runSuite(
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env: { ...process.env, PYTHON: python },
   });
+  current = child;
   const out: Buffer[] = [];
   let err = '';
   child.stdout?.on('data', (d: Buffer) => out.push(d));
@@ -93,6 +104,7 @@ async function runSuite(
     1000,
   );
   const exitCode = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  current = undefined;
   clearInterval(ticker);
   return { exitCode, seconds: (Date.now() - started) / 1000, stdout: Buffer.concat(out).toString('utf8'), stderr: err };
 }
@@ -152,7 +164,8 @@ clearInterval(loadTimer);
 const cited = JSON.parse(await readFile(join(here, 'cited.json'), 'utf8')) as { note: string; figures: CitedFigure[] };
 // The portability demo (`make demo`, issue 9) writes its own JSON; the paper's demo table is generated from a copy.
 const demoPath = join(root, '.vyr/demo/result.json');
-const demo = existsSync(demoPath) ? (JSON.parse(await readFile(demoPath, 'utf8')) as unknown) : null;
+const demoFile = option('--demo') ?? demoPath;
+const demo = existsSync(demoFile) ? (JSON.parse(await readFile(demoFile, 'utf8')) as unknown) : null;
 const finishedAt = new Date();
 const la = loadavg();
 const day = startedAt.toISOString().slice(0, 10);
