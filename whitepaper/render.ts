@@ -234,6 +234,12 @@ export interface Rendered {
   charts: Record<string, string>;
 }
 
+/** `sha256:0123…` shortened to its first 12 hex digits, so a digest fits a table cell and still compares by eye. */
+function short(v: unknown): string {
+  const t = String(v ?? '');
+  return /^sha256:[0-9a-f]{64}$/.test(t) ? `${t.slice(0, 19)}…` : t;
+}
+
 function demoTable(demo: unknown): string {
   if (!demo || typeof demo !== 'object') {
     return [
@@ -242,16 +248,23 @@ function demoTable(demo: unknown): string {
     ].join('\n');
   }
   const d = demo as Record<string, unknown>;
-  const rows = (
-    Array.isArray(d.tiers) ? d.tiers : Array.isArray(d.rows) ? d.rows : Array.isArray(demo) ? demo : null
-  ) as Record<string, unknown>[] | null;
+  const rows = (Array.isArray(d.rows) ? d.rows : Array.isArray(d.tiers) ? d.tiers : null) as
+    | Record<string, unknown>[]
+    | null;
   if (!rows || rows.length === 0) return `\`\`\`json\n${JSON.stringify(demo, null, 2)}\n\`\`\``;
-  const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => {
-    const v = rows[0]?.[k];
-    return v === undefined || v === null || typeof v !== 'object';
-  });
+  // Every scalar column the demo reports, in its order; ids that differ per run by design (node id, trace id) last.
+  const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) =>
+    rows.every((r) => r[k] === undefined || r[k] === null || typeof r[k] !== 'object'),
+  );
   const out = [`| ${keys.join(' | ')} |`, `|${keys.map(() => '---').join('|')}|`];
-  for (const r of rows) out.push(`| ${keys.map((k) => cell(String(r[k] ?? ''))).join(' | ')} |`);
+  for (const r of rows) out.push(`| ${keys.map((k) => cell(short(r[k]))).join(' | ')} |`);
+  const facts = Object.entries(d)
+    .filter(([, v]) => v !== null && typeof v !== 'object')
+    .map(([k, v]) => `${k}: ${cell(short(v))}`);
+  const verdict =
+    d.verdict && typeof d.verdict === 'object' ? Object.entries(d.verdict as Record<string, unknown>) : [];
+  if (facts.length > 0) out.push('', `Run: ${facts.join('; ')}.`);
+  if (verdict.length > 0) out.push('', `Verdict: ${verdict.map(([k, v]) => `${k} = **${String(v)}**`).join(', ')}.`);
   return out.join('\n');
 }
 
