@@ -236,10 +236,15 @@ function ociConfig(args: string[], rootPath: string, cgroupsPath?: string): unkn
 class WasmtimeServer {
   readonly child: ChildProcess;
   readonly #lines: AsyncIterator<string>;
+  #spawnError: Error | undefined;
   ready!: { importMs: number; compileMs: number; wasmtime: string };
 
   constructor(python: string, module: string) {
     this.child = spawn(python, [DRIVER, 'serve', module], { stdio: ['pipe', 'pipe', 'inherit'] });
+    // No Python at all: spawn reports it as an 'error' event; keep it for the first read instead of crashing.
+    this.child.once('error', (err) => {
+      this.#spawnError = err;
+    });
     this.#lines = createInterface({ input: this.child.stdout! })[Symbol.asyncIterator]();
   }
 
@@ -249,7 +254,7 @@ class WasmtimeServer {
 
   async #next(): Promise<Record<string, unknown>> {
     const r = await this.#lines.next();
-    if (r.done) throw new Error('wasmtime driver exited');
+    if (r.done) throw new Error(`wasmtime driver exited${this.#spawnError ? `: ${this.#spawnError.message}` : ''}`);
     const v = JSON.parse(r.value) as Record<string, unknown>;
     if (typeof v.error === 'string') throw new Error(`wasmtime driver: ${v.error}`);
     return v;
@@ -261,6 +266,7 @@ class WasmtimeServer {
   }
 
   async close(): Promise<void> {
+    if (this.child.exitCode !== null || this.#spawnError) return;
     const done = new Promise((r) => this.child.once('exit', r));
     this.child.stdin!.end();
     await done;
