@@ -12,6 +12,7 @@
  *   {{table:GROUP}}                 every benchmark of a group (startup, throughput, phase, compile, cold, memory,
  *                                   size, runtime, api, collector, artifact, state); `{{table:throughput:events/s}}`
  *                                   keeps one unit
+ *   {{methods:GROUP}}               how one sample of each benchmark of a group is taken
  *   {{ratios:PREFIX}}               the pair-by-pair ratios whose id starts with PREFIX
  *   {{value:ID}} / {{value:ID:FIELD}}  one summary number with its unit (FIELD: median (default), min, p95, max, n)
  *   {{ratio:ID}}                    the median of a ratio, as ×N
@@ -27,7 +28,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { basename, join, relative } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface Summary {
@@ -333,6 +334,11 @@ export function render(template: string, results: Results, resultsName: string):
         if (rows.length === 0) throw new Error(`no benchmarks in group ${group}${unit ? ` with unit ${unit}` : ''}`);
         return benchmarkTable(rows);
       }
+      case 'methods': {
+        const rows = results.benchmarks.filter((b) => b.group === args[0]);
+        if (rows.length === 0) throw new Error(`no benchmarks in group ${args[0]}`);
+        return rows.map((b) => `- \`${b.id}\`: ${b.method}`).join('\n');
+      }
       case 'ratios': {
         const rows = results.ratios.filter((r) => r.id.startsWith(args[0] ?? ''));
         if (rows.length === 0) throw new Error(`no ratios starting with ${args[0]}`);
@@ -433,7 +439,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const outDir = opt('--out-dir') ?? here;
   const results = JSON.parse(await readFile(resultsPath, 'utf8')) as Results;
   const template = await readFile(join(here, 'v0.1.template.md'), 'utf8');
-  const name = resultsPath.startsWith(root) ? relative(root, resultsPath) : basename(resultsPath);
+  const absolute = resolve(resultsPath);
+  const name = absolute.startsWith(root) ? relative(root, absolute) : basename(absolute);
   try {
     const { markdown, charts } = render(template, results, name);
     await mkdir(join(outDir, 'charts'), { recursive: true });
