@@ -62,8 +62,11 @@ export type WatFixtureName = (typeof WAT_FIXTURES)[number];
  *   lines and exits with the number of failures. Needs a read-write preopen at `/data`.
  * - `event-transform`: reads JSON lines from stdin (or `/data/in.jsonl` when stdin is empty), writes transformed
  *   lines to stdout and appends them to `/data/out.jsonl`; the demo workload.
+ * - `heap-churn`: copies stdin to stdout through the heap (a realloc-grown buffer per line, written in batches and
+ *   freed; all input also kept in a realloc-doubled buffer), then writes `lines L bytes B fnv1a H` to stderr.
+ *   Allocates, frees and reuses heap memory past the initial memory while doing I/O.
  */
-export const C_FIXTURES = ['hello-c', 'wasi-conformance', 'event-transform', 'wasi-regressions'] as const;
+export const C_FIXTURES = ['hello-c', 'wasi-conformance', 'event-transform', 'wasi-regressions', 'heap-churn'] as const;
 
 /** Name of a C fixture. */
 export type CFixtureName = (typeof C_FIXTURES)[number];
