@@ -500,9 +500,12 @@ export function createNodeLayers(options: NodeLayersOptions): NodeLayers {
       );
       // Queued behind a holder (`wait` policy): answered now, with the slot still unbound; the task starts when the
       // bind is granted, or ends PENDING_TIMEOUT if it never is (the bind hook's wait reports it).
-      if (queued) grant.catch(() => undefined);
+      const access = binding.access ?? slots.find((s) => s.name === binding.slot)?.access ?? 'rw';
+      const noteBinding = () => receipts?.noteBinding(taskId, { slot: binding.slot, stateId: binding.stateId, access });
+      if (queued) grant.then(noteBinding, () => undefined);
       else {
         await grant;
+        noteBinding();
         // The last slot bound: the bind hook hands the mounts to the runtime, which queues the task. Answer once it
         // has left PENDING (QUEUED, RUNNING or already ended), as the API promises.
         let missing: string[] = [];

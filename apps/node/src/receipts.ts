@@ -40,6 +40,8 @@ export interface ReceiptRecorder {
     stdin: Uint8Array;
     bindings: ReceiptDraft['bindings'];
   }): void;
+  /** Adds a binding granted with BindState to the task's draft (for a receipt written at recovery). */
+  noteBinding(taskId: string, binding: ReceiptDraft['bindings'][number]): void;
   /** Remembers the bound state's digests before the task (from the release hook, before the kernel releases). */
   noteBefore(taskId: string, mounts: readonly StateMount[]): void;
   /** Signs and stores the receipt once `ended` resolves with the terminal status. */
@@ -58,6 +60,18 @@ export function createReceiptRecorder(store: ReceiptStore, signer: ReceiptSigner
   const signing = new Map<string, Promise<string | undefined>>();
   const node = { id: signer.nodeId, tier: signer.tier, keyId: signer.key.keyId, version: signer.version };
 
+  function putDraft({ status, artifact, args, env, stdin, bindings }: Parameters<ReceiptRecorder['draft']>[0]): void {
+    store.putDraft({
+      task: { id: status.id, traceId: status.traceId ?? null },
+      node,
+      artifact: { digest: status.digest as Sha256Digest, name: artifact.name, version: artifact.version },
+      invocation: { args: digestArgs(args), env: digestEnv(env), stdin: digestStream(stdin) },
+      limits: { memoryBytes: status.limits.memoryBytes, deadlineMs: status.limits.deadlineMs ?? null },
+      bindings,
+      createdAtMs: status.createdAt,
+    });
+  }
+
   async function sign(facts: ReceiptFacts): Promise<string> {
     return signReceipt(buildStatement(facts), signer.key.privateKey);
   }
@@ -65,16 +79,27 @@ export function createReceiptRecorder(store: ReceiptStore, signer: ReceiptSigner
   return {
     keyId: signer.key.keyId,
     publicKeyPem: signer.key.publicKeyPem,
-    draft({ status, artifact, args, env, stdin, bindings }) {
-      store.putDraft({
-        task: { id: status.id, traceId: status.traceId ?? null },
-        node,
-        artifact: { digest: status.digest as Sha256Digest, name: artifact.name, version: artifact.version },
-        invocation: { args: digestArgs(args), env: digestEnv(env), stdin: digestStream(stdin) },
-        limits: { memoryBytes: status.limits.memoryBytes, deadlineMs: status.limits.deadlineMs ?? null },
-        bindings,
-        createdAtMs: status.createdAt,
-      });
+    draft(input) {
+      // Never fails the submit: the task is already admitted. Without a draft it gets no receipt (GetTaskReceipt
+      // says so), and the failure is logged.
+      try {
+        putDraft(input);
+      } catch (err) {
+        logger.error('cannot record the draft receipt of a task; it will have no receipt', {
+          taskId: input.status.id,
+          error: (err as Error).message,
+        });
+      }
+    },
+    noteBinding(taskId, binding) {
+      try {
+        store.addBinding(taskId, binding);
+      } catch (err) {
+        logger.error('cannot record a binding in the draft receipt of a task', {
+          taskId,
+          error: (err as Error).message,
+        });
+      }
     },
     noteBefore(taskId, mounts) {
       before.set(taskId, new Map(mounts.map((m) => [m.slot, { access: m.access, digest: m.digestBefore }] as const)));

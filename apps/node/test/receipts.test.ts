@@ -1,9 +1,15 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createNodeClient, type NodeClient } from '@vyr/api/client';
-import { writeKeyPair } from '@vyr/artifact';
+import { keyIdOf, readPublicKey, writeKeyPair } from '@vyr/artifact';
 import { TaskStatus } from '@vyr/proto';
-import { type ExecutionPredicate, parseReceipt, type ReceiptErrorCode, verifyReceipt } from '@vyr/receipt';
+import {
+  compareReceipts,
+  type ExecutionPredicate,
+  parseReceipt,
+  type ReceiptErrorCode,
+  verifyReceipt,
+} from '@vyr/receipt';
 import { cleanupTempDirs, tempDir } from '@vyr/testing';
 import { extract as extractTar } from 'tar';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +19,7 @@ import {
   packSigned,
   STATE_PROBE_WASM,
   startNode,
+  startNodeExpectingFailure,
   uploadOf,
   waitForStatus,
 } from './helpers.js';
@@ -191,6 +198,14 @@ describe('exit criterion: a run leaves a signed receipt that verifies offline ag
     expect(got.receiptJson).toBe(onLaptop.receipt);
     expect(got.nodeKeyId).toBe(parseReceipt(onLaptop.receipt).keyId);
     await expectRefused(laptopClient.getTaskReceipt({ taskId: 'tk_doesnotexist0000' }), 'not_found', 'NOT_FOUND');
+    await expectRefused(laptopClient.getTaskReceipt({ taskId: '../x' }), 'invalid_argument', 'INVALID_ARGUMENT');
+    // Plain JSON over HTTP (Connect protocol, curl-compatible) gives the same bytes.
+    const viaJson = await fetch(`${laptop.url}/vyr.v1.NodeService/GetTaskReceipt`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ taskId: onLaptop.taskId }),
+    });
+    expect(((await viaJson.json()) as { receiptJson: string }).receiptJson).toBe(onLaptop.receipt);
     const { state } = await laptopClient.createState({});
     const { task } = await laptopClient.submitTask({
       artifactDigest: artifact.digest,
@@ -288,6 +303,16 @@ describe('exit criterion: a run leaves a signed receipt that verifies offline ag
     expect(e.output).toEqual(l.output);
     const digests = (p: ExecutionPredicate) => p.state.map((s) => ({ slot: s.slot, before: s.before, after: s.after }));
     expect(digests(e)).toEqual(digests(l));
+    // compareReceipts says the same: one run, two places; the tiers' default limits differ (the probe declares none).
+    const compared = compareReceipts([l, e]);
+    expect(compared.sameRun).toBe(true);
+    expect(compared.context.filter((f) => !f.equal).map((f) => f.field)).toEqual([
+      'node.id',
+      'node.tier',
+      'node.keyId',
+      'task.id',
+      'limits',
+    ]);
     // Each receipt binds its own node: the other node's key refuses it.
     expect(await codeOf(() => verifyReceipt(onEdge.receipt, laptopKey))).toBe('KEY_MISMATCH');
     expect(await codeOf(() => verifyReceipt(onLaptop.receipt, edgeKey))).toBe('KEY_MISMATCH');
@@ -316,7 +341,12 @@ describe('receipts survive a node restart, and a task live when the node was kil
       args: ['write', '/data/x', 'before the crash', 'spin'],
       bindings: [{ slot: 'data', stateId: state?.id as string }],
     });
+    // A second one gets its state with BindState after submit.
+    const { state: late } = await c1.createState({ name: 'late' });
+    const { task: bound } = await c1.submitTask({ artifactDigest: artifact.digest, args: ['spin'] });
+    await c1.bindState({ stateId: late?.id as string, taskId: bound?.id as string, slot: 'data' });
     await waitForStatus(c1, task?.id as string, TaskStatus.RUNNING);
+    await waitForStatus(c1, bound?.id as string, TaskStatus.RUNNING);
     await first.stop('SIGKILL');
 
     const second = await startNode(args);
@@ -335,6 +365,14 @@ describe('receipts survive a node restart, and a task live when the node was kil
       expect(verified.predicate.state).toEqual([
         expect.objectContaining({ slot: 'data', stateId: state?.id, before: null, after: kept?.lastDigest }),
       ]);
+      const lateReceipt = await verifyReceipt(
+        (await c2.getTaskReceipt({ taskId: bound?.id as string })).receiptJson,
+        nodeKey,
+      );
+      expect(lateReceipt.predicate.outcome.reason).toBe('NODE_RESTART');
+      expect(lateReceipt.predicate.state).toEqual([
+        expect.objectContaining({ slot: 'data', stateId: late?.id, access: 'rw', before: null }),
+      ]);
       // WatchTask of the restarted task carries it too.
       for await (const ev of c2.watchTask({ taskId: task?.id as string, includeReceipt: true })) {
         expect(ev.receiptJson).toBe(receiptJson);
@@ -342,5 +380,38 @@ describe('receipts survive a node restart, and a task live when the node was kil
     } finally {
       expect(await second.stop()).toBe(0);
     }
+  });
+});
+
+describe('the node key: generated on first start (0600) or given with --node-key', () => {
+  it('generates DATA_DIR/node-key/vyr.key with mode 0600 (the restart test shows it is kept); --node-key uses the given key; a bad one is refused', async () => {
+    const dir = await tempDir('vyr-receipts-key-');
+    const generated = await startNode(['--data-dir', join(dir, 'a')]);
+    try {
+      const info = await createNodeClient({ baseUrl: generated.url }).getNodeInfo({});
+      const file = join(dir, 'a', 'node-key', 'vyr.key');
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      expect(keyIdOf(await readPublicKey(join(dir, 'a', 'node-key', 'vyr.pub')))).toBe(info.nodeKeyId);
+    } finally {
+      expect(await generated.stop()).toBe(0);
+    }
+    const own = await writeKeyPair(join(dir, 'own'));
+    const given = await startNode(['--data-dir', join(dir, 'b'), '--node-key', own.privateKeyPath]);
+    try {
+      expect((await createNodeClient({ baseUrl: given.url }).getNodeInfo({})).nodeKeyId).toBe(own.keyId);
+    } finally {
+      expect(await given.stop()).toBe(0);
+    }
+    const missing = await startNodeExpectingFailure([
+      '--data-dir',
+      join(dir, 'c'),
+      '--node-key',
+      join(dir, 'nope.key'),
+    ]);
+    expect(missing.code).toBe(66);
+    expect(missing.stderr).toContain('FILE_NOT_FOUND');
+    const notAKey = await startNodeExpectingFailure(['--data-dir', join(dir, 'd'), '--node-key', own.publicKeyPath]);
+    expect(notAKey.code).toBe(64);
+    expect(notAKey.stderr).toContain('INVALID_FILE');
   });
 });

@@ -2,22 +2,24 @@ import type { ExecutionPredicate } from './types.js';
 
 /**
  * The parts of a receipt that describe the run itself: equal on every tier for the same artifact and inputs
- * (ARCHITECTURE.md §4 "Predictable"). Everything else (task, node, time, state instance ids) differs by design.
+ * (ARCHITECTURE.md §4 "Predictable"). Everything else (task, node, limits, time, state instance ids) may differ.
  */
 export const RUN_FIELDS = [
   'artifact',
   'invocation.args',
   'invocation.env',
   'invocation.stdin',
-  'limits',
   'outcome',
   'output.stdout',
   'output.stderr',
   'state',
 ] as const;
 
-/** The parts that name where and when a run happened. */
-export const PLACE_FIELDS = ['node.id', 'node.tier', 'node.keyId', 'task.id'] as const;
+/**
+ * The parts that say where and under which limits a run happened: they differ between nodes by design (a tier's
+ * default memory limit and deadline apply unless the artifact or the request set them).
+ */
+export const CONTEXT_FIELDS = ['node.id', 'node.tier', 'node.keyId', 'task.id', 'limits'] as const;
 
 /** One compared field: its value in each receipt (JSON text) and whether they are all equal. */
 export interface ComparedField {
@@ -31,7 +33,7 @@ export interface ReceiptComparison {
   /** True when every {@link RUN_FIELDS} entry is equal across the receipts. */
   sameRun: boolean;
   run: ComparedField[];
-  place: ComparedField[];
+  context: ComparedField[];
 }
 
 function pick(p: ExecutionPredicate, field: string): unknown {
@@ -56,5 +58,5 @@ function compare(predicates: readonly ExecutionPredicate[], fields: readonly str
  */
 export function compareReceipts(predicates: readonly ExecutionPredicate[]): ReceiptComparison {
   const run = compare(predicates, RUN_FIELDS);
-  return { sameRun: run.every((f) => f.equal), run, place: compare(predicates, PLACE_FIELDS) };
+  return { sameRun: run.every((f) => f.equal), run, context: compare(predicates, CONTEXT_FIELDS) };
 }

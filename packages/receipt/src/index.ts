@@ -7,9 +7,9 @@
  */
 
 export {
+  CONTEXT_FIELDS,
   type ComparedField,
   compareReceipts,
-  PLACE_FIELDS,
   type ReceiptComparison,
   RUN_FIELDS,
 } from './compare.js';

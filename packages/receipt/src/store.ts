@@ -39,6 +39,11 @@ export interface ReceiptRow {
 export interface ReceiptStore {
   /** Records a task's draft at submit. Idempotent per task id (a second call keeps the first draft). */
   putDraft(draft: ReceiptDraft): void;
+  /**
+   * Adds a binding granted after submit (BindState) to a live task's draft, so a receipt written at recovery names
+   * it too. Ignored for an unknown task, one that already has its receipt, or a slot already in the draft.
+   */
+  addBinding(taskId: string, binding: ReceiptDraft['bindings'][number]): void;
   /** Stores the signed receipt of an ended task. */
   complete(taskId: string, receipt: string, endedAtMs: number): void;
   /** A task's row; `undefined` when the store never heard of it (or dropped it). */
@@ -68,13 +73,14 @@ type Row = Record<string, unknown>;
 export function openReceiptStore(options: ReceiptStoreOptions): ReceiptStore {
   const maxReceipts = options.maxReceipts ?? 100_000;
   let db: DatabaseSync;
-  let stmts: Record<'insert' | 'complete' | 'get' | 'open' | 'count' | 'prune', StatementSync>;
+  let stmts: Record<'insert' | 'updateDraft' | 'complete' | 'get' | 'open' | 'count' | 'prune', StatementSync>;
   try {
     db = new DatabaseSync(options.path);
     db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;');
     db.exec(SCHEMA);
     stmts = {
       insert: db.prepare('INSERT OR IGNORE INTO receipts (task_id, draft, created_at) VALUES (?, ?, ?)'),
+      updateDraft: db.prepare('UPDATE receipts SET draft = ? WHERE task_id = ? AND receipt IS NULL'),
       complete: db.prepare('UPDATE receipts SET receipt = ?, ended_at = ? WHERE task_id = ?'),
       get: db.prepare('SELECT task_id, draft, receipt FROM receipts WHERE task_id = ?'),
       open: db.prepare(
@@ -112,6 +118,16 @@ export function openReceiptStore(options: ReceiptStoreOptions): ReceiptStore {
       guarded(`record the draft receipt of ${draft.task.id}`, () =>
         stmts.insert.run(draft.task.id, JSON.stringify(draft), draft.createdAtMs),
       );
+    },
+    addBinding(taskId, binding) {
+      guarded(`record a binding in the draft receipt of ${taskId}`, () => {
+        const r = stmts.get.get(taskId) as Row | undefined;
+        if (!r || typeof r.receipt === 'string') return;
+        const draft = JSON.parse(r.draft as string) as ReceiptDraft;
+        if (draft.bindings.some((b) => b.slot === binding.slot)) return;
+        draft.bindings.push(binding);
+        stmts.updateDraft.run(JSON.stringify(draft), taskId);
+      });
     },
     complete(taskId, receipt, endedAtMs) {
       guarded(`store the receipt of ${taskId}`, () => {

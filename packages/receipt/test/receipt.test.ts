@@ -35,7 +35,7 @@ async function codeOf(fn: () => Promise<unknown>): Promise<ReceiptErrorCode | 'A
   }
 }
 
-describe('receipts: sign and verify offline', () => {
+describe('exit criterion: a receipt signed with a node key verifies offline with that public key alone, against the artifact, output, stdin and exported state; any changed byte of receipt, key, output, artifact or state is refused with a coded error', () => {
   let dir: string;
   let artifactPath: string;
   let artifactDigest: `sha256:${string}`;
@@ -248,11 +248,16 @@ describe('receipt store', () => {
     store.putDraft(draft('tk_a', 1));
     store.putDraft(draft('tk_b', 2));
     store.putDraft(draft('tk_b', 3)); // idempotent
+    store.addBinding('tk_b', { slot: 'data', stateId: 'st_1', access: 'rw' });
+    store.addBinding('tk_b', { slot: 'data', stateId: 'st_2', access: 'ro' }); // slot already recorded
     store.complete('tk_a', '{"receipt":1}', 5);
+    store.addBinding('tk_a', { slot: 'data', stateId: 'st_3', access: 'rw' }); // already signed: ignored
     store.close();
     store = openReceiptStore({ path });
     expect(store.get('tk_a')?.receipt).toBe('{"receipt":1}');
     expect(store.openDrafts().map((r) => [r.taskId, r.draft.createdAtMs])).toEqual([['tk_b', 2]]);
+    expect(store.openDrafts()[0]?.draft.bindings).toEqual([{ slot: 'data', stateId: 'st_1', access: 'rw' }]);
+    expect(store.get('tk_a')?.draft.bindings).toEqual([]);
     expect(store.get('tk_c')).toBeUndefined();
     store.close();
   });
@@ -291,7 +296,7 @@ describe('comparing receipts', () => {
     };
     const same = compareReceipts([base, edge]);
     expect(same.sameRun).toBe(true);
-    expect(same.place.find((f) => f.field === 'node.id')?.equal).toBe(false);
+    expect(same.context.find((f) => f.field === 'node.id')?.equal).toBe(false);
     const differs = compareReceipts([
       base,
       { ...edge, output: { ...edge.output, stdout: digestStream(Buffer.from('0ut')) } },

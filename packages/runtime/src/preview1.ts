@@ -16,6 +16,12 @@
  *   before it looks the descriptor up; WASI P1 and wasmtime check the descriptor first). Seen with AssemblyScript's
  *   `fd_write(-31337, 0, 0, …)`.
  *
+ * - `sock_accept` / `sock_recv` / `sock_send` get `ENOTSOCK` (`EBADF` for a descriptor that is not open): a VYR
+ *   task is never given a socket, and the adapter implements these three as a trap (`unreachable`).
+ * - `proc_raise` gets `ENOTSUP` (wasmtime's answer; the adapter traps).
+ * - A path that is not UTF-8 gets `EILSEQ` (wasmtime's answer). The adapter passes the bytes on as a WASI 0.2
+ *   `string`, which the host decodes with replacement characters: `\xff` would silently name a file `\ufffd`.
+ *
  * Pointers the guest passes are bounds-checked: an out-of-bounds buffer gets `EFAULT`, never a host exception.
  */
 
@@ -23,6 +29,9 @@
 const ERRNO_SUCCESS = 0;
 const ERRNO_BADF = 8;
 const ERRNO_FAULT = 21;
+const ERRNO_ILSEQ = 25;
+const ERRNO_NOTSOCK = 57;
+const ERRNO_NOTSUP = 58;
 
 const encoder = new TextEncoder();
 
@@ -88,8 +97,8 @@ function listGet(ref: MemoryRef, strings: Uint8Array[]): P1Function {
 
 /**
  * The descriptors the adapter has open, followed from the main module's own calls: stdio (0-2), one per preopen
- * (numbered from 3 in order, as the adapter numbers them), every descriptor a successful `path_open` /
- * `sock_accept` returned, less those closed; `fd_renumber` moves one. Only consulted for a write of no bytes.
+ * (numbered from 3 in order, as the adapter numbers them), every descriptor a successful `path_open` returned, less
+ * those closed; `fd_renumber` moves one. Consulted only to tell EBADF from another errno.
  */
 class OpenDescriptors {
   readonly #open = new Set<number>();
@@ -146,6 +155,53 @@ function fdWrite(ref: MemoryRef, adapterWrite: P1Function, open: OpenDescriptors
   };
 }
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Argument positions of the (pointer, length) pairs that are paths, per P1 function (wasi_snapshot_preview1.witx).
+ */
+const PATH_PAIRS: Record<string, [number, number][]> = {
+  path_create_directory: [[1, 2]],
+  path_filestat_get: [[2, 3]],
+  path_filestat_set_times: [[2, 3]],
+  path_link: [
+    [2, 3],
+    [5, 6],
+  ],
+  path_open: [[2, 3]],
+  path_readlink: [[1, 2]],
+  path_remove_directory: [[1, 2]],
+  path_rename: [
+    [1, 2],
+    [4, 5],
+  ],
+  path_symlink: [
+    [0, 1],
+    [3, 4],
+  ],
+  path_unlink_file: [[1, 2]],
+};
+
+/** A path call that answers `EILSEQ` for a path that is not UTF-8 (out-of-bounds paths go on to the adapter). */
+function utf8Paths(ref: MemoryRef, call: P1Function, pairs: [number, number][]): P1Function {
+  return (...args: number[]): number => {
+    const memory = ref.memory;
+    if (memory) {
+      for (const [ptrArg, lenArg] of pairs) {
+        const ptr = (args[ptrArg] as number) >>> 0;
+        const len = (args[lenArg] as number) >>> 0;
+        if (!inBounds(memory, ptr, len)) continue;
+        try {
+          strictUtf8.decode(new Uint8Array(memory.buffer, ptr, len));
+        } catch {
+          return ERRNO_ILSEQ;
+        }
+      }
+    }
+    return call(...args);
+  };
+}
+
 /**
  * The `wasi_snapshot_preview1` imports of a main module with the corrections above; `p1` are the adapter's exports
  * the module would otherwise get. `ref.memory` must be set to the module's memory once it is instantiated.
@@ -164,14 +220,19 @@ export function correctPreview1(
   if (p1.args_get) out.args_get = listGet(ref, argv);
   if (p1.environ_sizes_get) out.environ_sizes_get = sizesGet(ref, environ);
   if (p1.environ_get) out.environ_get = listGet(ref, environ);
-  if (typeof p1.fd_write === 'function') {
-    const open = new OpenDescriptors(preopens);
-    out.fd_write = fdWrite(ref, p1.fd_write as P1Function, open);
-    // path_open(fd, dirflags, path, path_len, oflags, rights, inheriting, fdflags, *fd); sock_accept(fd, flags, *fd)
-    if (p1.path_open) out.path_open = open.opens(ref, p1.path_open as P1Function, 8);
-    if (p1.sock_accept) out.sock_accept = open.opens(ref, p1.sock_accept as P1Function, 2);
-    if (p1.fd_close) out.fd_close = open.closes(p1.fd_close as P1Function);
-    if (p1.fd_renumber) out.fd_renumber = open.renumbers(p1.fd_renumber as P1Function);
+  for (const [name, pairs] of Object.entries(PATH_PAIRS)) {
+    if (typeof p1[name] === 'function') out[name] = utf8Paths(ref, p1[name] as P1Function, pairs);
   }
+  const open = new OpenDescriptors(preopens);
+  // path_open(fd, dirflags, path, path_len, oflags, rights, inheriting, fdflags, *fd)
+  if (out.path_open) out.path_open = open.opens(ref, out.path_open as P1Function, 8);
+  if (p1.fd_close) out.fd_close = open.closes(p1.fd_close as P1Function);
+  if (p1.fd_renumber) out.fd_renumber = open.renumbers(p1.fd_renumber as P1Function);
+  if (typeof p1.fd_write === 'function') out.fd_write = fdWrite(ref, p1.fd_write as P1Function, open);
+  const notSocket = (fd: number): number => (open.has(fd) ? ERRNO_NOTSOCK : ERRNO_BADF);
+  if (p1.sock_accept) out.sock_accept = notSocket;
+  if (p1.sock_recv) out.sock_recv = notSocket;
+  if (p1.sock_send) out.sock_send = notSocket;
+  if (p1.proc_raise) out.proc_raise = () => ERRNO_NOTSUP;
   return out;
 }

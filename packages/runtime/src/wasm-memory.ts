@@ -13,15 +13,16 @@
  *    was asked for (current + delta, as i64) in an appended global exported as `vyr:runtime/grow-failed`. The guest
  *    sees exactly what it saw before (the grow's result); the host reads the global after the run and attributes a
  *    failure to the memory limit only when a grow past the limit was refused — no heuristics on the final size.
- * 3. In a module that defines its memory (a component's main module), `memory.size` answers the pages that module
- *    owns: its initial pages, or the end of the pages its own last `memory.grow` added (an appended global, also
- *    what its `memory.grow 0` returns). Pages another core module of the component grew since then (the preview1
- *    adapter takes its stack and its state from `memory.grow` when the main module exports no `cabi_realloc`) are
- *    not counted. An allocator that takes all memory up to `memory.size` as its initial heap — wasi-libc's dlmalloc
- *    before wasi-libc 2023 (`try_init_allocator` used `sbrk(0)`; Debian's `wasi-libc` 0.0~git20220510 still does)
- *    — would otherwise hand out the adapter's pages, and the adapter's state check traps (`assertion failed at
- *    adapter line 2858`) once the program frees and reuses that memory. With one module growing the memory, what it
- *    sees is exactly what it saw before.
+ * 3. In a module that defines its memory (a component's main module), `memory.size` (and `memory.grow 0`) leaves out
+ *    pages another core module of the component grew before this module first asked: until the memory grows after
+ *    that first `memory.size`, it answers the pages the module owns (its initial pages, or the end of its own last
+ *    grow); from then on the real size. The preview1 adapter takes its stack and its state from `memory.grow` (the
+ *    main module exports no `cabi_realloc`) before the program's code runs. An allocator that takes all memory up
+ *    to `memory.size` as its initial heap — wasi-libc's dlmalloc before 2023 (`try_init_allocator` used `sbrk(0)`;
+ *    Debian's `wasi-libc` 0.0~git20220510 still does), AssemblyScript's TLSF — would otherwise hand those pages out
+ *    again, and the adapter's state check traps (`assertion failed at adapter line 2857/2858`) once the program
+ *    writes them. Growth after the first look is answered as it is, so `memory.size` before a `memory.grow` is still
+ *    where the new pages start. A module that alone grows its memory sees exactly what it saw before.
  *
  * Modules whose memory cannot be limited this way are refused with `UNSUPPORTED_ARTIFACT` naming the reason: more
  * than one memory (multi-memory), a 64-bit memory (memory64), a shared memory (threads), a custom page size, or an
@@ -48,6 +49,16 @@ export interface ImportedMemory {
   maxPages?: number;
 }
 
+/**
+ * Most table elements a module may have, over all the tables it defines. A table lives on the worker's JS heap,
+ * outside the memory limit: a guest growing a table by millions of entries exhausted that heap and V8 ended the
+ * whole node process (a fatal out-of-memory error, not a worker exit). Each defined table gets this bound, shared
+ * among its tables, as its maximum (or keeps a smaller one it declared), so the engine answers `table.grow` past
+ * it with -1 as the core spec says for a table at its maximum; a module whose tables start larger is refused.
+ * Toolchains' tables are far smaller (a C/C++ program's indirect-call table holds its address-taken functions).
+ */
+export const MAX_TABLE_ELEMENTS = 1_000_000;
+
 /** Result of {@link limitModuleMemory}. */
 export interface MemoryRewrite {
   /** The rewritten module (the input, unchanged, when the module has no memory). */
@@ -64,6 +75,7 @@ const SECTION_CUSTOM = 0;
 const SECTION_TYPE = 1;
 const SECTION_IMPORT = 2;
 const SECTION_FUNCTION = 3;
+const SECTION_TABLE = 4;
 const SECTION_MEMORY = 5;
 const SECTION_GLOBAL = 6;
 const SECTION_EXPORT = 7;
@@ -534,14 +546,14 @@ interface Site {
 }
 
 /**
- * Rewrites the code section: every `memory.grow` becomes `call growFunc`, and, when `sizeGlobal` is given, every
- * `memory.size` becomes `global.get sizeGlobal`. `appended(growSites)` gives the body of the function to append
- * (undefined: append none); it is asked once the sites are counted, so indices can depend on what is appended.
+ * Rewrites the code section: every `memory.grow` becomes `call growFunc`, and, when `sizeFunc` is given, every
+ * `memory.size` becomes `call sizeFunc`; `appended` are the bodies of the functions to append. `plan` is asked once
+ * the sites are counted, so what is appended (and so every index) can depend on them.
  */
 function rewriteCode(
   bytes: Uint8Array,
   section: Section,
-  plan: (sites: { grow: number; size: number }) => { growFunc: number; sizeGlobal?: number; appended?: number[] },
+  plan: (sites: { grow: number; size: number }) => { growFunc: number; sizeFunc?: number; appended: number[][] },
 ) {
   const r = new Reader(bytes, section.contentStart, section.end);
   const count = r.u32();
@@ -574,9 +586,9 @@ function rewriteCode(
     r.pos = end;
   }
   if (r.pos !== section.end) throw unsupported('the code section has trailing bytes');
-  const { growFunc, sizeGlobal, appended } = plan(counts);
+  const { growFunc, sizeFunc, appended } = plan(counts);
   const call = [0x10, ...writeU32(growFunc)];
-  const getSize = sizeGlobal === undefined ? undefined : [0x23, ...writeU32(sizeGlobal)];
+  const getSize = sizeFunc === undefined ? undefined : [0x10, ...writeU32(sizeFunc)];
   const bodies = new Builder();
   for (const { start, end, sites } of functions) {
     const out = new Builder();
@@ -590,20 +602,20 @@ function rewriteCode(
     out.push(bytes.subarray(copied, end));
     bodies.push(writeU32(out.length)).push(out);
   }
-  const content = new Builder().push(writeU32(count + (appended ? 1 : 0))).push(bodies);
-  if (appended) content.push(appended);
+  const content = new Builder().push(writeU32(count + appended.length)).push(bodies);
+  for (const body of appended) content.push(body);
   return { content, growSites: counts.grow, sizeSites: getSize ? counts.size : 0 };
 }
 
 /**
  * Body of the appended function `(param $delta i32) (result i32) (local $r i32)`: `memory.grow` and, on -1, store
- * `memory.size + delta` (as i64, so it cannot wrap) in the recording global. With `top` (a module that defines its
- * memory, see {@link limitModuleMemory}): a grow that succeeds sets `top` to the end of the pages it added, and
- * `memory.grow 0` answers `top`, as `memory.size` does in that module.
+ * `memory.size + delta` (as i64, so it cannot wrap) in the recording global. With `owned` (a module that defines its
+ * memory, see {@link limitModuleMemory}): a grow that succeeds sets the `top` global to the end of the pages it
+ * added, and `memory.grow 0` answers what `memory.size` answers in that module (`call size`).
  */
-function growBody(global: number, top?: number): number[] {
+function growBody(global: number, owned?: { top: number; size: number }): number[] {
   const onSuccess =
-    top === undefined
+    owned === undefined
       ? []
       : [
           0x05, // else (the grow succeeded)
@@ -612,9 +624,9 @@ function growBody(global: number, top?: number): number[] {
           ...[0x20, 0x01], // local.get $r
           ...[0x20, 0x00], // local.get $delta
           0x6a, // i32.add
-          ...[0x24, ...writeU32(top)], // global.set $top
-          0x05, // else (memory.grow 0: the size the module sees)
-          ...[0x23, ...writeU32(top)], // global.get $top
+          ...[0x24, ...writeU32(owned.top)], // global.set $top
+          0x05, // else (memory.grow 0)
+          ...[0x10, ...writeU32(owned.size)], // call $size
           ...[0x21, 0x01], // local.set $r
           0x0b, // end
         ];
@@ -640,6 +652,38 @@ function growBody(global: number, top?: number): number[] {
   return [...writeU32(body.length), ...body];
 }
 
+/**
+ * Body of the appended `(result i32) (local $real i32)` that replaces `memory.size` in a module that defines its
+ * memory: the first call notes the memory's real size in `first`; while the memory is still that size, it answers
+ * `top` (the pages the module owns: its initial pages, or the end of its own last grow), afterwards the real size.
+ * So pages another module grew before this one first looked are not its own, and any growth after that (its own or
+ * another module's) is answered exactly as `memory.size` would, so `memory.size` before a `memory.grow` is still
+ * where the new pages start.
+ */
+function sizeBody(top: number, first: number): number[] {
+  const body = [
+    ...[0x01, 0x01, 0x7f], // one local: i32
+    ...[0x3f, 0x00], // memory.size 0
+    ...[0x21, 0x00], // local.set $real
+    ...[0x23, ...writeU32(first)], // global.get $first
+    0x45, // i32.eqz
+    ...[0x04, 0x40], // if (first call)
+    ...[0x20, 0x00], // local.get $real
+    ...[0x24, ...writeU32(first)], // global.set $first
+    0x0b, // end
+    ...[0x20, 0x00], // local.get $real
+    ...[0x23, ...writeU32(first)], // global.get $first
+    0x46, // i32.eq
+    ...[0x04, 0x7f], // if (result i32): nothing grew since the first call
+    ...[0x23, ...writeU32(top)], // global.get $top
+    0x05, // else
+    ...[0x20, 0x00], // local.get $real
+    0x0b, // end
+    0x0b, // end
+  ];
+  return [...writeU32(body.length), ...body];
+}
+
 function appendToVector(bytes: Uint8Array, section: Section | undefined, entry: number[]): Builder {
   return appendAllToVector(bytes, section, [entry]);
 }
@@ -653,6 +697,65 @@ function appendAllToVector(bytes: Uint8Array, section: Section | undefined, entr
   }
   for (const entry of entries) out.push(entry);
   return out;
+}
+
+/**
+ * The table section with every table's maximum bounded (see {@link MAX_TABLE_ELEMENTS}), or undefined when every
+ * table already declares a maximum within its share.
+ */
+function limitTables(bytes: Uint8Array, section: Section): Builder | undefined {
+  const r = new Reader(bytes, section.contentStart, section.end);
+  const count = r.u32();
+  if (count === 0) return undefined;
+  const share = Math.floor(MAX_TABLE_ELEMENTS / count);
+  const out = new Builder().push(writeU32(count));
+  let changed = false;
+  let initial = 0;
+  for (let i = 0; i < count; i++) {
+    const start = r.pos;
+    // function-references: `0x40 0x00 tabletype expr` (a table with an initializer); otherwise `tabletype`.
+    const withInit = bytes[r.pos] === 0x40;
+    if (withInit) r.skip(2);
+    r.valType();
+    const limitsStart = r.pos;
+    const flags = bytes[r.pos]!;
+    if (flags & ~0x01) throw tableUnsupported(`table ${i} has limits flags 0x${flags.toString(16)} (table64?)`);
+    const limits = r.limits();
+    const limitsEnd = r.pos;
+    initial += limits.min;
+    if (initial > MAX_TABLE_ELEMENTS) {
+      throw tableUnsupported(`its tables start with ${initial} elements, more than ${MAX_TABLE_ELEMENTS}`);
+    }
+    const max = Math.max(limits.min, share);
+    let rest = limitsEnd;
+    if (withInit) {
+      // The initializer is a constant expression ending in `end` (0x0b); skip it instruction by instruction.
+      for (;;) {
+        if (bytes[r.pos] === 0x0b) {
+          r.pos++;
+          break;
+        }
+        skipInstruction(r);
+      }
+      rest = r.pos;
+    }
+    if (limits.max !== undefined && limits.max <= max) {
+      out.push(bytes.subarray(start, rest));
+      continue;
+    }
+    changed = true;
+    out.push(bytes.subarray(start, limitsStart));
+    out.push([0x01, ...writeU32(limits.min), ...writeU32(max)]);
+    out.push(bytes.subarray(limitsEnd, rest));
+  }
+  return changed ? out : undefined;
+}
+
+function tableUnsupported(reason: string): RuntimeError {
+  return new RuntimeError(
+    'UNSUPPORTED_ARTIFACT',
+    `the runtime cannot bound this module's tables: ${reason}; tables may hold at most ${MAX_TABLE_ELEMENTS} elements`,
+  );
 }
 
 /**
@@ -684,16 +787,22 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
       defined = { ...limits, bytes: module.subarray(start, r.pos) };
     }
   }
-  const total = definedCount + imports.memories.length;
-  if (total === 0) return { bytes: module, importsMemory: false, growSites: 0 };
-  if (total > 1) throw unsupported(`it has ${total} memories (multi-memory)`);
-  const flags = defined ? defined.flags : imports.memories[0]!.flags;
-  if (flags & 0x02) throw unsupported('its memory is shared (threads)');
-  if (flags & 0x04) throw unsupported('its memory is 64-bit (memory64)');
-  if (flags & ~0x01) throw unsupported(`its memory has limits flags 0x${flags.toString(16)} (custom page size?)`);
-
   const replaced = new Map<number, Builder>();
   const removed = new Set<number>();
+  const tableSection = find(SECTION_TABLE);
+  const tables = tableSection ? limitTables(module, tableSection) : undefined;
+  if (tables) replaced.set(SECTION_TABLE, tables);
+
+  const total = definedCount + imports.memories.length;
+  if (total === 0 && !tables) return { bytes: module, importsMemory: false, growSites: 0 };
+  if (total > 1) throw unsupported(`it has ${total} memories (multi-memory)`);
+  if (total === 1) {
+    const flags = defined ? defined.flags : imports.memories[0]!.flags;
+    if (flags & 0x02) throw unsupported('its memory is shared (threads)');
+    if (flags & 0x04) throw unsupported('its memory is 64-bit (memory64)');
+    if (flags & ~0x01) throw unsupported(`its memory has limits flags 0x${flags.toString(16)} (custom page size?)`);
+  }
+
   if (defined) {
     // The defined memory (index 0) becomes imported memory 0: no memory index changes.
     const entry = [...encodeName(MEMORY_IMPORT_MODULE), ...encodeName(MEMORY_IMPORT_FIELD), 0x02, ...defined.bytes];
@@ -703,43 +812,57 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
 
   const codeSection = find(SECTION_CODE);
   let growSites = 0;
-  if (codeSection) {
+  if (codeSection && total > 0) {
     const functionSection = find(SECTION_FUNCTION);
     const globalSection = find(SECTION_GLOBAL);
     const typeSection = find(SECTION_TYPE);
     const exportSection = find(SECTION_EXPORT);
     // Appended entries take the next free index of each space, so existing indices stay valid.
-    const growFunc = imports.funcs + vectorCount(module, functionSection);
+    const firstFunc = imports.funcs + vectorCount(module, functionSection);
     const firstGlobal = imports.globals + vectorCount(module, globalSection);
-    const growType = countTypes(module, typeSection);
-    let failedGlobal: number | undefined;
-    let topGlobal: number | undefined;
+    const firstType = countTypes(module, typeSection);
+    let grow = false;
+    let owned = false;
     const code = rewriteCode(module, codeSection, (sites) => {
-      if (sites.grow > 0) failedGlobal = firstGlobal;
-      if (defined && sites.grow + sites.size > 0) topGlobal = firstGlobal + (failedGlobal === undefined ? 0 : 1);
-      return {
-        growFunc,
-        ...(topGlobal === undefined ? {} : { sizeGlobal: topGlobal }),
-        ...(failedGlobal === undefined ? {} : { appended: growBody(failedGlobal, topGlobal) }),
-      };
+      grow = sites.grow > 0;
+      owned = defined !== undefined && sites.grow + sites.size > 0;
+      // Functions: grow, then size. Globals: failed, then top and first.
+      const sizeFunc = firstFunc + (grow ? 1 : 0);
+      const failed = firstGlobal;
+      const top = firstGlobal + (grow ? 1 : 0);
+      const appended: number[][] = [];
+      if (grow) appended.push(growBody(failed, owned ? { top, size: sizeFunc } : undefined));
+      if (owned) appended.push(sizeBody(top, top + 1));
+      return { growFunc: firstFunc, ...(owned ? { sizeFunc } : {}), appended };
     });
     growSites = code.growSites;
-    if (code.growSites + code.sizeSites > 0) replaced.set(SECTION_CODE, code.content);
+    if (grow || owned) replaced.set(SECTION_CODE, code.content);
+    const types: number[][] = [];
+    const funcs: number[][] = [];
     const globals: number[][] = [];
-    if (failedGlobal !== undefined) {
-      replaced.set(SECTION_TYPE, appendToVector(module, typeSection, [0x60, 0x01, 0x7f, 0x01, 0x7f]));
-      replaced.set(SECTION_FUNCTION, appendToVector(module, functionSection, writeU32(growType)));
-      globals.push([0x7e, 0x01, 0x42, 0x00, 0x0b]); // (global (mut i64) (i64.const 0))
+    if (grow) {
+      types.push([0x60, 0x01, 0x7f, 0x01, 0x7f]); // (func (param i32) (result i32))
+      funcs.push(writeU32(firstType));
+      globals.push([0x7e, 0x01, 0x42, 0x00, 0x0b]); // $failed: (global (mut i64) (i64.const 0))
       replaced.set(
         SECTION_EXPORT,
-        appendToVector(module, exportSection, [...encodeName(GROW_FAILED_EXPORT), 0x03, ...writeU32(failedGlobal)]),
+        appendToVector(module, exportSection, [...encodeName(GROW_FAILED_EXPORT), 0x03, ...writeU32(firstGlobal)]),
       );
     }
-    // (global (mut i32) (i32.const <initial pages>)): the runtime creates the memory with exactly those pages.
-    if (topGlobal !== undefined && defined) globals.push([0x7f, 0x01, 0x41, ...writeS32(defined.min), 0x0b]);
-    if (globals.length > 0) replaced.set(SECTION_GLOBAL, appendAllToVector(module, globalSection, globals));
+    if (owned && defined) {
+      types.push([0x60, 0x00, 0x01, 0x7f]); // (func (result i32))
+      funcs.push(writeU32(firstType + types.length - 1));
+      // $top: the runtime creates the memory with exactly the module's initial pages. $first: 0 until the first call.
+      globals.push([0x7f, 0x01, 0x41, ...writeS32(defined.min), 0x0b]);
+      globals.push([0x7f, 0x01, 0x41, 0x00, 0x0b]);
+    }
+    if (types.length > 0) {
+      replaced.set(SECTION_TYPE, appendAllToVector(module, typeSection, types));
+      replaced.set(SECTION_FUNCTION, appendAllToVector(module, functionSection, funcs));
+      replaced.set(SECTION_GLOBAL, appendAllToVector(module, globalSection, globals));
+    }
   }
-  if (replaced.size === 0) return { bytes: module, importsMemory: !defined, growSites: 0 };
+  if (replaced.size === 0) return { bytes: module, importsMemory: total > 0 && !defined, growSites: 0 };
 
   const present = new Set(sections.map((s) => s.id));
   const added = [...replaced.keys()]
@@ -769,5 +892,5 @@ export function limitModuleMemory(module: Uint8Array): MemoryRewrite {
       ? { minPages: defined.min }
       : { minPages: defined.min, maxPages: defined.max }
     : undefined;
-  return { bytes: out.bytes(), ...(memory ? { memory } : {}), importsMemory: !defined, growSites };
+  return { bytes: out.bytes(), ...(memory ? { memory } : {}), importsMemory: total > 0 && !defined, growSites };
 }

@@ -57,7 +57,19 @@ interface TaskContext {
   taskId: string;
   stdin: StdinReader;
   quotaEvents: QuotaEvent[];
+  /** Descriptors the task opened and has not closed; each holds a host file descriptor of the node process. */
+  open: Set<object>;
 }
+
+/**
+ * Most files and directories one task may hold open at once. Each is a file descriptor of the node process: a guest
+ * opening files without closing them would otherwise take the whole process's descriptor table (seen: the node
+ * then cannot accept a connection). One open past the bound fails with `insufficient-memory` (ENOMEM, what the host
+ * answers at its own limit); whatever is still open when the task ends is closed then.
+ */
+const MAX_OPEN_DESCRIPTORS = 1024;
+
+const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for('dispose');
 let current: TaskContext | undefined;
 
 function readyPollable(): Pollable {
@@ -388,6 +400,14 @@ function installFilesystemGuards(): void {
   const proto = filesystem.types.Descriptor.prototype;
   installTimeFixes(proto);
   errorCodeOnly(proto);
+  // Closing a descriptor (the guest's resource drop) takes it off the task's open set.
+  const dispose = proto[disposeSymbol] as ((this: object) => void) | undefined;
+  if (dispose) {
+    proto[disposeSymbol] = function (this: object) {
+      current?.open.delete(this);
+      dispose.call(this);
+    };
+  }
   if (filesystem.types.DirectoryEntryStream) errorCodeOnly(filesystem.types.DirectoryEntryStream.prototype);
   wrap(
     proto,
@@ -413,7 +433,9 @@ function installFilesystemGuards(): void {
           openFlags.create === true &&
           absent(this, path, pathFlags.symlinkFollow === true);
         if (creates) chargeEntry(mount);
+        if (current && current.open.size >= MAX_OPEN_DESCRIPTORS) throw 'insufficient-memory';
         const opened = orig.apply(this, args) as object;
+        current?.open.add(opened);
         if (mount) {
           mountOf.set(opened, mount);
           if (creates) mount.usedEntries++;
@@ -732,6 +754,18 @@ function findRun(exports: Record<string, unknown>): () => unknown {
   throw new Error('the component exports no wasi:cli/run');
 }
 
+/** Closes what the task left open (its host file descriptors), now rather than whenever the GC finalizes them. */
+function closeLeftovers(ctx: TaskContext): void {
+  for (const descriptor of [...ctx.open]) {
+    try {
+      (descriptor as Record<symbol, () => void>)[disposeSymbol]?.();
+    } catch {
+      // already closed
+    }
+  }
+  ctx.open.clear();
+}
+
 function describe(err: unknown): string {
   if (err instanceof Error) return err.message || err.name;
   return String(err);
@@ -758,7 +792,12 @@ function redactOutcome(outcome: WorkerOutcome, mounts: WorkerMount[]): WorkerOut
 }
 
 async function runTask(req: RunRequest): Promise<DoneMessage> {
-  const ctx: TaskContext = { taskId: req.taskId, stdin: new StdinReader(req.stdin), quotaEvents: [] };
+  const ctx: TaskContext = {
+    taskId: req.taskId,
+    stdin: new StdinReader(req.stdin),
+    quotaEvents: [],
+    open: new Set(),
+  };
   current = ctx;
   const memories: WebAssembly.Memory[] = [];
   const exportedMemories: WebAssembly.Memory[] = [];
@@ -882,6 +921,7 @@ async function runTask(req: RunRequest): Promise<DoneMessage> {
         : { kind: 'memory-limit', message };
   }
   const runEnd = now();
+  closeLeftovers(ctx);
   current = undefined;
   return {
     type: 'done',

@@ -183,7 +183,7 @@ describe('the prepare-time memory rewrite', () => {
     expect((exports[GROW_FAILED_EXPORT] as { value: bigint }).value).toBe(3n);
   });
 
-  it('answers memory.size in the module that defines the memory with the pages it owns, not pages others grew', async () => {
+  it('answers memory.size in the module that defines the memory without the pages others grew before it looked', async () => {
     const bytes = await compile(`(module
       (memory 2 100)
       (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
@@ -196,18 +196,39 @@ describe('the prepare-time memory rewrite', () => {
       },
     );
     const e = exports as Record<string, (...args: number[]) => number>;
-    expect(e.size!()).toBe(2);
     memory.grow(1); // another core module of the component (the preview1 adapter) takes a page for itself
+    expect(e.size!()).toBe(2); // an allocator taking all of memory.size as its heap leaves that page alone
     expect(e.size!()).toBe(2);
     expect(e.grow!(0)).toBe(2);
     expect(e.grow!(2)).toBe(3); // its own new pages start after the other module's
     expect(e.size!()).toBe(5);
-    expect(e.grow!(0)).toBe(5);
+    // Growth after it first looked is answered as it is: memory.size before a grow is where the new pages start.
     memory.grow(1);
-    expect(e.size!()).toBe(5);
+    expect(e.size!()).toBe(6);
+    expect(e.grow!(1)).toBe(6);
     expect(e.grow!(10)).toBe(-1);
-    expect(e.size!()).toBe(5);
-    expect(memory.buffer.byteLength).toBe(6 * 65536);
+    expect(e.size!()).toBe(7);
+    expect(memory.buffer.byteLength).toBe(7 * 65536);
+  });
+
+  it('answers memory.size exactly when only the defining module grows its memory', async () => {
+    const bytes = await compile(`(module
+      (memory 1 100)
+      (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))
+      (func (export "size") (result i32) (memory.size)))`);
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 10 });
+    const { exports } = new WebAssembly.Instance(
+      new WebAssembly.Module(new Uint8Array(limitModuleMemory(bytes).bytes)),
+      {
+        [MEMORY_IMPORT_MODULE]: { [MEMORY_IMPORT_FIELD]: memory },
+      },
+    );
+    const e = exports as Record<string, (...args: number[]) => number>;
+    expect(e.grow!(2)).toBe(1);
+    expect(e.size!()).toBe(3);
+    expect(e.grow!(0)).toBe(3);
+    expect(e.grow!(1)).toBe(3);
+    expect(e.size!()).toBe(4);
   });
 
   it('answers memory.size with the initial pages in a defining module that never grows', async () => {

@@ -178,7 +178,11 @@ describe('holdOutput: the submitter that follows its task gets every byte', () =
         if (ev.type === 'status' && ev.status.state === 'RUNNING') break;
       }
       expect(states.at(-1)).toBe('RUNNING');
-      await vi.waitFor(() => expect(runtime.get(task.id).stdoutBytes).toBeGreaterThan(0), { interval: 5 });
+      // Not a timing assertion: the first output can take seconds on a loaded machine (worker start, instantiate).
+      await vi.waitFor(() => expect(runtime.get(task.id).stdoutBytes).toBeGreaterThan(0), {
+        interval: 5,
+        timeout: 30_000,
+      });
       const got = await readAll(runtime.watch(task.id), 1);
       expect(got.dropped).toEqual([]);
       expect(got.bytes).toBe(TOTAL);

@@ -1,20 +1,23 @@
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import {
-  compareReceipts,
-  type ExecutionPredicate,
-  isReceiptError,
-  parseReceipt,
-  type ReceiptErrorCode,
-  type StateExportCheck,
-  verifyReceipt,
-} from '@vyr/receipt';
+import type { ExecutionPredicate, ReceiptErrorCode, StateExportCheck } from '@vyr/receipt';
 import type { Command } from 'commander';
 import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError } from '../errors.js';
 import { ExitCode, type ExitCodeValue } from '../exit-codes.js';
 import { readInputFile } from '../files.js';
 import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
+
+/**
+ * `@vyr/receipt` (and the state kernel's digest code it pulls in) is loaded by the receipt commands only, so every
+ * other command starts without it.
+ */
+const receiptLib = () => import('@vyr/receipt');
+
+/** True for a ReceiptError (by name: the module is loaded lazily). */
+function isReceiptError(err: unknown): err is Error & { code: ReceiptErrorCode } {
+  return err instanceof Error && err.name === 'ReceiptError' && typeof (err as { code?: unknown }).code === 'string';
+}
 
 /** Exit code of each receipt refusal: a receipt that does not prove the claim is a verification failure (65). */
 const RECEIPT_EXIT: Record<ReceiptErrorCode, ExitCodeValue> = {
@@ -97,6 +100,7 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
     .action(async (file: string, flags: VerifyFlags) => {
       const json = (await readInputFile(ctx, file, 'receipt')).toString('utf8');
       const key = (await readInputFile(ctx, flags.nodeKey, '--node-key')).toString('utf8');
+      const { verifyReceipt } = await receiptLib();
       try {
         const verified = await verifyReceipt(json, key, {
           ...(flags.artifact !== undefined
@@ -125,6 +129,7 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
     .argument('<file>', 'receipt file')
     .action(async (file: string) => {
       const json = (await readInputFile(ctx, file, 'receipt')).toString('utf8');
+      const { parseReceipt } = await receiptLib();
       try {
         const parsed = parseReceipt(json);
         emit(
@@ -150,6 +155,7 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
       const keys = await Promise.all(
         flags.nodeKey.map(async (k) => (await readInputFile(ctx, k, '--node-key')).toString('utf8')),
       );
+      const { compareReceipts, parseReceipt, verifyReceipt } = await receiptLib();
       const predicates: ExecutionPredicate[] = [];
       try {
         for (const file of files) {
@@ -184,7 +190,7 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
         throw asCliError(err);
       }
       const result = compareReceipts(predicates);
-      const rows = [...result.run, ...result.place].map(
+      const rows = [...result.run, ...result.context].map(
         (f) => `${f.equal ? 'same     ' : 'DIFFERENT'} ${f.field}${f.equal ? '' : `: ${f.values.join(' | ')}`}`,
       );
       const verdict = result.sameRun
@@ -193,7 +199,7 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
       emit(
         ctx,
         output(),
-        { sameRun: result.sameRun, verified: keys.length > 0, run: result.run, place: result.place },
+        { sameRun: result.sameRun, verified: keys.length > 0, run: result.run, context: result.context },
         `${verdict}${keys.length > 0 ? '' : ' (signatures NOT checked: pass --node-key)'}\n${rows.join('\n')}`,
       );
       if (!result.sameRun) ctx.setExitCode(ExitCode.FAILURE);

@@ -331,6 +331,7 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
             {
               task: taskJson(task),
               lostOutputBytes: Number(lost),
+              ...(flags.receipt !== undefined && receiptJson ? { receipt: flags.receipt } : {}),
               stdout: Buffer.concat(out).toString('utf8'),
               stderr: Buffer.concat(err).toString('utf8'),
             },
