@@ -112,10 +112,10 @@ try {
       yield { part: { case: 'chunk' as const, value: bytes } };
     })(),
   );
-  for (let i = 0; i < 100; i++) await runToExit(i % 2 ? c1 : c2, digest); // warm: prepare cache, JIT, connections
+  for (let i = 0; i < (quick ? 20 : 100); i++) await runToExit(i % 2 ? c1 : c2, digest); // warm: prepare cache, JIT, connections
 
   const rounds = quick ? 2 : 5;
-  const perRound = quick ? 50 : 300;
+  const perRound = quick ? 20 : 300;
   for (const [label, client] of [
     ['HTTP/1.1', c1],
     ['HTTP/2', c2],
@@ -137,7 +137,7 @@ try {
   }
 
   // Retain 1,000 finished tasks (the node's default retention; 300 in quick mode), then measure.
-  const retain = quick ? 300 : 1000;
+  const retain = quick ? 100 : 1000;
   const info0 = await c1.getNodeInfo({});
   for (let i = info0.retainedTasks; i < retain; i++) await runToExit(c2, digest);
   const info = await c1.getNodeInfo({});
@@ -182,7 +182,7 @@ try {
       }
     })();
     const t0 = performance.now();
-    const tasks = quick ? 100 : 600;
+    const tasks = quick ? 40 : 600;
     let next = 0;
     await Promise.all(
       Array.from({ length: 4 }, async () => {

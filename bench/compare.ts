@@ -368,7 +368,7 @@ function bench(
 
 export async function runCompare(opts: CompareOptions): Promise<CompareResult> {
   const { quick } = opts;
-  const rounds = { startup: quick ? 3 : 30, throughput: quick ? 3 : 20, cold: quick ? 2 : 8, memory: quick ? 1 : 5 };
+  const rounds = { startup: quick ? 2 : 30, throughput: quick ? 2 : 20, cold: quick ? 1 : 8, memory: quick ? 1 : 5 };
   const largeBytes = quick ? 64 * 1024 : 4 * 1024 * 1024;
   const work = await mkdtemp(join(tmpdir(), 'vyr-bench-compare-'));
   const files = workloadFiles();
