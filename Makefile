@@ -17,14 +17,16 @@ NODE_STAMP := $(TOOLCHAIN)/.node-$(NODE_VERSION)
 PNPM_STAMP := $(TOOLCHAIN)/.pnpm-$(PNPM_VERSION)
 DEPS_STAMP := node_modules/.vyr-installed
 
-.PHONY: help toolchain install build lint test demo bench generate fixtures fixture-toolchain clean dist release
+.PHONY: help toolchain install build lint test demo demo-cycle demo-toolchain bench generate fixtures fixture-toolchain clean dist release sea
 
 help:
 	@echo "make test   - set up (Node 24, pnpm, dependencies), build, lint, check, run all tests"
-	@echo "make demo   - set up, build, run the end-to-end demo"
-	@echo "make bench  - run the benchmarks (numbers land in bench/results/)"
+	@echo "make demo   - set up, build, run the portability demo: one artifact on laptop, edge and cloud nodes, edge cut off"
+	@echo "make demo-cycle - the single-node cycle, narrated: key, pack, sign, verify, tamper, run, state, trace"
+	@echo "make bench  - benchmarks side by side (bench/results/<date>-<host>.json) and whitepaper/v0.1.md; QUICK=1 for CI"
 	@echo "make dist   - install the vyr CLI as one self-contained directory (DIST_DIR, default dist/vyr)"
 	@echo "make release - build dist/vyr-<version>.tgz, one npm package: npm install -g ./dist/vyr-<version>.tgz"
+	@echo "make sea    - build dist/vyr-linux-<arch>, one executable file for machines without Node.js"
 
 $(NODE_STAMP):
 	@mkdir -p $(TOOLCHAIN)
@@ -71,14 +73,29 @@ lint: build
 	node scripts/check-layers.mjs
 	node scripts/check-generated.mjs
 
-test: build lint fixture-toolchain
+test: build lint fixture-toolchain demo-toolchain
 	pnpm exec vitest run
 
-demo: build
-	bash scripts/demo.sh
+# The portability demo puts the edge in its own network namespace when it runs as root with iproute2 (Debian
+# package, installed here when missing); otherwise it stops and restarts the edge's upstream instead, and says so.
+demo-toolchain:
+	@if command -v ip >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing iproute2 with apt-get"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null) \
+	    || echo "warning: could not install iproute2; the demo will stop and restart the upstream instead"; \
+	fi
 
+demo: build demo-toolchain
+	node scripts/demo/portability.mjs $(DEMO_ARGS)
+
+demo-cycle: build
+	bash scripts/demo-cycle.sh
+
+# QUICK=1: tiny inputs and few rounds (what CI runs); the full run writes bench/results/<date>-<host>.json and
+# re-renders whitepaper/v0.1.md from it.
 bench: build
-	pnpm -F @vyr/bench run bench
+	node bench/run.ts $(if $(QUICK),--quick)
 
 # A self-contained installation of the `vyr` command: DIST_DIR/bin/vyr with its own Node.js (docs/cli.md "Install").
 DIST_DIR ?= dist/vyr
@@ -88,6 +105,15 @@ dist: build
 # One npm package with every runtime dependency bundled (docs/cli.md "Install"): npm install -g ./dist/vyr-<version>.tgz
 release: build
 	node apps/cli/scripts/release.mjs dist
+
+# One executable file (Node.js SEA) embedding the release package; postject comes from npm into .toolchain/.
+POSTJECT_VERSION := 1.0.0-alpha.6
+POSTJECT_STAMP := $(TOOLCHAIN)/.postject-$(POSTJECT_VERSION)
+$(POSTJECT_STAMP): $(NODE_STAMP)
+	npm install --no-audit --no-fund --loglevel=error --prefix $(TOOLCHAIN)/postject postject@$(POSTJECT_VERSION)
+	@touch $@
+sea: release $(POSTJECT_STAMP)
+	node apps/cli/scripts/sea.mjs dist/vyr-$$(node -p 'require("./apps/cli/package.json").version').tgz
 
 generate: install
 	pnpm -F @vyr/proto run generate

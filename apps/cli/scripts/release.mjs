@@ -147,8 +147,8 @@ try {
     description: app.description,
     license: app.license,
     type: 'module',
-    bin: { vyr: './dist/main.js' },
-    files: ['dist'],
+    bin: { vyr: './bin/vyr.js' },
+    files: ['bin', 'dist'],
     engines: { node: '>=24' },
     os: [process.platform],
     cpu: [process.arch],
@@ -156,6 +156,24 @@ try {
   };
   manifest.bundleDependencies = Object.keys(manifest.dependencies);
   writeFileSync(join(pkgDir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  // The bin checks the Node.js version before anything is linked: dist/main.js imports node:sqlite, and an older
+  // Node.js found first on PATH would otherwise die with ERR_UNKNOWN_BUILTIN_MODULE instead of saying what to do.
+  execFileSync('mkdir', ['-p', join(pkgDir, 'bin')]);
+  writeFileSync(
+    join(pkgDir, 'bin', 'vyr.js'),
+    `#!/usr/bin/env node
+// The vyr command (npm package built by apps/cli/scripts/release.mjs).
+const major = Number(process.versions.node.split('.')[0]);
+if (major < 24) {
+  process.stderr.write(
+    \`vyr: NODE_TOO_OLD: vyr needs Node.js 24 or newer, but \${process.execPath} is \${process.version}; put a Node.js >= 24 first on PATH (or use the single executable vyr-linux-\${process.arch}, which needs no Node.js)\\n\`,
+  );
+  process.exit(127);
+}
+await import('../dist/main.js');
+`,
+    { mode: 0o755 },
+  );
   for (const file of ['pnpm-lock.yaml', 'pnpm-workspace.yaml']) rmSync(join(pkgDir, file), { force: true });
 
   execFileSync('mkdir', ['-p', out]);

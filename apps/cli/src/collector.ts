@@ -53,6 +53,11 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
     )
     .option('--compression <gzip|none>', 'compression of upstream requests', 'gzip')
     .option(
+      '--retry-max-delay-ms <ms>',
+      'longest wait between retries of a failing upstream (exponential backoff from 1 s, with jitter)',
+      '30000',
+    )
+    .option(
       '--self-metrics-interval-ms <ms>',
       "period of the collector's own metrics, sent through its own spool to the upstream; 0 turns them off",
       '10000',
@@ -66,6 +71,14 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
       }
       if (o.compression !== 'gzip' && o.compression !== 'none') {
         throw new CliError('INVALID_INPUT', `--compression ${o.compression} must be gzip or none`, ExitCode.USAGE);
+      }
+      const retryMaxDelayMs = Number(o.retryMaxDelayMs);
+      if (!Number.isInteger(retryMaxDelayMs) || retryMaxDelayMs < 1) {
+        throw new CliError(
+          'INVALID_INPUT',
+          `--retry-max-delay-ms ${o.retryMaxDelayMs} must be a whole number of milliseconds, at least 1`,
+          ExitCode.USAGE,
+        );
       }
       const intervalMs = Number(o.selfMetricsIntervalMs);
       if (!Number.isInteger(intervalMs) || intervalMs < 0) {
@@ -91,6 +104,7 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
         allowRemote: o.allowRemote,
         fullPolicy: policy as FullPolicy,
         compression: o.compression,
+        backoff: { initialDelayMs: Math.min(1000, retryMaxDelayMs), maxDelayMs: retryMaxDelayMs },
         logger: createStreamLogger(ctx.stderr, out.json),
       });
       const info = await collector.start();
@@ -150,6 +164,7 @@ interface StartFlags {
   allowRemote: boolean;
   compression: 'gzip' | 'none';
   selfMetricsIntervalMs: string;
+  retryMaxDelayMs: string;
 }
 
 function resolvePath(ctx: CliContext, p: string): string {

@@ -100,6 +100,21 @@ describe('vyr collector', () => {
     expect(r.stderr).toMatch(/--self-metrics-interval-ms soon must be a whole number/);
   });
 
+  it.each(['0', '1.5', 'later'])('refuses a retry bound of %j milliseconds', async (value) => {
+    const r = await vyr(
+      'collector',
+      'start',
+      '--spool',
+      join(dir, 's'),
+      '--upstream',
+      'http://127.0.0.1:9',
+      '--retry-max-delay-ms',
+      value,
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`--retry-max-delay-ms ${value} must be a whole number of milliseconds, at least 1`);
+  });
+
   it('start runs until SIGTERM, status --addr asks it, status --spool reads the backlog offline', async () => {
     const spool = join(dir, 'spool');
     // Upstream: a port with nothing behind it, so the data stays in the spool.

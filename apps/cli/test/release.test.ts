@@ -1,13 +1,19 @@
-import { copyFile, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fixturePath } from '@vyr/testing';
+import { buildWatFixture, fixturePath } from '@vyr/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { killLeftovers, type NodeProc, type Ran, runProc, type SpawnOptions, startNode } from './helpers.js';
+import { killLeftovers, type NodeProc, type Ran, runProc, type SpawnOptions, spawnProc, startNode } from './helpers.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '');
 const RELEASE_SCRIPT = join(REPO, 'apps/cli/scripts/release.mjs');
+const SEA_SCRIPT = join(REPO, 'apps/cli/scripts/sea.mjs');
+const POSTJECT = process.env.POSTJECT ?? join(REPO, '.toolchain/postject/node_modules/.bin/postject');
+const postject = await stat(POSTJECT).then(
+  () => true,
+  () => false,
+);
 const npm = await runProc('npm', ['--version'], { cwd: tmpdir(), env: process.env }).then(
   (r) => r.code === 0,
   () => false,
@@ -56,8 +62,13 @@ describe.skipIf(!npm)(
       const installed = await runProc('npm', ['install', '-g', '--prefix', prefix, tarball], opts());
       expect(installed.code, installed.stderr).toBe(0);
       vyrBin = join(prefix, 'bin', 'vyr');
-      await copyFile(fixturePath('event-transform'), join(home, 'event-transform.wasm'));
-      await copyFile(join(REPO, 'examples/event-transform/vyr.json'), join(home, 'vyr.json'));
+      // The user's own Wasm: one that writes into its state slot, one that prints a greeting.
+      await writeFile(join(home, 'notes.wasm'), await buildWatFixture('fs'));
+      await writeFile(
+        join(home, 'vyr.json'),
+        JSON.stringify({ name: 'notes', version: '1.0.0', state: [{ name: 'data', mount: '/data', access: 'rw' }] }),
+      );
+      await copyFile(fixturePath('hello-c'), join(home, 'hello.wasm'));
     }, 600_000);
 
     afterAll(async () => {
@@ -83,11 +94,11 @@ describe.skipIf(!npm)(
 
     it('runs key → pack → sign → verify → node start → import → run with a bound state → traces → state export → node stop', async () => {
       expect((await vyr(['key', 'generate', '--out', 'keys'])).code).toBe(0);
-      const pack = await vyr(['pack', 'event-transform.wasm', '--manifest', 'vyr.json', '--out', 'et.tar']);
+      const pack = await vyr(['pack', 'notes.wasm', '--manifest', 'vyr.json', '--out', 'notes.tar']);
       expect(pack.code).toBe(0);
       const digest = pack.stdout.trim();
-      expect((await vyr(['sign', 'et.tar', '--key', 'keys/vyr.key'])).code).toBe(0);
-      const verify = await vyr(['verify', 'et.tar', '--trust', 'keys/vyr.pub']);
+      expect((await vyr(['sign', 'notes.tar', '--key', 'keys/vyr.key'])).code).toBe(0);
+      const verify = await vyr(['verify', 'notes.tar', '--trust', 'keys/vyr.pub']);
       expect(verify.stdout).toContain(`verified ${digest}`);
 
       node = await startNode(
@@ -96,13 +107,12 @@ describe.skipIf(!npm)(
         opts(),
       );
       const at = ['--node', node.url];
-      expect(await vyr(['import', 'et.tar', ...at])).toMatchObject({ code: 0 });
+      expect(await vyr(['import', 'notes.tar', ...at])).toMatchObject({ code: 0 });
       const stateId = (await vyr(['state', 'create', '--name', 'data', ...at])).stdout.trim();
       expect(stateId).toMatch(/^st_/);
-      const events = '{"sensor":"t-1","celsius":21.5}\n{"sensor":"t-2","celsius":19}\n';
-      const ran = await vyr(['run', 'et.tar', '--stdin', '-', '--state', `data=${stateId}`, ...at], events);
+      const ran = await vyr(['run', 'notes.tar', '--state', `data=${stateId}`, ...at]);
       expect(ran.code, ran.stderr).toBe(0);
-      expect(ran.stdout.split('\n').filter(Boolean)).toHaveLength(2);
+      expect(ran.stdout).toBe('vyr state\nescape refused\n');
       const taskId = /^vyr: task (\S+)$/m.exec(ran.stderr)?.[1] as string;
 
       let tree = '';
@@ -119,6 +129,58 @@ describe.skipIf(!npm)(
 
       const stopped = await node.stop();
       expect(stopped.code).toBe(0);
-    });
+    }, 300_000);
+
+    // `make sea` installs postject into .toolchain/; without it this test reports itself skipped.
+    it.runIf(postject)(
+      'the single executable (Node.js SEA, built from the same package) runs the artifact commands, a node and a collector with no Node.js on PATH',
+      async () => {
+        const sea = await runProc(process.execPath, [SEA_SCRIPT, tarball, join(root, 'vyr-sea')], {
+          cwd: REPO,
+          env: { ...process.env, POSTJECT },
+        });
+        expect(sea.code, sea.stderr).toBe(0);
+        const exe = join(root, 'vyr-sea');
+        const bare: SpawnOptions = { cwd: home, env: { HOME: home, PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' } };
+        const run = (args: readonly string[], stdin?: string): Promise<Ran> =>
+          runProc(exe, args, stdin === undefined ? bare : { ...bare, stdin });
+        expect(await run(['--version'])).toMatchObject({ code: 0 });
+        expect((await run(['pack', 'hello.wasm', '--out', 'sea.tar'])).code).toBe(0);
+        expect((await run(['sign', 'sea.tar', '--key', 'keys/vyr.key'])).code).toBe(0);
+        expect((await run(['verify', 'sea.tar', '--trust', 'keys/vyr.pub'])).code).toBe(0);
+        expect((await run(['inspect', 'sea.tar'])).stdout).toContain('hello@0.0.0');
+
+        const seaNode = await startNode(
+          { file: exe, prefix: [] },
+          ['--data-dir', 'sea-data', '--trust', 'keys/vyr.pub'],
+          bare,
+        );
+        const ran = await run(['run', 'sea.tar', '--node', seaNode.url]);
+        expect(ran.code, ran.stderr).toBe(0);
+        expect(ran.stdout).toBe('hello from C\n');
+        expect((await seaNode.stop()).code).toBe(0);
+
+        const collector = spawnProc(
+          exe,
+          [
+            '--json',
+            'collector',
+            'start',
+            '--listen',
+            '127.0.0.1:0',
+            '--spool',
+            'spool',
+            '--upstream',
+            'http://127.0.0.1:9',
+          ],
+          bare,
+        );
+        const [line] = await collector.waitFor(/^\{.*\}$/m, 'stdout');
+        expect(JSON.parse(line).url).toMatch(/^http:\/\/127\.0\.0\.1:\d+/);
+        collector.child.kill('SIGTERM');
+        expect((await collector.exited).code).toBe(0);
+      },
+      600_000,
+    );
   },
 );

@@ -67,6 +67,8 @@ interface StartFlags {
   nodeKey?: string;
   poolSize?: string;
   maxQueue?: string;
+  maxStdinBytes?: string;
+  maxSeedBytes?: string;
   metricIntervalMs?: string;
   streamBuffer?: string;
   stateConflict: 'wait' | 'refuse';
@@ -125,6 +127,8 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
     )
     .option('--pool-size <n>', "worker threads (default: the tier's)")
     .option('--max-queue <n>', "tasks allowed to wait before submit answers resource_exhausted (default: the tier's)")
+    .option('--max-stdin-bytes <n>', 'largest stdin of one task, in bytes (default 8388608 = 8 MiB)')
+    .option('--max-seed-bytes <n>', 'largest state seed (`state create --from`), in bytes (default 33554432 = 32 MiB)')
     .option('--metric-interval-ms <ms>', "metric collection period in ms (default: the tier's)")
     .option(
       '--stream-buffer <n>',
@@ -177,6 +181,8 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
     }
     const poolSize = positiveInt(flags.poolSize, '--pool-size');
     const maxQueueLength = positiveInt(flags.maxQueue, '--max-queue');
+    const maxStdinBytes = positiveInt(flags.maxStdinBytes, '--max-stdin-bytes', 10);
+    const maxSeedBytes = positiveInt(flags.maxSeedBytes, '--max-seed-bytes', 10);
     const metricIntervalMs = positiveInt(flags.metricIntervalMs, '--metric-interval-ms');
     const streamBufferItems = positiveInt(flags.streamBuffer, '--stream-buffer');
     const statePendingTimeoutMs = positiveInt(flags.pendingTimeoutMs, '--pending-timeout-ms', 10);
@@ -195,6 +201,9 @@ export function registerNodeCommands(program: Command, ctx: NodeCommandContext, 
         ...(poolSize ? { poolSize } : {}),
         ...(maxQueueLength ? { maxQueueLength } : {}),
         ...(metricIntervalMs ? { metricIntervalMs } : {}),
+        ...(maxStdinBytes || maxSeedBytes
+          ? { limits: { ...(maxStdinBytes ? { maxStdinBytes } : {}), ...(maxSeedBytes ? { maxSeedBytes } : {}) } }
+          : {}),
         ...(streamBufferItems ? { streamBufferItems } : {}),
         stateConflictPolicy: flags.stateConflict,
         ...(statePendingTimeoutMs ? { statePendingTimeoutMs } : {}),

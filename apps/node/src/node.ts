@@ -4,8 +4,10 @@ import { join, resolve } from 'node:path';
 import type { Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import {
+  answerMalformedAsInvalid,
   createBearerAuthInterceptor,
   createFeed,
+  createMalformedMessageInterceptor,
   maxMessageBytes,
   type NodeStatusView,
   type RequestLimits,
@@ -363,24 +365,27 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
     const limits = resolveLimits({ maxArtifactBytes: profile.maxArtifactBytes, ...options.limits });
     const shutdown = new AbortController();
     const interceptors: Interceptor[] = options.token ? [createBearerAuthInterceptor(options.token)] : [];
-    const handler = connectNodeAdapter({
-      routes: (router) =>
-        registerNodeService(router, {
-          tasks: layers.tasks,
-          states: layers.states,
-          artifacts: layers.artifacts,
-          telemetry: feeds,
-          status,
-          tempDir,
-          limits,
-          ...(options.streamBufferItems ? { streamBufferItems: options.streamBufferItems } : {}),
-        }),
-      interceptors,
-      // One message may be a whole stdin or seed; anything larger is refused by connect with resource_exhausted
-      // before it is buffered. Field limits below this give the precise TOO_LARGE error.
-      readMaxBytes: maxMessageBytes(limits),
-      shutdownSignal: shutdown.signal,
-    });
+    interceptors.push(createMalformedMessageInterceptor());
+    const handler = answerMalformedAsInvalid(
+      connectNodeAdapter({
+        routes: (router) =>
+          registerNodeService(router, {
+            tasks: layers.tasks,
+            states: layers.states,
+            artifacts: layers.artifacts,
+            telemetry: feeds,
+            status,
+            tempDir,
+            limits,
+            ...(options.streamBufferItems ? { streamBufferItems: options.streamBufferItems } : {}),
+          }),
+        interceptors,
+        // One message may be a whole stdin or seed; anything larger is refused by connect with resource_exhausted
+        // before it is buffered. Field limits below this give the precise TOO_LARGE error.
+        readMaxBytes: maxMessageBytes(limits),
+        shutdownSignal: shutdown.signal,
+      }),
+    );
 
     const server: DualServer = await listenDual({
       host: listen.host,

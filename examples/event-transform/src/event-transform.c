@@ -27,8 +27,10 @@ static void die(int code, const char *fmt, const char *a, const char *b) {
 }
 
 /* Memory is grow-only: a batch program's peak is its total, so nothing is ever freed; a growing array is copied
-   into a block twice its size and the old block abandoned (at most 2x the live size). This also keeps the program
-   clear of heap reuse, which the WASI P1 adapter path of jco 1.35 mishandles (docs/runtime.md, "Known issues"). */
+   into a block twice its size and the old block abandoned (at most 2x the live size). It also keeps the program
+   clear of heap reuse on engines that run the preview1 adapter over Debian's wasi-libc without correcting
+   `memory.size` (its pre-2023 dlmalloc then takes the adapter's pages as heap once memory is freed and reused;
+   VYR's runtime corrects it: packages/runtime/src/wasm-memory.ts). */
 static void *alloc_bytes(size_t n) {
   void *q = malloc(n ? n : 1);
   if (!q) die(EXIT_SOFTWARE, "out of memory%s%s", "", "");

@@ -1,8 +1,10 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { cleanupTempDirs } from '@vyr/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateEvents, parseSize, START_MS } from '../generate.mjs';
-import { good, runC } from './run-wasi.js';
+import { EXAMPLE_DIR, good, runC } from './run-wasi.js';
 
 afterAll(cleanupTempDirs);
 
@@ -297,5 +299,13 @@ describe('generate.mjs', () => {
     expect(units.size).toBeGreaterThanOrEqual(11);
     const ts = out(run).map((e) => e.ts as number);
     expect(ts.some((t, i) => i > 0 && t < ts[i - 1])).toBe(true); // out of order events were accepted
+  });
+});
+
+describe('event-transform.wasm', () => {
+  const hasClang = spawnSync('clang-19', ['--version']).status === 0;
+  it.skipIf(!hasClang)('is reproduced byte for byte from src/event-transform.c by build.sh (needs clang-19)', () => {
+    const out = execFileSync('bash', [join(EXAMPLE_DIR, 'build.sh'), '--check'], { encoding: 'utf8' });
+    expect(out).toContain('event-transform.wasm reproduces byte for byte');
   });
 });

@@ -22,6 +22,7 @@ export {
   type TelemetryFeeds,
   taskToProto,
 } from './handlers.js';
+export { answerMalformedAsInvalid, createMalformedMessageInterceptor } from './malformed.js';
 export {
   filterResourceMetrics,
   filterResourceSpans,

@@ -62,6 +62,12 @@ export interface PackOptions {
    * applies to an artifact store or to a directory that is not an OCI layout. Default: `false`.
    */
   force?: boolean;
+  /**
+   * Called as each step of the pack starts, for a progress display (the library never prints): `read` the input,
+   * `prepare` (check the Wasm and, for a preview1 module, adapt it to a component), `write` the layout, with the
+   * size in bytes of what that step works on. Default: none.
+   */
+  onProgress?: (step: 'read' | 'prepare' | 'write', bytes: number) => void;
 }
 
 /** What {@link packArtifact} produced. */
@@ -91,12 +97,16 @@ export interface PackResult {
  * other than one VYR artifact with its signatures), `IO_ERROR`.
  */
 export async function packArtifact(input: string, out: string, options: PackOptions = {}): Promise<PackResult> {
+  const progress = options.onProgress ?? (() => {});
+  progress('read', 0);
   const bytes = await readInput(input);
   await refuseContainerImage(input, bytes);
   const manifest = await resolveManifest(options.manifest, input);
+  progress('prepare', bytes.byteLength);
   const prepared = await prepareComponent(bytes, input);
   const content = buildLayout(prepared.component, prepared.source, prepared.info, manifest, options.sourceDateEpoch);
   await assertWritableTarget(out, options.force ?? false);
+  progress('write', prepared.component.byteLength);
   await writeLayout(out, { index: content.index, blobs: content.blobs }, options.sourceDateEpoch ?? 0);
   await rm(detachedBundlePath(out), { force: true });
   return {

@@ -35,8 +35,20 @@ export function createProgram(options: ProgramOptions): Command {
   const output = (): OutputOptions => ({ json: Boolean(program.opts().json) });
   registerCommands(program, ctx, output);
   for (const register of options.extraCommands ?? []) register(program, ctx, output);
+  for (const cmd of program.commands) {
+    const group = HELP_GROUPS.find(([, names]) => names.includes(cmd.name()));
+    if (group !== undefined) cmd.helpGroup(group[0]);
+  }
   return program;
 }
+
+/** `vyr --help` lists commands by what a user does, in the order of the full cycle. */
+const HELP_GROUPS: readonly (readonly [string, readonly string[]])[] = [
+  ['Build and sign artifacts (offline):', ['key', 'pack', 'sign', 'verify', 'inspect']],
+  ['Run work on a node:', ['import', 'artifacts', 'run', 'cancel', 'task', 'state']],
+  ['Observe and prove:', ['traces', 'metrics', 'receipt']],
+  ['Operate:', ['node', 'collector']],
+];
 
 /** True when `--json` is among the global options: before `--`, where task arguments begin. */
 function wantsJson(argv: readonly string[]): boolean {

@@ -16,6 +16,7 @@ import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
 import { formatBytes } from '../format.js';
+import { PROGRESS_MIN_BYTES, ttyProgress } from '../progress.js';
 
 function sourceDateEpoch(ctx: CliContext): number | undefined {
   const raw = ctx.env.SOURCE_DATE_EPOCH;
@@ -73,11 +74,18 @@ export function registerArtifactCommands(program: Command, ctx: CliContext, outp
     .action(async (input: string, opts: { out: string; manifest?: string; force: boolean }) => {
       // An image reference (`nginx:1.27`) is passed as typed so the refusal names it, unless such a file exists.
       const inputPath = isContainerImageReference(input) && !existsSync(at(input)) ? input : at(input);
+      const progress = ttyProgress(ctx, 'pack');
       const result = await packArtifact(inputPath, at(opts.out), {
         ...(opts.manifest === undefined ? {} : { manifest: at(opts.manifest) }),
         ...sourceDateEpochOption(ctx),
         force: opts.force,
-      });
+        onProgress: (step, bytes) => {
+          // Only big inputs take long enough to be worth a line: a JS component (MBs), not a C hello.
+          if (bytes < PROGRESS_MIN_BYTES) return;
+          const what = { read: 'reading', prepare: 'checking and adapting', write: 'hashing and writing' }[step];
+          progress.update(`${what} ${formatBytes(bytes)}`);
+        },
+      }).finally(() => progress.done());
       emit(
         ctx,
         output(),

@@ -75,8 +75,43 @@ function shown(r: SpanRow): string {
     .join(' ');
 }
 
-/** Renders spans as one tree per trace, children under their parents, ordered by start time. */
-export function renderTraceTree(rows: readonly SpanRow[]): string {
+/** Options of {@link renderTraceTree}. */
+export interface TraceTreeOptions {
+  /** ANSI colours for the status and the bars (a terminal; never when piped or with NO_COLOR). Default: false. */
+  color?: boolean;
+  /** Width of the waterfall column in characters. Default: 40. */
+  barWidth?: number;
+}
+
+const ANSI = { red: '\u001b[31m', green: '\u001b[32m', cyan: '\u001b[36m', dim: '\u001b[2m', reset: '\u001b[0m' };
+
+/**
+ * One waterfall bar: the span's offset and length on the trace's time axis (earliest start to latest end), at
+ * least one cell wide so that a 0.1 ms span is still seen. `#` when plain, `█` with colour.
+ */
+function bar(offsetMs: number, durationMs: number, totalMs: number, width: number, color: boolean): string {
+  const scale = totalMs > 0 ? width / totalMs : 0;
+  const from = Math.min(width - 1, Math.floor(offsetMs * scale));
+  const cells = Math.max(1, Math.min(width - from, Math.round(durationMs * scale)));
+  const body = (color ? '█' : '#').repeat(cells);
+  return `|${' '.repeat(from)}${body}${' '.repeat(width - from - cells)}|`;
+}
+
+function paintStatus(status: SpanRow['status'], color: boolean): string {
+  const text = status.padEnd(5);
+  if (!color) return text;
+  const tint = status === 'ERROR' ? ANSI.red : status === 'OK' ? ANSI.green : ANSI.dim;
+  return `${tint}${text}${ANSI.reset}`;
+}
+
+/**
+ * Renders spans as one waterfall per trace: children under their parents, ordered by start time; per span its
+ * duration (aligned), its offset from the trace's start, a bar placed on the trace's time axis, its status
+ * (coloured on a terminal) and the attributes worth reading. Plain ASCII when `color` is false.
+ */
+export function renderTraceTree(rows: readonly SpanRow[], options: TraceTreeOptions = {}): string {
+  const color = options.color ?? false;
+  const width = options.barWidth ?? 40;
   const byTrace = new Map<string, SpanRow[]>();
   for (const r of rows) byTrace.set(r.traceId, [...(byTrace.get(r.traceId) ?? []), r]);
   const lines: string[] = [];
@@ -88,12 +123,17 @@ export function renderTraceTree(rows: readonly SpanRow[]): string {
       const parent = ids.has(s.parentSpanId) ? s.parentSpanId : '';
       children.set(parent, [...(children.get(parent) ?? []), s]);
     }
+    const start = spans[0]!.startUnixNano;
+    const offsetOf = (s: SpanRow): number => Number(s.startUnixNano - start) / 1e6;
+    const totalMs = Math.max(...spans.map((s) => offsetOf(s) + s.durationMs));
     lines.push(`trace ${traceId}`);
     const walk = (parent: string, depth: number): void => {
       for (const s of children.get(parent) ?? []) {
         const label = `${'  '.repeat(depth + 1)}${s.name}`;
+        const offset = `+${offsetOf(s).toFixed(3)}`.padStart(10);
+        const drawn = bar(offsetOf(s), s.durationMs, totalMs, width, color);
         lines.push(
-          `${label.padEnd(34)} ${s.durationMs.toFixed(3).padStart(10)} ms  ${s.status.padEnd(5)} ${shown(s)}`.trimEnd(),
+          `${label.padEnd(34)} ${s.durationMs.toFixed(3).padStart(10)} ms ${offset} ${color ? `${ANSI.cyan}${drawn}${ANSI.reset}` : drawn} ${paintStatus(s.status, color)} ${shown(s)}`.trimEnd(),
         );
         walk(s.spanId, depth + 1);
       }
@@ -101,6 +141,11 @@ export function renderTraceTree(rows: readonly SpanRow[]): string {
     walk('', 0);
   }
   return lines.join('\n');
+}
+
+/** Whether to colour output written to `stream`: a terminal, and no `NO_COLOR` (https://no-color.org). */
+export function wantsColor(stream: unknown, env: Record<string, string | undefined>): boolean {
+  return (stream as { isTTY?: boolean }).isTTY === true && (env.NO_COLOR ?? '') === '' && env.TERM !== 'dumb';
 }
 
 interface TraceFlags extends NodeFlags {
@@ -188,7 +233,7 @@ export function registerTelemetryCommands(program: Command, ctx: CliContext, out
           ctx,
           output(),
           { spans: rows.map(rowJson), dropped: Number(dropped) },
-          rows.length === 0 ? 'no spans' : renderTraceTree(rows),
+          rows.length === 0 ? 'no spans' : renderTraceTree(rows, { color: wantsColor(ctx.stdout, ctx.env) }),
         );
       }
     }),
