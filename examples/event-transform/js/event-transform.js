@@ -11,6 +11,7 @@ import { getStderr } from 'wasi:cli/stderr@0.2.10';
 import { getStdin } from 'wasi:cli/stdin@0.2.10';
 import { getStdout } from 'wasi:cli/stdout@0.2.10';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.10';
+import { filesystemErrorCode } from 'wasi:filesystem/types@0.2.10';
 
 const MAX_LINE_BYTES = 64 * 1024;
 const MAX_TS_MS = 253402300799999; // 9999-12-31T23:59:59.999Z
@@ -90,8 +91,16 @@ function errorCode(e) {
   if (e instanceof Exit) throw e;
   const p = e && typeof e === 'object' && 'payload' in e ? e.payload : e;
   if (typeof p === 'string') return p;
-  // A stream error: `closed`, or `last-operation-failed` with an io error (its code is not exposed: EIO).
+  // A stream error: `closed`, or `last-operation-failed` with an io error that a file stream's error code is read
+  // from (as the preview1 adapter does: a write past the quota is `insufficient-space`, ENOSPC).
   if (p && typeof p === 'object' && p.tag === 'closed') return 'pipe';
+  if (p && typeof p === 'object' && p.tag === 'last-operation-failed') {
+    try {
+      return filesystemErrorCode(p.val) ?? 'io';
+    } catch {
+      return 'io';
+    }
+  }
   return 'io';
 }
 const strerror = (code) => STRERROR[code] ?? 'I/O error';
@@ -143,14 +152,24 @@ function resolve(path) {
 
 const FOLLOW = { symlinkFollow: true };
 
+/**
+ * Every descriptor opened, kept referenced until the program ends: a stream must not outlive its descriptor (the
+ * engine may drop an unreferenced resource, and the host then closes the file under the stream).
+ */
+const opened = [];
+
 function openRead(path) {
   const { dir, rel } = resolve(path);
-  return dir.openAt(FOLLOW, rel, {}, { read: true });
+  const d = dir.openAt(FOLLOW, rel, {}, { read: true });
+  opened.push(d);
+  return d;
 }
 
 function openWrite(path) {
   const { dir, rel } = resolve(path);
-  return dir.openAt(FOLLOW, rel, { create: true, truncate: true }, { write: true });
+  const d = dir.openAt(FOLLOW, rel, { create: true, truncate: true }, { write: true });
+  opened.push(d);
+  return d;
 }
 
 function mkdir(path) {
@@ -175,9 +194,16 @@ function readStream(stream, onChunk) {
   }
 }
 
+/**
+ * Writers still open, newest first: on exit the C program's stdio flushes what its files still buffer (files
+ * opened with fopen, newest first, then stdout), so a program ending with an error keeps that output too.
+ */
+const openWriters = [];
+
 /** A buffered writer of ASCII/UTF-8 text to an output stream, in chunks WASI accepts. */
 class Writer {
   constructor(stream, limit) {
+    openWriters.unshift(this);
     this.stream = stream;
     this.limit = limit;
     this.parts = [];
@@ -644,6 +670,8 @@ function main() {
     inStream = getStdin();
   }
   const stdout = new Writer(getStdout(), 65536);
+  openWriters.splice(openWriters.indexOf(stdout), 1);
+  openWriters.push(stdout); // flushed after the files
 
   const reasonCounts = new Map();
   let nIn = 0;
@@ -862,6 +890,7 @@ export const run = {
       }
     }
     if (code !== 0) {
+      for (const w of openWriters.splice(0)) w.flush();
       const stderr = new Writer(getStderr(), 65536);
       stderr.write(`event-transform: ${message}\n`);
       stderr.flush();
