@@ -55,7 +55,7 @@ const META_FILE = 'meta.json';
  * Version of the cache entry layout and of the module rewrite. An entry of another format is re-transpiled (the
  * rewrite of the core modules changed, or the metadata did).
  */
-const CACHE_FORMAT = 3;
+export const CACHE_FORMAT = 3;
 /** Failed prepares remembered in memory (so a broken component is not transpiled again for every task). */
 const MAX_REMEMBERED_FAILURES = 256;
 
