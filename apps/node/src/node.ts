@@ -22,6 +22,7 @@ import { createRuntime } from '@vyr/runtime';
 import { type ConflictPolicy, createStateKernel, type StateKernel } from '@vyr/state';
 import { type Logger, silentLogger } from '@vyr/telemetry';
 import { NodeError } from './errors.js';
+import { openIdempotencyStore } from './idempotency.js';
 import { createNodeLayers, type NodeLayers } from './layers.js';
 import { loadNodeKey, type NodeKey } from './node-key.js';
 import { completeRestartedDrafts, createReceiptRecorder, type ReceiptSigner } from './receipts.js';
@@ -282,6 +283,13 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
       throw new NodeError('DATA_DIR_UNUSABLE', (cause as Error).message, { cause });
     }
     cleanups.push(async () => receiptStore.close());
+    let idempotency: ReturnType<typeof openIdempotencyStore>;
+    try {
+      idempotency = openIdempotencyStore(join(dataDir, 'idempotency.db'), 10_000);
+    } catch (cause) {
+      throw new NodeError('DATA_DIR_UNUSABLE', (cause as Error).message, { cause });
+    }
+    cleanups.push(async () => idempotency.close());
     const signer: ReceiptSigner = { key: nodeKey, nodeId, tier, version: NODE_VERSION };
     // Drafts left open by a crash: the tasks the kernel just marked FAILED(NODE_RESTART) get their signed receipts.
     const restartedReceipts = await completeRestartedDrafts(
@@ -377,6 +385,7 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
             status,
             tempDir,
             limits,
+            idempotencyStore: idempotency,
             ...(options.streamBufferItems ? { streamBufferItems: options.streamBufferItems } : {}),
           }),
         interceptors,
@@ -418,6 +427,7 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
           await telemetry.shutdown();
           await kernel.close();
           receiptStore.close();
+          idempotency.close();
           await rm(tempDir, { recursive: true, force: true });
           logger.info('node stopped', { nodeId });
         })();

@@ -13,6 +13,8 @@ export {
 export {
   artifactToProto,
   createNodeServiceHandlers,
+  type IdempotencyRecord,
+  type IdempotencyStore,
   maxMessageBytes,
   type NodeServiceDeps,
   type RequestLimits,
