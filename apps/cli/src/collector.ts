@@ -8,6 +8,8 @@ import {
   emit,
   parseListen,
   parseSize,
+  readInputFile,
+  readSecretFile,
 } from '@vyr/cli';
 import {
   type CollectorStatus,
@@ -46,9 +48,12 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
       '--max-inflight-bytes <n>',
       'bytes of requests processed at once; more get 503 + Retry-After (default max(64MiB, --max-request-bytes))',
     )
+    .option('--token-file <file>', 'file holding the bearer token senders must present (required off loopback)')
+    .option('--tls-cert <file>', 'PEM certificate: serve HTTPS (needs --tls-key)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option(
       '--allow-remote',
-      'allow --listen on a non-loopback address (the receiver has no authentication or TLS: firewall it)',
+      'allow --listen on a non-loopback address without --token-file (anyone who reaches it can write: firewall it)',
       false,
     )
     .option('--compression <gzip|none>', 'compression of upstream requests', 'gzip')
@@ -88,6 +93,17 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
           ExitCode.USAGE,
         );
       }
+      if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+        throw new CliError('INVALID_INPUT', '--tls-cert and --tls-key go together', ExitCode.USAGE);
+      }
+      const token = o.tokenFile ? await readSecretFile(ctx, resolvePath(ctx, o.tokenFile), 'token file') : undefined;
+      const tls =
+        o.tlsCert && o.tlsKey
+          ? {
+              cert: await readInputFile(ctx, resolvePath(ctx, o.tlsCert), 'TLS certificate'),
+              key: await readInputFile(ctx, resolvePath(ctx, o.tlsKey), 'TLS key'),
+            }
+          : undefined;
       // Registered before the collector creates its instruments; attached once the receiver listens.
       const self: SelfMetrics | undefined =
         intervalMs > 0 ? startSelfMetrics({ intervalMs, serviceInstanceId: `${o.listen}:${o.spool}` }) : undefined;
@@ -102,6 +118,8 @@ export const registerCollectorCommands: CommandRegistrar = (program, ctx, output
         maxInflightBytes:
           o.maxInflightBytes === undefined ? undefined : parseSize(o.maxInflightBytes, '--max-inflight-bytes'),
         allowRemote: o.allowRemote,
+        ...(token !== undefined ? { token } : {}),
+        ...(tls !== undefined ? { tls } : {}),
         fullPolicy: policy as FullPolicy,
         compression: o.compression,
         backoff: { initialDelayMs: Math.min(1000, retryMaxDelayMs), maxDelayMs: retryMaxDelayMs },
@@ -162,6 +180,9 @@ interface StartFlags {
   maxRequestBytes?: string;
   maxInflightBytes?: string;
   allowRemote: boolean;
+  tokenFile?: string;
+  tlsCert?: string;
+  tlsKey?: string;
   compression: 'gzip' | 'none';
   selfMetricsIntervalMs: string;
   retryMaxDelayMs: string;

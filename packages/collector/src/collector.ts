@@ -160,12 +160,22 @@ export function createCollector(options: CollectorOptions): Collector {
         handler(req, res);
       };
       const serverOptions = { keepAliveTimeout: 30_000, requestTimeout: 120_000 };
-      const srv: Server = opts.tls
-        ? createHttpsServer(
-            { ...serverOptions, cert: Buffer.from(opts.tls.cert), key: Buffer.from(opts.tls.key) },
-            listener,
-          )
-        : createServer(serverOptions, listener);
+      let srv: Server;
+      try {
+        srv = opts.tls
+          ? createHttpsServer(
+              { ...serverOptions, cert: Buffer.from(opts.tls.cert), key: Buffer.from(opts.tls.key) },
+              listener,
+            )
+          : createServer(serverOptions, listener);
+      } catch (err) {
+        await spool.close();
+        throw new CollectorError(
+          'INVALID_OPTIONS',
+          `the TLS certificate and key are not a usable PEM pair: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
       if (opts.token !== undefined && !opts.tls && !isLoopback(opts.host)) {
         opts.logger.warn(
           'collector: the bearer token travels in cleartext: serve HTTPS (--tls-cert/--tls-key) off loopback',
