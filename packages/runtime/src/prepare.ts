@@ -286,7 +286,7 @@ async function compileEntry(digest: string, meta: Meta, files: Map<string, Uint8
   const modules: Record<string, WebAssembly.Module> = {};
   for (const name of meta.modules) {
     try {
-      modules[name] = await WebAssembly.compile(files.get(name)!);
+      modules[name] = await WebAssembly.compile(files.get(name)! as Uint8Array<ArrayBuffer>);
     } catch (cause) {
       throw new RuntimeError('INTERNAL', `core module ${name} does not compile: ${(cause as Error).message}`, {
         cause,
