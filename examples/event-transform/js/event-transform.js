@@ -152,24 +152,19 @@ function resolve(path) {
 
 const FOLLOW = { symlinkFollow: true };
 
-/**
- * Every descriptor opened, kept referenced until the program ends: a stream must not outlive its descriptor (the
- * engine may drop an unreferenced resource, and the host then closes the file under the stream).
- */
-const opened = [];
-
 function openRead(path) {
   const { dir, rel } = resolve(path);
-  const d = dir.openAt(FOLLOW, rel, {}, { read: true });
-  opened.push(d);
-  return d;
+  return dir.openAt(FOLLOW, rel, {}, { read: true });
 }
 
 function openWrite(path) {
   const { dir, rel } = resolve(path);
-  const d = dir.openAt(FOLLOW, rel, { create: true, truncate: true }, { write: true });
-  opened.push(d);
-  return d;
+  return dir.openAt(FOLLOW, rel, { create: true, truncate: true }, { write: true });
+}
+
+/** Drops WASI resources now (a child before its parent: a stream before its descriptor), as fclose does. */
+function drop(...resources) {
+  for (const r of resources) r?.[Symbol.dispose]?.();
 }
 
 function mkdir(path) {
@@ -202,8 +197,10 @@ const openWriters = [];
 
 /** A buffered writer of ASCII/UTF-8 text to an output stream, in chunks WASI accepts. */
 class Writer {
-  constructor(stream, limit) {
+  /** `descriptor`: the file `stream` writes to, dropped with it by `close`. */
+  constructor(stream, limit, descriptor) {
     openWriters.unshift(this);
+    this.descriptor = descriptor;
     this.stream = stream;
     this.limit = limit;
     this.parts = [];
@@ -229,6 +226,16 @@ class Writer {
       this.failed = errorCode(e);
     }
     return this.failed;
+  }
+  /** Flushes, then drops the stream and its file (the open file count stays flat, as with fclose). */
+  close() {
+    const failed = this.flush();
+    const i = openWriters.indexOf(this);
+    if (i >= 0) openWriters.splice(i, 1);
+    drop(this.stream, this.descriptor);
+    this.stream = undefined;
+    this.descriptor = undefined;
+    return failed;
   }
 }
 
@@ -519,10 +526,12 @@ function readFile(path) {
   const file = openRead(path);
   const chunks = [];
   let size = 0;
-  const failed = readStream(file.readViaStream(0n), (chunk) => {
+  const stream = file.readViaStream(0n);
+  const failed = readStream(stream, (chunk) => {
     chunks.push(chunk);
     size += chunk.length;
   });
+  drop(stream, file);
   const all = new Uint8Array(size);
   let at = 0;
   for (const c of chunks) {
@@ -649,7 +658,7 @@ function main() {
   let path = `${outDir}/summary.json`;
   let probe = false;
   try {
-    openRead(path);
+    drop(openRead(path));
     probe = true;
   } catch (e) {
     errorCode(e);
@@ -664,7 +673,7 @@ function main() {
       `aggregate state missing: slot 'aggregates' has no writable ${outDir} (${strerror(errorCode(e))})`,
     );
   }
-  const rejects = new Writer(rejectsFile.writeViaStream(0n), 65536);
+  const rejects = new Writer(rejectsFile.writeViaStream(0n), 65536, rejectsFile);
 
   let inStream;
   if (input !== undefined) {
@@ -828,7 +837,7 @@ function main() {
   if (len > 0 || tooLong) endLine();
   const outFailed = stdout.flush();
   if (outFailed) die(EXIT_IOERR, `cannot write stdout: ${strerror(outFailed)}`);
-  const rejFailed = rejects.flush();
+  const rejFailed = rejects.close();
   if (rejFailed) die(EXIT_IOERR, `cannot write rejects.jsonl: ${strerror(rejFailed)}`);
 
   // Each group's values, contiguous: offsets by group, then one pass over the events.
@@ -862,12 +871,13 @@ function main() {
     const window = gWindow[g];
     if (i === 0 || window !== gWindow[order[i - 1]]) {
       if (file) {
-        const f = file.flush();
+        const f = file.close();
         if (f) die(EXIT_IOERR, `cannot write a window file: ${strerror(f)}`);
       }
       path = `${outDir}/windows/${window}.jsonl`;
       try {
-        file = new Writer(openWrite(path).writeViaStream(0n), 65536);
+        const d = openWrite(path);
+        file = new Writer(d.writeViaStream(0n), 65536, d);
       } catch (e) {
         die(EXIT_IOERR, `cannot write ${path}: ${strerror(errorCode(e))}`);
       }
@@ -883,7 +893,7 @@ function main() {
     if (file.failed) die(EXIT_IOERR, `cannot write a window file: ${strerror(file.failed)}`);
   }
   if (file) {
-    const f = file.flush();
+    const f = file.close();
     if (f) die(EXIT_IOERR, `cannot write a window file: ${strerror(f)}`);
   }
 
@@ -896,12 +906,13 @@ function main() {
   path = `${outDir}/summary.json`;
   let summaryFile;
   try {
-    summaryFile = new Writer(openWrite(path).writeViaStream(0n), 65536);
+    const d = openWrite(path);
+    summaryFile = new Writer(d.writeViaStream(0n), 65536, d);
   } catch (e) {
     die(EXIT_IOERR, `cannot write summary.json: ${strerror(errorCode(e))}`);
   }
   summaryFile.write(summary);
-  const sf = summaryFile.flush();
+  const sf = summaryFile.close();
   if (sf) die(EXIT_IOERR, `cannot write summary.json: ${strerror(sf)}`);
   const stderr = new Writer(getStderr(), 65536);
   stderr.write(summary);
