@@ -23,7 +23,7 @@ help:
 	@echo "make test   - set up (Node 24, pnpm, dependencies), build, lint, check, run all tests"
 	@echo "make demo   - set up, build, run the portability demo: one artifact on laptop, edge and cloud nodes, edge cut off"
 	@echo "make demo-cycle - the single-node cycle, narrated: key, pack, sign, verify, tamper, run, state, trace"
-	@echo "make bench  - run the benchmarks (numbers land in bench/results/)"
+	@echo "make bench  - benchmarks side by side (bench/results/<date>-<host>.json) and whitepaper/v0.1.md; QUICK=1 for CI"
 	@echo "make dist   - install the vyr CLI as one self-contained directory (DIST_DIR, default dist/vyr)"
 	@echo "make release - build dist/vyr-<version>.tgz, one npm package: npm install -g ./dist/vyr-<version>.tgz"
 	@echo "make sea    - build dist/vyr-linux-<arch>, one executable file for machines without Node.js"
@@ -92,8 +92,10 @@ demo: build demo-toolchain
 demo-cycle: build
 	bash scripts/demo-cycle.sh
 
+# QUICK=1: tiny inputs and few rounds (what CI runs); the full run writes bench/results/<date>-<host>.json and
+# re-renders whitepaper/v0.1.md from it.
 bench: build
-	pnpm -F @vyr/bench run bench
+	node bench/run.ts $(if $(QUICK),--quick)
 
 # A self-contained installation of the `vyr` command: DIST_DIR/bin/vyr with its own Node.js (docs/cli.md "Install").
 DIST_DIR ?= dist/vyr

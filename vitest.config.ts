@@ -2,11 +2,15 @@ import { existsSync, readdirSync } from 'node:fs';
 import { defineConfig } from 'vitest/config';
 
 // One root run over every package and app; each keeps its tests in `test/` (one placement for the repo).
-const projectDirs = ['packages', 'apps', 'examples'].flatMap((group) =>
-  readdirSync(group)
-    .map((name) => `${group}/${name}`)
-    .filter((dir) => existsSync(`${dir}/test`)),
-);
+const projectDirs = [
+  ...['packages', 'apps', 'examples'].flatMap((group) =>
+    readdirSync(group)
+      .map((name) => `${group}/${name}`)
+      .filter((dir) => existsSync(`${dir}/test`)),
+  ),
+  // bench/test: `make bench QUICK=1` and the whitepaper generated from a results file (no timing assertions).
+  ...(existsSync('bench/test') ? ['bench'] : []),
+];
 
 export default defineConfig({
   test: {

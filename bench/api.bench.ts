@@ -32,6 +32,8 @@ interface Row {
   min: number;
   max: number;
   samples: number;
+  /** Every sample, in the order taken. */
+  values: number[];
 }
 
 function quantile(values: readonly number[], q: number): number {
@@ -47,6 +49,7 @@ function row(name: string, unit: string, values: readonly number[]): Row {
     min: Math.min(...values),
     max: Math.max(...values),
     samples: values.length,
+    values: [...values],
   };
 }
 
@@ -109,10 +112,10 @@ try {
       yield { part: { case: 'chunk' as const, value: bytes } };
     })(),
   );
-  for (let i = 0; i < 100; i++) await runToExit(i % 2 ? c1 : c2, digest); // warm: prepare cache, JIT, connections
+  for (let i = 0; i < (quick ? 20 : 100); i++) await runToExit(i % 2 ? c1 : c2, digest); // warm: prepare cache, JIT, connections
 
   const rounds = quick ? 2 : 5;
-  const perRound = quick ? 100 : 300;
+  const perRound = quick ? 20 : 300;
   for (const [label, client] of [
     ['HTTP/1.1', c1],
     ['HTTP/2', c2],
@@ -133,9 +136,10 @@ try {
     rows.push(row(`submit→exit over RPC, ${label}, p99 (${rounds} rounds × ${perRound})`, 'ms', p99s));
   }
 
-  // Retain 1,000 finished tasks (the node's default retention), then measure.
+  // Retain 1,000 finished tasks (the node's default retention; 300 in quick mode), then measure.
+  const retain = quick ? 100 : 1000;
   const info0 = await c1.getNodeInfo({});
-  for (let i = info0.retainedTasks; i < 1000; i++) await runToExit(c2, digest);
+  for (let i = info0.retainedTasks; i < retain; i++) await runToExit(c2, digest);
   const info = await c1.getNodeInfo({});
   notes.push(`retained tasks when measured: ${info.retainedTasks}; spans dropped: ${info.telemetry?.spansDropped}`);
   const rss: number[] = [];
@@ -143,7 +147,7 @@ try {
     rss.push((await rssBytes(node.pid)) / 2 ** 20);
     await new Promise((r) => setTimeout(r, 300));
   }
-  rows.push(row('node RSS with 1,000 finished tasks retained', 'MiB', rss));
+  rows.push(row(`node RSS with ${retain.toLocaleString('en-US')} finished tasks retained`, 'MiB', rss));
 
   // StreamTraces (a): replay of everything retained.
   const replay: number[] = [];
@@ -178,7 +182,7 @@ try {
       }
     })();
     const t0 = performance.now();
-    const tasks = quick ? 200 : 600;
+    const tasks = quick ? 40 : 600;
     let next = 0;
     await Promise.all(
       Array.from({ length: 4 }, async () => {

@@ -1,6 +1,6 @@
 /**
  * Artifact layer benchmarks (issue 2): pack, sign, verify and store-import for a ~30 KB and a ~12 MB component.
- * Run: `node bench/artifact.bench.ts [--json]` (Node 24 strips the types) after `pnpm -F @vyr/artifact build` and
+ * Run: `node bench/artifact.bench.ts [--json] [--quick]` (Node 24 strips the types) after `pnpm -F @vyr/artifact build` and
  * `pnpm -F @vyr/testing build`. Prints median and spread (p25–p75, min–max) in milliseconds.
  *
  * Inputs are WASI P1 modules generated at bench time by `buildLargeModule` (hello + a pseudo-random data segment),
@@ -35,6 +35,8 @@ export interface ArtifactBenchRow {
   p75: number;
   min: number;
   max: number;
+  /** Every sample (ms), in the order taken. */
+  values: number[];
 }
 
 function quantile(sorted: readonly number[], q: number): number {
@@ -45,7 +47,7 @@ function quantile(sorted: readonly number[], q: number): number {
 }
 
 /** Runs the artifact benchmarks and returns one row per operation and size. */
-export async function runArtifactBench(): Promise<ArtifactBenchRow[]> {
+export async function runArtifactBench(options: { quick?: boolean } = {}): Promise<ArtifactBenchRow[]> {
   const root = await mkdtemp(join(tmpdir(), 'vyr-bench-artifact-'));
   const rows: ArtifactBenchRow[] = [];
   try {
@@ -53,8 +55,8 @@ export async function runArtifactBench(): Promise<ArtifactBenchRow[]> {
     const policy = await loadTrustPolicy([keys.publicKeyPath]);
     const sizes = [
       // ~30 KB component: 12 KiB of data + the preview1 adapter (~17 KB).
-      { label: '30KB', dataBytes: 12 * 1024, iterations: 30 },
-      { label: '12MB', dataBytes: 12 * 1024 * 1024, iterations: 10 },
+      { label: '30KB', dataBytes: 12 * 1024, iterations: options.quick ? 5 : 30 },
+      { label: '12MB', dataBytes: 12 * 1024 * 1024, iterations: options.quick ? 2 : 10 },
     ];
     for (const size of sizes) {
       const dir = join(root, size.label);
@@ -74,7 +76,7 @@ export async function runArtifactBench(): Promise<ArtifactBenchRow[]> {
         name: `artifact ${size.label}`,
         iterations: size.iterations,
         time: 0,
-        warmupIterations: 2,
+        warmupIterations: options.quick ? 1 : 2,
         retainSamples: true,
         throws: true,
       });
@@ -108,7 +110,8 @@ export async function runArtifactBench(): Promise<ArtifactBenchRow[]> {
       await bench.run();
       for (const task of bench.tasks) {
         const result = task.result as { latency?: { samples?: readonly number[] } } | undefined;
-        const samples = [...(result?.latency?.samples ?? [])].sort((a, b) => a - b);
+        const values = [...(result?.latency?.samples ?? [])];
+        const samples = [...values].sort((a, b) => a - b);
         if (samples.length === 0) throw new Error(`${task.name}: no samples`);
         rows.push({
           name: task.name,
@@ -119,6 +122,7 @@ export async function runArtifactBench(): Promise<ArtifactBenchRow[]> {
           p75: quantile(samples, 0.75),
           min: samples[0]!,
           max: samples[samples.length - 1]!,
+          values,
         });
       }
       await rm(dir, { recursive: true, force: true });
@@ -140,7 +144,7 @@ function format(rows: readonly ArtifactBenchRow[]): string {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const rows = await runArtifactBench();
+  const rows = await runArtifactBench({ quick: process.argv.includes('--quick') });
   if (process.argv.includes('--json')) console.log(JSON.stringify({ benchmark: 'artifact', rows }, null, 2));
   else console.log(format(rows));
 }

@@ -113,12 +113,14 @@ interface Stat {
   min: number;
   max: number;
   runs: number;
+  /** Every sample, in the order taken. */
+  values: number[];
 }
 function stat(xs: number[]): Stat {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
   const median = s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-  return { median, min: s[0] as number, max: s[s.length - 1] as number, runs: s.length };
+  return { median, min: s[0] as number, max: s[s.length - 1] as number, runs: s.length, values: [...xs] };
 }
 function fmt(s: Stat, unit: string, digits = 0): string {
   const f = (n: number): string => n.toLocaleString('en-US', { maximumFractionDigits: digits });
@@ -206,10 +208,10 @@ async function sink(port: number): Promise<Server> {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const quick = args.includes('--quick');
-  const runs = Number(args[args.indexOf('--runs') + 1] || (quick ? 3 : 5)) || 5;
-  const backlogMb = Number(args.includes('--backlog-mb') ? args[args.indexOf('--backlog-mb') + 1] : quick ? 100 : 1024);
+  const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : quick ? 2 : 5;
+  const backlogMb = Number(args.includes('--backlog-mb') ? args[args.indexOf('--backlog-mb') + 1] : quick ? 8 : 1024);
   const SPANS = 500;
-  const REQUESTS = quick ? 200 : 400;
+  const REQUESTS = quick ? 80 : 400;
   const body = traceRequest(1, SPANS);
   const base = await mkdtemp(join(tmpdir(), 'vyr-bench-collector-'));
   const results: Record<string, unknown> = { spansPerRequest: SPANS, requestBytes: body.length };

@@ -35,6 +35,8 @@ interface Row {
   p99: number;
   min: number;
   max: number;
+  /** Every sample, in the order taken. */
+  values: number[];
 }
 
 function summarize(name: string, unit: string, values: number[]): Row {
@@ -50,6 +52,7 @@ function summarize(name: string, unit: string, values: number[]): Row {
     p99: at(0.99),
     min: s[0]!,
     max: s.at(-1)!,
+    values: [...values],
   };
 }
 
@@ -101,7 +104,7 @@ notes.componentBytes = { hello: hello.componentBytes, helloC: helloC.componentBy
   await runtime.warmUp();
   for (let i = 0; i < 50; i++) await runOnce(runtime, hello.digest);
   const values: number[] = [];
-  for (let i = 0; i < (quick ? 200 : 1000); i++) {
+  for (let i = 0; i < (quick ? 100 : 1000); i++) {
     const t0 = performance.now();
     await runOnce(runtime, hello.digest);
     values.push(performance.now() - t0);
@@ -173,7 +176,7 @@ async function throughput(
     await runOnce(off, hello.digest);
     await runOnce(on, hello.digest);
   }
-  const tasks = quick ? 500 : 2000;
+  const tasks = quick ? 200 : 2000;
   const offRates: number[] = [];
   const onRates: number[] = [];
   let peak = 0;
@@ -250,7 +253,7 @@ async function throughput(
   const runtime = createRuntime({ artifacts: source, cacheDir: join(work, 'cache-warm'), poolSize });
   await runtime.warmUp();
   const values: number[] = [];
-  for (let i = 0; i < (quick ? 20 : 100); i++) {
+  for (let i = 0; i < (quick ? 10 : 100); i++) {
     const t = await runtime.submit({ digest: loop.digest });
     for await (const e of runtime.watch(t.id)) if (e.type === 'status' && e.status.state === 'RUNNING') break;
     await new Promise((r) => setTimeout(r, 5)); // let the guest enter its loop

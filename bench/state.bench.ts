@@ -23,6 +23,8 @@ export interface StateBenchRow {
   p90: number;
   min: number;
   max: number;
+  /** Every sample, in the order taken. */
+  values: number[];
 }
 
 function summarize(name: string, unit: StateBenchRow['unit'], values: number[]): StateBenchRow {
@@ -37,6 +39,7 @@ function summarize(name: string, unit: StateBenchRow['unit'], values: number[]):
     p90: at(0.9),
     min: sorted[0]!,
     max: sorted[sorted.length - 1]!,
+    values: [...values],
   };
 }
 

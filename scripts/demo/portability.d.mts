@@ -12,6 +12,8 @@ export interface DemoRow {
   rejected: number;
   durationMs: number;
   traceId: string;
+  /** The task's signed execution receipt, relative to the work directory. */
+  receipt: string;
   nodeSpans: number;
   receivedSpans: number;
 }
@@ -25,7 +27,10 @@ export interface DemoResult {
   receivedDuringCut: number;
   wallMs: number;
   rows: DemoRow[];
+  /** `vyr receipt compare` of each implementation's three receipts, verified against the three node keys. */
+  receipts: Record<string, { agree: boolean; output: string }>;
   verdict: {
+    receiptsAgree: boolean;
     artifactDigestsEqual: boolean;
     stdoutDigestsEqual: boolean;
     stateDigestsEqual: boolean;

@@ -218,7 +218,9 @@ export async function runPortabilityDemo(options = {}) {
         args.push('--trust', 'keys/vyr.pub', '--otlp', t.otlp);
         t.proc = await daemon(`${t.tier}-node`, args, /"url":"(http:\/\/[^"]+)"/, { edge: t.edge });
         t.url = t.proc.match[1];
-        t.status = await vyrJson(['node', 'status', '--node', t.url], { edge: t.edge });
+        t.publicKey = `${t.tier}-node.pub`;
+        const status = ['node', 'status', '--node', t.url, '--public-key-out', t.publicKey];
+        t.status = await vyrJson(status, { edge: t.edge });
         log(
           `3. ${t.tier} node ${t.status.nodeId} at ${t.url}: ${t.status.poolSize} workers, queue ${t.status.maxQueueLength}`,
         );
@@ -250,12 +252,15 @@ export async function runPortabilityDemo(options = {}) {
     );
 
     // 5. Run: laptop and cloud connected; the edge with its uplink cut.
+    await mkdir(join(work, 'receipts'), { recursive: true });
     const rows = [];
     const runOn = async (t, impl) => {
       const agg = (await vyrJson(['state', 'create', '--name', `agg-${impl.id}`, '--node', t.url], { edge: t.edge }))
         .state.id;
       const args = ['run', impl.digest, '--stdin', 'input.jsonl', '--state', `reference=${t.reference}:ro`];
-      args.push('--state', `aggregates=${agg}`, '--node', t.url);
+      // Each task's signed execution receipt (docs/receipts.md) lands beside the work directory's other files.
+      const receipt = join('receipts', `${t.tier}-${impl.id}.json`);
+      args.push('--state', `aggregates=${agg}`, '--node', t.url, '--receipt', receipt);
       const ran = await vyrJson(args, { edge: t.edge });
       const task = ran.task;
       if (task.status !== 'SUCCEEDED')
@@ -275,6 +280,7 @@ export async function runPortabilityDemo(options = {}) {
         rejected: summary.rejected,
         durationMs: task.endedAtUnixMs - task.startedAtUnixMs,
         traceId: task.traceId,
+        receipt,
         nodeSpans: spans.length,
         receivedSpans: 0,
       };
@@ -341,6 +347,21 @@ export async function runPortabilityDemo(options = {}) {
     // 6. Every span the nodes report must reach the final receiver.
     await drain(options.drainTimeoutMs ?? 45_000);
 
+    // 7. The receipts: signed by three different node keys, they must claim the same run (artifact, inputs,
+    // outcome, stdout and state digests) per implementation.
+    const keys = tiers.flatMap((t) => ['--node-key', t.publicKey]);
+    const receipts = {};
+    for (const impl of impls) {
+      const files = rows.filter((r) => r.implementation === impl.id).map((r) => r.receipt);
+      const compared = await execFile(vyrBin, ['receipt', 'compare', ...files, ...keys], { cwd: work }).then(
+        (r) => ({ agree: true, output: r.stdout.trim() }),
+        (err) => ({ agree: false, output: `${String(err.stdout).trim()} ${String(err.stderr).trim()}`.trim() }),
+      );
+      receipts[impl.id] = compared;
+      log(
+        `   receipts of ${impl.label}: ${compared.agree ? 'same run on all three nodes' : `DIFFER: ${compared.output}`}`,
+      );
+    }
     const order = (r) =>
       tiers.findIndex((t) => t.tier === r.tier) * 10 + impls.findIndex((i) => i.id === r.implementation);
     rows.sort((a, b) => order(a) - order(b));
@@ -360,12 +381,20 @@ export async function runPortabilityDemo(options = {}) {
       receivedDuringCut,
       wallMs,
       rows,
+      receipts,
       verdict: {
+        receiptsAgree: Object.values(receipts).every((r) => r.agree),
         artifactDigestsEqual: sameArtifacts,
         stdoutDigestsEqual: same('stdoutDigest'),
         stateDigestsEqual: same('stateDigest'),
         spansLost: lost,
-        ok: sameArtifacts && same('stdoutDigest') && same('stateDigest') && lost === 0 && receivedDuringCut === 0,
+        ok:
+          sameArtifacts &&
+          same('stdoutDigest') &&
+          same('stateDigest') &&
+          lost === 0 &&
+          receivedDuringCut === 0 &&
+          Object.values(receipts).every((r) => r.agree),
       },
     };
     if (options.resultFile) {
@@ -413,8 +442,8 @@ export function formatResult(result) {
   const line = (cells) => cells.map((c, i) => (i >= 5 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
   const v = result.verdict;
   const verdict = v.ok
-    ? `VERDICT: same output and same state digest on every tier and implementation; spans lost ${v.spansLost}`
-    : `VERDICT: FAILED — artifact digests equal: ${v.artifactDigestsEqual}, stdout digests equal: ${v.stdoutDigestsEqual}, state digests equal: ${v.stateDigestsEqual}, spans lost: ${v.spansLost}, spans that crossed the cut: ${result.receivedDuringCut}`;
+    ? `VERDICT: same output and same state digest on every tier and implementation, signed receipts agree; spans lost ${v.spansLost}`
+    : `VERDICT: FAILED — artifact digests equal: ${v.artifactDigestsEqual}, stdout digests equal: ${v.stdoutDigestsEqual}, state digests equal: ${v.stateDigestsEqual}, receipts agree: ${v.receiptsAgree}, spans lost: ${v.spansLost}, spans that crossed the cut: ${result.receivedDuringCut}`;
   return [
     line(headers),
     ...body.map(line),

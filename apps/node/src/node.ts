@@ -4,8 +4,10 @@ import { join, resolve } from 'node:path';
 import type { Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import {
+  answerMalformedAsInvalid,
   createBearerAuthInterceptor,
   createFeed,
+  createMalformedMessageInterceptor,
   maxMessageBytes,
   type NodeStatusView,
   type RequestLimits,
@@ -20,6 +22,7 @@ import { createRuntime } from '@vyr/runtime';
 import { type ConflictPolicy, createStateKernel, type StateKernel } from '@vyr/state';
 import { type Logger, silentLogger } from '@vyr/telemetry';
 import { NodeError } from './errors.js';
+import { openIdempotencyStore } from './idempotency.js';
 import { createNodeLayers, type NodeLayers } from './layers.js';
 import { loadNodeKey, type NodeKey } from './node-key.js';
 import { completeRestartedDrafts, createReceiptRecorder, type ReceiptSigner } from './receipts.js';
@@ -280,6 +283,13 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
       throw new NodeError('DATA_DIR_UNUSABLE', (cause as Error).message, { cause });
     }
     cleanups.push(async () => receiptStore.close());
+    let idempotency: ReturnType<typeof openIdempotencyStore>;
+    try {
+      idempotency = openIdempotencyStore(join(dataDir, 'idempotency.db'), 10_000);
+    } catch (cause) {
+      throw new NodeError('DATA_DIR_UNUSABLE', (cause as Error).message, { cause });
+    }
+    cleanups.push(async () => idempotency.close());
     const signer: ReceiptSigner = { key: nodeKey, nodeId, tier, version: NODE_VERSION };
     // Drafts left open by a crash: the tasks the kernel just marked FAILED(NODE_RESTART) get their signed receipts.
     const restartedReceipts = await completeRestartedDrafts(
@@ -363,24 +373,28 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
     const limits = resolveLimits({ maxArtifactBytes: profile.maxArtifactBytes, ...options.limits });
     const shutdown = new AbortController();
     const interceptors: Interceptor[] = options.token ? [createBearerAuthInterceptor(options.token)] : [];
-    const handler = connectNodeAdapter({
-      routes: (router) =>
-        registerNodeService(router, {
-          tasks: layers.tasks,
-          states: layers.states,
-          artifacts: layers.artifacts,
-          telemetry: feeds,
-          status,
-          tempDir,
-          limits,
-          ...(options.streamBufferItems ? { streamBufferItems: options.streamBufferItems } : {}),
-        }),
-      interceptors,
-      // One message may be a whole stdin or seed; anything larger is refused by connect with resource_exhausted
-      // before it is buffered. Field limits below this give the precise TOO_LARGE error.
-      readMaxBytes: maxMessageBytes(limits),
-      shutdownSignal: shutdown.signal,
-    });
+    interceptors.push(createMalformedMessageInterceptor());
+    const handler = answerMalformedAsInvalid(
+      connectNodeAdapter({
+        routes: (router) =>
+          registerNodeService(router, {
+            tasks: layers.tasks,
+            states: layers.states,
+            artifacts: layers.artifacts,
+            telemetry: feeds,
+            status,
+            tempDir,
+            limits,
+            idempotencyStore: idempotency,
+            ...(options.streamBufferItems ? { streamBufferItems: options.streamBufferItems } : {}),
+          }),
+        interceptors,
+        // One message may be a whole stdin or seed; anything larger is refused by connect with resource_exhausted
+        // before it is buffered. Field limits below this give the precise TOO_LARGE error.
+        readMaxBytes: maxMessageBytes(limits),
+        shutdownSignal: shutdown.signal,
+      }),
+    );
 
     const server: DualServer = await listenDual({
       host: listen.host,
@@ -413,6 +427,7 @@ export async function createNode(options: NodeOptions): Promise<VyrNode> {
           await telemetry.shutdown();
           await kernel.close();
           receiptStore.close();
+          idempotency.close();
           await rm(tempDir, { recursive: true, force: true });
           logger.info('node stopped', { nodeId });
         })();

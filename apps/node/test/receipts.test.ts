@@ -33,6 +33,8 @@ interface Run {
   receipt: string;
   stdout: Buffer;
   stateDir: string;
+  /** The same export as the tar ExportState sent. */
+  stateTar: string;
   /** Digest of the fresh instance as CreateState reported it. */
   createdDigest: string;
   predicate: ExecutionPredicate;
@@ -107,6 +109,7 @@ async function run(client: NodeClient, digest: string, dir: string): Promise<Run
     receipt,
     stdout: Buffer.concat(chunks),
     stateDir,
+    stateTar: tarPath,
     createdDigest: state?.lastDigest as string,
     predicate: parseReceipt(receipt).statement.predicate,
   };
@@ -175,6 +178,9 @@ describe('exit criterion: a run leaves a signed receipt that verifies offline ag
       stateExports: [{ dir: onLaptop.stateDir, slot: 'data' }],
     });
     expect(verified.checked).toEqual(['artifact', 'stdin', 'stdout', 'state:data']);
+    // The export as a tar (vyr state export --out FILE.tar) checks the same way.
+    const fromTar = await verifyReceipt(onLaptop.receipt, laptopKey, { stateExports: [{ dir: onLaptop.stateTar }] });
+    expect(fromTar.checked).toEqual(['state:data']);
     const p = verified.predicate;
     expect(p).toMatchObject({
       task: { id: onLaptop.taskId },

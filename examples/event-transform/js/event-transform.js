@@ -11,6 +11,7 @@ import { getStderr } from 'wasi:cli/stderr@0.2.10';
 import { getStdin } from 'wasi:cli/stdin@0.2.10';
 import { getStdout } from 'wasi:cli/stdout@0.2.10';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.10';
+import { filesystemErrorCode } from 'wasi:filesystem/types@0.2.10';
 
 const MAX_LINE_BYTES = 64 * 1024;
 const MAX_TS_MS = 253402300799999; // 9999-12-31T23:59:59.999Z
@@ -90,8 +91,16 @@ function errorCode(e) {
   if (e instanceof Exit) throw e;
   const p = e && typeof e === 'object' && 'payload' in e ? e.payload : e;
   if (typeof p === 'string') return p;
-  // A stream error: `closed`, or `last-operation-failed` with an io error (its code is not exposed: EIO).
+  // A stream error: `closed`, or `last-operation-failed` with an io error that a file stream's error code is read
+  // from (as the preview1 adapter does: a write past the quota is `insufficient-space`, ENOSPC).
   if (p && typeof p === 'object' && p.tag === 'closed') return 'pipe';
+  if (p && typeof p === 'object' && p.tag === 'last-operation-failed') {
+    try {
+      return filesystemErrorCode(p.val) ?? 'io';
+    } catch {
+      return 'io';
+    }
+  }
   return 'io';
 }
 const strerror = (code) => STRERROR[code] ?? 'I/O error';
@@ -143,14 +152,24 @@ function resolve(path) {
 
 const FOLLOW = { symlinkFollow: true };
 
+/**
+ * Every descriptor opened, kept referenced until the program ends: a stream must not outlive its descriptor (the
+ * engine may drop an unreferenced resource, and the host then closes the file under the stream).
+ */
+const opened = [];
+
 function openRead(path) {
   const { dir, rel } = resolve(path);
-  return dir.openAt(FOLLOW, rel, {}, { read: true });
+  const d = dir.openAt(FOLLOW, rel, {}, { read: true });
+  opened.push(d);
+  return d;
 }
 
 function openWrite(path) {
   const { dir, rel } = resolve(path);
-  return dir.openAt(FOLLOW, rel, { create: true, truncate: true }, { write: true });
+  const d = dir.openAt(FOLLOW, rel, { create: true, truncate: true }, { write: true });
+  opened.push(d);
+  return d;
 }
 
 function mkdir(path) {
@@ -175,9 +194,16 @@ function readStream(stream, onChunk) {
   }
 }
 
+/**
+ * Writers still open, newest first: on exit the C program's stdio flushes what its files still buffer (files
+ * opened with fopen, newest first, then stdout), so a program ending with an error keeps that output too.
+ */
+const openWriters = [];
+
 /** A buffered writer of ASCII/UTF-8 text to an output stream, in chunks WASI accepts. */
 class Writer {
   constructor(stream, limit) {
+    openWriters.unshift(this);
     this.stream = stream;
     this.limit = limit;
     this.parts = [];
@@ -315,6 +341,8 @@ const METRICS = {
   voltage: { canonical: 'V', min: -MAX_ABS_VALUE, max: MAX_ABS_VALUE, units: { V: [0, 1], mV: [1, 1000] } },
 };
 const METRIC_NAMES = Object.keys(METRICS);
+/** Each metric's place in the byte order of the names (the aggregate rows' order). */
+const METRIC_RANK = METRIC_NAMES.map((name) => [...METRIC_NAMES].sort().indexOf(name));
 METRIC_NAMES.forEach((name, index) => {
   METRICS[name].name = name;
   METRICS[name].index = index;
@@ -561,6 +589,11 @@ function loadReference(path, slot) {
     // The start of each output line of this device, and one group table per metric.
     d.prefix = `{"device":"${d.id}","site":"${d.site}","zone":"${d.zone}",`;
     d.groups = METRIC_NAMES.map(() => new Map());
+    d.index = i; // the byte order of the ids
+    d.rows = METRIC_NAMES.map((name) => {
+      const metric = METRICS[name];
+      return `${d.prefix}"metric":"${name}","unit":"${metric.canonical}","window":`;
+    });
     byId.set(d.id, d);
   }
   return byId;
@@ -644,13 +677,27 @@ function main() {
     inStream = getStdin();
   }
   const stdout = new Writer(getStdout(), 65536);
+  openWriters.splice(openWriters.indexOf(stdout), 1);
+  openWriters.push(stdout); // flushed after the files
 
   const reasonCounts = new Map();
   let nIn = 0;
   let nOut = 0;
   let nRejected = 0;
+  // Aggregation state in flat typed arrays (a few bytes per event and per group, so 100 MB of input fits in the
+  // 256 MiB memory limit): each accepted event's thousandths and group; each group's device, metric and window.
   let nGroups = 0;
-  const groupList = [];
+  let evValue = new Int32Array(1 << 16); // |m| <= 1e9 < 2^31
+  let evGroup = new Int32Array(1 << 16);
+  const gDevice = [];
+  let gMetric = new Uint8Array(1 << 12);
+  let gWindow = new Float64Array(1 << 12);
+  let gCount = new Int32Array(1 << 12);
+  const grow = (a) => {
+    const b = new a.constructor(a.length * 2);
+    b.set(a);
+    return b;
+  };
   const reject = (line, reason) => {
     nRejected++;
     reasonCounts.set(reason, (reasonCounts.get(reason) ?? 0) + 1);
@@ -717,21 +764,28 @@ function main() {
     stdout.write(
       `${dev.prefix}"ts":${ts},"metric":"${metric.name}","value":${milli(m)},"unit":"${metric.canonical}","window":${window}}\n`,
     );
-    nOut++;
     const byWindow = dev.groups[metric.index];
     let g = byWindow.get(window);
-    if (!g) {
-      g = { dev, metric, window, values: new Int32Array(8), n: 0 };
+    if (g === undefined) {
+      g = nGroups++;
+      if (g === gMetric.length) {
+        gMetric = grow(gMetric);
+        gWindow = grow(gWindow);
+        gCount = grow(gCount);
+      }
       byWindow.set(window, g);
-      groupList.push(g);
-      nGroups++;
+      gDevice.push(dev);
+      gMetric[g] = metric.index;
+      gWindow[g] = window;
     }
-    if (g.n === g.values.length) {
-      const grown = new Int32Array(g.n * 2);
-      grown.set(g.values);
-      g.values = grown;
+    gCount[g]++;
+    if (nOut === evValue.length) {
+      evValue = grow(evValue);
+      evGroup = grow(evGroup);
     }
-    g.values[g.n++] = m; // |m| <= 1e9 < 2^31
+    evValue[nOut] = m;
+    evGroup[nOut] = g;
+    nOut++;
   };
 
   // Lines split on \n only; a line longer than MAX_LINE_BYTES is rejected without looking at it.
@@ -777,11 +831,20 @@ function main() {
   const rejFailed = rejects.flush();
   if (rejFailed) die(EXIT_IOERR, `cannot write rejects.jsonl: ${strerror(rejFailed)}`);
 
+  // Each group's values, contiguous: offsets by group, then one pass over the events.
+  const start = new Int32Array(nGroups + 1);
+  for (let g = 0; g < nGroups; g++) start[g + 1] = start[g] + gCount[g];
+  const values = new Int32Array(nOut);
+  const at = start.slice(0, nGroups);
+  for (let i = 0; i < nOut; i++) values[at[evGroup[i]]++] = evValue[i];
+  evValue = undefined;
+  evGroup = undefined;
   // Aggregates: one file per window, rows sorted by device then metric (byte order: the names are ASCII).
-  groupList.sort((a, b) => {
-    if (a.window !== b.window) return a.window < b.window ? -1 : 1;
-    if (a.dev.id !== b.dev.id) return a.dev.id < b.dev.id ? -1 : 1;
-    return a.metric.name < b.metric.name ? -1 : a.metric.name > b.metric.name ? 1 : 0;
+  const order = Array.from({ length: nGroups }, (_, g) => g);
+  order.sort((a, b) => {
+    if (gWindow[a] !== gWindow[b]) return gWindow[a] < gWindow[b] ? -1 : 1;
+    if (gDevice[a] !== gDevice[b]) return gDevice[a].index - gDevice[b].index;
+    return METRIC_RANK[gMetric[a]] - METRIC_RANK[gMetric[b]];
   });
   path = `${outDir}/windows`;
   if (nGroups > 0) {
@@ -794,14 +857,15 @@ function main() {
   }
   let file;
   let nWindows = 0;
-  for (let i = 0; i < groupList.length; i++) {
-    const g = groupList[i];
-    if (i === 0 || g.window !== groupList[i - 1].window) {
+  for (let i = 0; i < nGroups; i++) {
+    const g = order[i];
+    const window = gWindow[g];
+    if (i === 0 || window !== gWindow[order[i - 1]]) {
       if (file) {
         const f = file.flush();
         if (f) die(EXIT_IOERR, `cannot write a window file: ${strerror(f)}`);
       }
-      path = `${outDir}/windows/${g.window}.jsonl`;
+      path = `${outDir}/windows/${window}.jsonl`;
       try {
         file = new Writer(openWrite(path).writeViaStream(0n), 65536);
       } catch (e) {
@@ -809,11 +873,12 @@ function main() {
       }
       nWindows++;
     }
-    const values = g.values.subarray(0, g.n).sort();
-    const rank = Math.floor((95 * g.n + 99) / 100); // nearest rank: ceil(0.95 n)
+    const n = gCount[g];
+    const v = values.subarray(start[g], start[g] + n).sort();
+    const rank = Math.floor((95 * n + 99) / 100); // nearest rank: ceil(0.95 n)
     file.write(
-      `${g.dev.prefix}"metric":"${g.metric.name}","unit":"${g.metric.canonical}","window":${g.window},"count":${g.n},` +
-        `"min":${milli(values[0])},"max":${milli(values[g.n - 1])},"mean":${milli(meanMilli(values))},"p95":${milli(values[rank - 1])}}\n`,
+      `${gDevice[g].rows[gMetric[g]]}${window},"count":${n},` +
+        `"min":${milli(v[0])},"max":${milli(v[n - 1])},"mean":${milli(meanMilli(v))},"p95":${milli(v[rank - 1])}}\n`,
     );
     if (file.failed) die(EXIT_IOERR, `cannot write a window file: ${strerror(file.failed)}`);
   }
@@ -862,6 +927,7 @@ export const run = {
       }
     }
     if (code !== 0) {
+      for (const w of openWriters.splice(0)) w.flush();
       const stderr = new Writer(getStderr(), 65536);
       stderr.write(`event-transform: ${message}\n`);
       stderr.flush();

@@ -38,7 +38,7 @@ describe('portability demo', () => {
       spansLost: 0,
       ok: true,
     });
-  }, 240_000);
+  }, 900_000);
 
   it.runIf(root)(
     'falls back to stopping and restarting the upstream collector when told not to use namespaces',
@@ -49,6 +49,6 @@ describe('portability demo', () => {
       expect(result.verdict.ok).toBe(true);
       expect(result.rows.every((r) => r.receivedSpans === r.nodeSpans)).toBe(true);
     },
-    600_000,
+    900_000,
   );
 });

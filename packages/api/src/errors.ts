@@ -166,7 +166,7 @@ export function connectCodeFor(domain: Domain, code: string): Code | undefined {
  * or state error reports the underlying, more precise code. Anything else becomes `internal` with code INTERNAL.
  */
 export function toConnectError(err: unknown): ConnectError {
-  if (err instanceof ConnectError) return err;
+  if (err instanceof ConnectError) return malformedAsInvalid(err);
   if (!(err instanceof Error)) return build('INTERNAL', 'api', String(err), Code.Internal, {}, err);
   // The runtime wraps verification failures; the artifact code says more (UNTRUSTED_KEY vs UNSIGNED).
   let source: Error = err;
@@ -184,6 +184,26 @@ export function toConnectError(err: unknown): ConnectError {
   const metadata = source instanceof ApiError ? { ...source.metadata } : {};
   // Keep the outer message when we switched to the cause: it usually names the task or artifact.
   return build(code, domain, err.message, connectCode, metadata, err);
+}
+
+/**
+ * connect-es reports a request message that is not valid protobuf as `internal` ("parse binary: …", its
+ * serialization treats both directions alike), and so a stream envelope flagged compressed when no compression was
+ * negotiated, while a malformed JSON message is `invalid_argument`. A client's bad bytes are not a server failure:
+ * they become `invalid_argument` here too.
+ */
+export function malformedAsInvalid(err: ConnectError): ConnectError {
+  if (err.code !== Code.Internal) return err;
+  const m = err.rawMessage;
+  let message: string;
+  if (m.startsWith('parse binary: ')) {
+    message = `the request message is not valid protobuf (${m.slice('parse binary: '.length)})`;
+  } else if (m.startsWith('received compressed envelope')) {
+    message = `a request envelope is flagged compressed but no compression was negotiated (${m})`;
+  } else {
+    return err;
+  }
+  return build('MALFORMED_MESSAGE', 'api', message, Code.InvalidArgument, {}, err);
 }
 
 function build(

@@ -72,6 +72,11 @@ export interface NodeServiceDeps {
   limits?: RequestLimits;
   /** Idempotency keys remembered (oldest forgotten first); default 10,000. */
   maxIdempotencyKeys?: number;
+  /**
+   * Durable record of idempotency keys, so a retry after the node restarted still finds its task instead of running
+   * it again. Default: none (keys live in memory only).
+   */
+  idempotencyStore?: IdempotencyStore;
   /** Per-subscriber buffer of StreamTraces / StreamMetrics, in batches; default 1,024. */
   streamBufferItems?: number;
 }
@@ -233,6 +238,18 @@ interface IdempotencyEntry {
   task: Promise<TaskView>;
 }
 
+/** What a durable idempotency store keeps per key: the request's fingerprint and the task it started. */
+export interface IdempotencyRecord {
+  fingerprint: string;
+  taskId: string;
+}
+
+/** A durable map of idempotency keys (see {@link NodeServiceDeps.idempotencyStore}); it bounds itself. */
+export interface IdempotencyStore {
+  get(key: string): IdempotencyRecord | undefined;
+  put(key: string, record: IdempotencyRecord): void;
+}
+
 /**
  * Implements every NodeService RPC over the given layers. Validation (ids, digests, sizes) and error mapping
  * happen here, once; the layers below see only well-formed requests.
@@ -311,13 +328,34 @@ export function createNodeServiceHandlers(deps: NodeServiceDeps): ServiceImpl<ty
           const first = await known.task;
           return { task: taskToProto(await deps.tasks.get(first.id)) };
         }
+        const stored = deps.idempotencyStore?.get(req.idempotencyKey);
+        if (stored !== undefined) {
+          // Used before this process started: the same request gets the same task, never a second run.
+          if (stored.fingerprint !== fingerprint) {
+            throw new ApiError(
+              'IDEMPOTENCY_MISMATCH',
+              `idempotency key ${JSON.stringify(req.idempotencyKey)} was used for a different request; use a new key`,
+            );
+          }
+          try {
+            return { task: taskToProto(await deps.tasks.get(stored.taskId)) };
+          } catch (err) {
+            if ((err as { code?: string }).code !== 'NOT_FOUND') throw err;
+            throw new ApiError(
+              'NOT_FOUND',
+              `idempotency key ${JSON.stringify(req.idempotencyKey)} started task ${stored.taskId}, which ended before the node restarted and is no longer known; it is not run again`,
+            );
+          }
+        }
         // Register before awaiting, so a concurrent retry joins this submit instead of starting a second task.
         const task = deps.tasks.submit(spec);
         const entry: IdempotencyEntry = { fingerprint, task };
         idempotency.set(req.idempotencyKey, entry);
         if (idempotency.size > maxKeys) idempotency.delete(idempotency.keys().next().value as string);
         try {
-          return { task: taskToProto(await task) };
+          const view = await task;
+          deps.idempotencyStore?.put(req.idempotencyKey, { fingerprint, taskId: view.id });
+          return { task: taskToProto(view) };
         } catch (err) {
           // A refused submit ran nothing: the key may be retried.
           if (idempotency.get(req.idempotencyKey) === entry) idempotency.delete(req.idempotencyKey);

@@ -13,6 +13,8 @@ export {
 export {
   artifactToProto,
   createNodeServiceHandlers,
+  type IdempotencyRecord,
+  type IdempotencyStore,
   maxMessageBytes,
   type NodeServiceDeps,
   type RequestLimits,
@@ -22,6 +24,7 @@ export {
   type TelemetryFeeds,
   taskToProto,
 } from './handlers.js';
+export { answerMalformedAsInvalid, createMalformedMessageInterceptor } from './malformed.js';
 export {
   filterResourceMetrics,
   filterResourceSpans,

@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { CollectorError } from './errors.js';
 import { Forwarder } from './forwarder.js';
@@ -152,12 +153,27 @@ export function createCollector(options: CollectorOptions): Collector {
         stopping: () => state !== 'running',
         inflight: inflightBytes,
       });
-      const srv = createServer({ keepAliveTimeout: 30_000, requestTimeout: 120_000 }, (req, res) => {
+      const listener = (req: IncomingMessage, res: ServerResponse): void => {
         const p = new Promise<void>((resolve) => res.on('close', resolve));
         inflight.add(p);
         void p.then(() => inflight.delete(p));
         handler(req, res);
-      });
+      };
+      const serverOptions = { keepAliveTimeout: 30_000, requestTimeout: 120_000 };
+      const srv: Server = opts.tls
+        ? createHttpsServer(
+            { ...serverOptions, cert: Buffer.from(opts.tls.cert), key: Buffer.from(opts.tls.key) },
+            listener,
+          )
+        : createServer(serverOptions, listener);
+      if (opts.token !== undefined && !opts.tls && !isLoopback(opts.host)) {
+        opts.logger.warn(
+          'collector: the bearer token travels in cleartext: serve HTTPS (--tls-cert/--tls-key) off loopback',
+          {
+            host: opts.host,
+          },
+        );
+      }
       srv.maxConnections = opts.maxConnections;
       try {
         await new Promise<void>((resolve, reject) => {
@@ -178,12 +194,12 @@ export function createCollector(options: CollectorOptions): Collector {
       server = srv;
       const addr = srv.address() as AddressInfo;
       const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-      url = `http://${host}:${addr.port}`;
+      url = `${opts.tls ? 'https' : 'http'}://${host}:${addr.port}`;
       forwarders = SIGNALS.map((s) => new Forwarder(spool.queues[s], opts, t, upstream));
       for (const f of forwarders) f.start();
       state = 'running';
       opts.logger.info('collector: listening', { url, upstream: redactUrl(opts.upstream) });
-      if (!isLoopback(opts.host)) {
+      if (!isLoopback(opts.host) && opts.token === undefined) {
         opts.logger.warn(
           'collector: the receiver listens beyond loopback without authentication or TLS; anyone who reaches it can write into the spool (firewall it or put an authenticating proxy in front)',
           { url },

@@ -18,11 +18,18 @@ export interface BackoffOptions {
 /** Options of {@link createCollector}. */
 export interface CollectorOptions {
   /**
-   * Interface to listen on. Default `127.0.0.1`. The receiver has no authentication and no TLS, so an address
-   * other than loopback (`127.0.0.0/8`, `::1`, `localhost`) is refused unless {@link allowRemote} is set.
+   * Interface to listen on. Default `127.0.0.1`. An address other than loopback (`127.0.0.0/8`, `::1`, `localhost`)
+   * needs a {@link token} (the node's rule), or {@link allowRemote} to accept anyone who reaches it.
    */
   host?: string;
-  /** Allow a non-loopback {@link host} although anyone who reaches it can write into the spool. Default false. */
+  /**
+   * Bearer token every request must carry (`Authorization: Bearer <token>`, RFC 6750); others get 401 before their
+   * body is read. Default: none (no authentication), allowed only on loopback unless {@link allowRemote}.
+   */
+  token?: string;
+  /** Serve HTTPS with this PEM certificate and key (the token then never travels in cleartext). Default: HTTP. */
+  tls?: { cert: string | Uint8Array; key: string | Uint8Array };
+  /** Allow a non-loopback {@link host} without a token, although anyone who reaches it can write into the spool. Default false. */
   allowRemote?: boolean;
   /** TCP port; 0 picks a free one. Default 4318 (the OTLP/HTTP port). */
   port?: number;
@@ -67,6 +74,8 @@ export interface CollectorOptions {
 export interface ResolvedOptions {
   host: string;
   allowRemote: boolean;
+  token?: string;
+  tls?: { cert: string | Uint8Array; key: string | Uint8Array };
   maxInflightBytes: number;
   maxConnections: number;
   port: number;
@@ -128,9 +137,10 @@ export function resolveOptions(o: CollectorOptions): ResolvedOptions {
   }
   const host = o.host ?? '127.0.0.1';
   const allowRemote = o.allowRemote ?? false;
-  if (!allowRemote && !isLoopback(host)) {
+  if (o.token !== undefined && o.token.length === 0) invalid('token is empty');
+  if (!allowRemote && !isLoopback(host) && o.token === undefined) {
     invalid(
-      `refusing to listen on ${JSON.stringify(host)}: the receiver has no authentication or TLS, so anyone who reaches it can fill the spool; listen on 127.0.0.1 (or ::1), or allow it explicitly (allowRemote, --allow-remote) behind a firewall or an authenticating proxy`,
+      `refusing to listen on ${JSON.stringify(host)}: the receiver has no authentication or TLS configured (no bearer token), so anyone who reaches it could fill the spool; give it a token (token, with tls), listen on 127.0.0.1 (or ::1), or accept anyone explicitly (allowRemote, --allow-remote) behind a firewall or an authenticating proxy`,
     );
   }
   const port = o.port ?? 4318;
@@ -151,6 +161,8 @@ export function resolveOptions(o: CollectorOptions): ResolvedOptions {
   return {
     host,
     allowRemote,
+    ...(o.token !== undefined ? { token: o.token } : {}),
+    ...(o.tls !== undefined ? { tls: o.tls } : {}),
     maxInflightBytes,
     maxConnections,
     port,

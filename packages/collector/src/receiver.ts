@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { gunzip } from 'node:zlib';
 import { CollectorError } from './errors.js';
@@ -48,15 +49,18 @@ export function createHandler(deps: ReceiverDeps): (req: IncomingMessage, res: S
   };
 }
 
+/** Whether the header is `Bearer <token>` with the collector's token, compared in constant time. */
+function authorized(header: string | undefined, token: string): boolean {
+  const match = /^Bearer ([^\s]+)$/i.exec((header ?? '').trim());
+  const given = createHash('sha256')
+    .update(match?.[1] ?? '')
+    .digest();
+  return match !== null && timingSafeEqual(given, createHash('sha256').update(token).digest());
+}
+
 async function handle(deps: ReceiverDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const { opts, telemetry } = deps;
   const path = (req.url ?? '/').split('?')[0] as string;
-  if (path === '/status' && (req.method === 'GET' || req.method === 'HEAD')) {
-    const body = Buffer.from(`${JSON.stringify(deps.status())}\n`);
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
-    res.end(req.method === 'HEAD' ? undefined : body);
-    return;
-  }
   const signal = ROUTES.get(path);
   const encoding = encodingOf(req.headers['content-type']);
   const replyEnc: Encoding = encoding ?? 'protobuf';
@@ -64,6 +68,25 @@ async function handle(deps: ReceiverDeps, req: IncomingMessage, res: ServerRespo
     telemetry.addRequest(outcome, signal);
     reply(res, status, replyEnc, statusBody(replyEnc, code, message), extra);
   };
+  if (opts.token !== undefined && !authorized(req.headers.authorization, opts.token)) {
+    // Before anything of the body is read (RFC 6750 §3: 401 with a Bearer challenge).
+    req.resume();
+    return fail(
+      401,
+      'unauthenticated',
+      RpcCode.UNAUTHENTICATED,
+      req.headers.authorization === undefined
+        ? 'this collector requires a bearer token: send Authorization: Bearer <token>'
+        : 'the bearer token is wrong',
+      { 'www-authenticate': 'Bearer realm="vyr-collector"', connection: 'close' },
+    );
+  }
+  if (path === '/status' && (req.method === 'GET' || req.method === 'HEAD')) {
+    const body = Buffer.from(`${JSON.stringify(deps.status())}\n`);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return;
+  }
   if (!signal) {
     req.resume();
     return fail(

@@ -28,7 +28,9 @@ export type RequestOutcome =
   | 'unavailable'
   /** Refused with 503 because `maxInflightBytes` of requests were already being processed. */
   | 'busy'
-  | 'not_found';
+  | 'not_found'
+  /** Refused with 401: no bearer token, or the wrong one. */
+  | 'unauthenticated';
 
 /**
  * Instrument names not (yet) in `@vyr/telemetry` names: requests by outcome and upstream state. Kept here so
@@ -57,6 +59,7 @@ const OUTCOMES: readonly RequestOutcome[] = [
   'unavailable',
   'busy',
   'not_found',
+  'unauthenticated',
 ];
 
 const perSignal = (): Record<Signal, number> => ({ traces: 0, metrics: 0, logs: 0 });

@@ -1,9 +1,13 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { bundleFromJSON } from '@sigstore/bundle';
 import { type TrustMaterial, toSignedEntity, Verifier } from '@sigstore/verify';
 import { keyIdOf, parsePublicKeyPem, readArtifact } from '@vyr/artifact';
 import { digestTree } from '@vyr/state';
+import { extract as extractTar } from 'tar';
 import { ReceiptError, type ReceiptErrorCode } from './errors.js';
 import {
   BUNDLE_MEDIA_TYPE,
@@ -222,9 +226,21 @@ export function parseReceipt(json: string): ParsedReceipt {
   return { ...envelope, statement: statementOf(envelope) };
 }
 
+/** Content digest (docs/state.md) of an exported state: a directory, or a tar unpacked into a temp directory first. */
+async function exportDigest(path: string): Promise<string> {
+  if (!(await stat(path)).isFile()) return (await digestTree(path)).digest;
+  const scratch = await mkdtemp(join(tmpdir(), 'vyr-receipt-state-'));
+  try {
+    await extractTar({ file: path, cwd: scratch, strict: true });
+    return (await digestTree(scratch)).digest;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
 /** One exported state directory to compare with a receipt. */
 export interface StateExportCheck {
-  /** A directory as `vyr state export --out DIR` writes it. */
+  /** A directory as `vyr state export --out DIR` writes it, or the `.tar` of `vyr state export --out FILE.tar`. */
   dir: string;
   /** The slot it must match; default: any slot of the receipt. */
   slot?: string;
@@ -400,7 +416,7 @@ export async function verifyReceipt(
     }
     let actual: string;
     try {
-      actual = (await digestTree(exp.dir)).digest;
+      actual = await exportDigest(exp.dir);
     } catch (cause) {
       fail('IO_ERROR', `cannot measure the state export ${exp.dir}: ${(cause as Error).message}`, cause);
     }

@@ -55,7 +55,7 @@ const META_FILE = 'meta.json';
  * Version of the cache entry layout and of the module rewrite. An entry of another format is re-transpiled (the
  * rewrite of the core modules changed, or the metadata did).
  */
-const CACHE_FORMAT = 3;
+export const CACHE_FORMAT = 3;
 /** Failed prepares remembered in memory (so a broken component is not transpiled again for every task). */
 const MAX_REMEMBERED_FAILURES = 256;
 
@@ -286,7 +286,7 @@ async function compileEntry(digest: string, meta: Meta, files: Map<string, Uint8
   const modules: Record<string, WebAssembly.Module> = {};
   for (const name of meta.modules) {
     try {
-      modules[name] = await WebAssembly.compile(files.get(name)!);
+      modules[name] = await WebAssembly.compile(files.get(name)! as Uint8Array<ArrayBuffer>);
     } catch (cause) {
       throw new RuntimeError('INTERNAL', `core module ${name} does not compile: ${(cause as Error).message}`, {
         cause,

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { componentNew } from '@bytecodealliance/jco';
 import initWabt from 'wabt';
+import { CACHE_FORMAT } from '../src/prepare.js';
 import type { ArtifactSource, RuntimeArtifact, TaskLimits } from '../src/types.js';
 
 /**
@@ -182,7 +183,7 @@ export async function cacheEntryDir(cacheDir: string, digest: string): Promise<s
 }
 
 /**
- * Writes a prepare-cache entry by hand, with correct hashes in `meta.json` (format 2 of src/prepare.ts): what a
+ * Writes a prepare-cache entry by hand, with correct hashes in `meta.json` (src/prepare.ts's current format): what a
  * runtime finds there is what it runs. Tests use it to run host JS the transpiler would never emit.
  */
 export async function writeCacheEntry(cacheDir: string, digest: string, componentJs: string): Promise<string> {
@@ -190,7 +191,7 @@ export async function writeCacheEntry(cacheDir: string, digest: string, componen
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'component.js'), componentJs);
   const meta = {
-    format: 2,
+    format: CACHE_FORMAT,
     jcoVersion: await installedJcoVersion(),
     sha256: { 'component.js': createHash('sha256').update(componentJs).digest('hex') },
     modules: [],

@@ -96,7 +96,12 @@ export function registerReceiptCommands(program: Command, ctx: CliContext, outpu
     .option('--stdout <file>', "the task's captured stdout")
     .option('--stderr <file>', "the task's captured stderr")
     .option('--stdin <file>', 'the bytes given to the task on stdin')
-    .option('--state-export <[slot=]dir>', 'a state export (vyr state export --out DIR); repeatable', collect, [])
+    .option(
+      '--state-export <[slot=]dir|tar>',
+      'a state export (vyr state export --out DIR or FILE.tar); repeatable',
+      collect,
+      [],
+    )
     .action(async (file: string, flags: VerifyFlags) => {
       const json = (await readInputFile(ctx, file, 'receipt')).toString('utf8');
       const key = (await readInputFile(ctx, flags.nodeKey, '--node-key')).toString('utf8');
