@@ -152,24 +152,19 @@ function resolve(path) {
 
 const FOLLOW = { symlinkFollow: true };
 
-/**
- * Every descriptor opened, kept referenced until the program ends: a stream must not outlive its descriptor (the
- * engine may drop an unreferenced resource, and the host then closes the file under the stream).
- */
-const opened = [];
-
 function openRead(path) {
   const { dir, rel } = resolve(path);
-  const d = dir.openAt(FOLLOW, rel, {}, { read: true });
-  opened.push(d);
-  return d;
+  return dir.openAt(FOLLOW, rel, {}, { read: true });
 }
 
 function openWrite(path) {
   const { dir, rel } = resolve(path);
-  const d = dir.openAt(FOLLOW, rel, { create: true, truncate: true }, { write: true });
-  opened.push(d);
-  return d;
+  return dir.openAt(FOLLOW, rel, { create: true, truncate: true }, { write: true });
+}
+
+/** Drops WASI resources now (a child before its parent: a stream before its descriptor), as fclose does. */
+function drop(...resources) {
+  for (const r of resources) r?.[Symbol.dispose]?.();
 }
 
 function mkdir(path) {
@@ -202,8 +197,10 @@ const openWriters = [];
 
 /** A buffered writer of ASCII/UTF-8 text to an output stream, in chunks WASI accepts. */
 class Writer {
-  constructor(stream, limit) {
+  /** `descriptor`: the file `stream` writes to, dropped with it by `close`. */
+  constructor(stream, limit, descriptor) {
     openWriters.unshift(this);
+    this.descriptor = descriptor;
     this.stream = stream;
     this.limit = limit;
     this.parts = [];
@@ -229,6 +226,16 @@ class Writer {
       this.failed = errorCode(e);
     }
     return this.failed;
+  }
+  /** Flushes, then drops the stream and its file (the open file count stays flat, as with fclose). */
+  close() {
+    const failed = this.flush();
+    const i = openWriters.indexOf(this);
+    if (i >= 0) openWriters.splice(i, 1);
+    drop(this.stream, this.descriptor);
+    this.stream = undefined;
+    this.descriptor = undefined;
+    return failed;
   }
 }
 
@@ -341,6 +348,8 @@ const METRICS = {
   voltage: { canonical: 'V', min: -MAX_ABS_VALUE, max: MAX_ABS_VALUE, units: { V: [0, 1], mV: [1, 1000] } },
 };
 const METRIC_NAMES = Object.keys(METRICS);
+/** Each metric's place in the byte order of the names (the aggregate rows' order). */
+const METRIC_RANK = METRIC_NAMES.map((name) => [...METRIC_NAMES].sort().indexOf(name));
 METRIC_NAMES.forEach((name, index) => {
   METRICS[name].name = name;
   METRICS[name].index = index;
@@ -517,10 +526,12 @@ function readFile(path) {
   const file = openRead(path);
   const chunks = [];
   let size = 0;
-  const failed = readStream(file.readViaStream(0n), (chunk) => {
+  const stream = file.readViaStream(0n);
+  const failed = readStream(stream, (chunk) => {
     chunks.push(chunk);
     size += chunk.length;
   });
+  drop(stream, file);
   const all = new Uint8Array(size);
   let at = 0;
   for (const c of chunks) {
@@ -587,6 +598,11 @@ function loadReference(path, slot) {
     // The start of each output line of this device, and one group table per metric.
     d.prefix = `{"device":"${d.id}","site":"${d.site}","zone":"${d.zone}",`;
     d.groups = METRIC_NAMES.map(() => new Map());
+    d.index = i; // the byte order of the ids
+    d.rows = METRIC_NAMES.map((name) => {
+      const metric = METRICS[name];
+      return `${d.prefix}"metric":"${name}","unit":"${metric.canonical}","window":`;
+    });
     byId.set(d.id, d);
   }
   return byId;
@@ -642,7 +658,7 @@ function main() {
   let path = `${outDir}/summary.json`;
   let probe = false;
   try {
-    openRead(path);
+    drop(openRead(path));
     probe = true;
   } catch (e) {
     errorCode(e);
@@ -657,7 +673,7 @@ function main() {
       `aggregate state missing: slot 'aggregates' has no writable ${outDir} (${strerror(errorCode(e))})`,
     );
   }
-  const rejects = new Writer(rejectsFile.writeViaStream(0n), 65536);
+  const rejects = new Writer(rejectsFile.writeViaStream(0n), 65536, rejectsFile);
 
   let inStream;
   if (input !== undefined) {
@@ -677,8 +693,20 @@ function main() {
   let nIn = 0;
   let nOut = 0;
   let nRejected = 0;
+  // Aggregation state in flat typed arrays (a few bytes per event and per group, so 100 MB of input fits in the
+  // 256 MiB memory limit): each accepted event's thousandths and group; each group's device, metric and window.
   let nGroups = 0;
-  const groupList = [];
+  let evValue = new Int32Array(1 << 16); // |m| <= 1e9 < 2^31
+  let evGroup = new Int32Array(1 << 16);
+  const gDevice = [];
+  let gMetric = new Uint8Array(1 << 12);
+  let gWindow = new Float64Array(1 << 12);
+  let gCount = new Int32Array(1 << 12);
+  const grow = (a) => {
+    const b = new a.constructor(a.length * 2);
+    b.set(a);
+    return b;
+  };
   const reject = (line, reason) => {
     nRejected++;
     reasonCounts.set(reason, (reasonCounts.get(reason) ?? 0) + 1);
@@ -745,21 +773,28 @@ function main() {
     stdout.write(
       `${dev.prefix}"ts":${ts},"metric":"${metric.name}","value":${milli(m)},"unit":"${metric.canonical}","window":${window}}\n`,
     );
-    nOut++;
     const byWindow = dev.groups[metric.index];
     let g = byWindow.get(window);
-    if (!g) {
-      g = { dev, metric, window, values: new Int32Array(8), n: 0 };
+    if (g === undefined) {
+      g = nGroups++;
+      if (g === gMetric.length) {
+        gMetric = grow(gMetric);
+        gWindow = grow(gWindow);
+        gCount = grow(gCount);
+      }
       byWindow.set(window, g);
-      groupList.push(g);
-      nGroups++;
+      gDevice.push(dev);
+      gMetric[g] = metric.index;
+      gWindow[g] = window;
     }
-    if (g.n === g.values.length) {
-      const grown = new Int32Array(g.n * 2);
-      grown.set(g.values);
-      g.values = grown;
+    gCount[g]++;
+    if (nOut === evValue.length) {
+      evValue = grow(evValue);
+      evGroup = grow(evGroup);
     }
-    g.values[g.n++] = m; // |m| <= 1e9 < 2^31
+    evValue[nOut] = m;
+    evGroup[nOut] = g;
+    nOut++;
   };
 
   // Lines split on \n only; a line longer than MAX_LINE_BYTES is rejected without looking at it.
@@ -802,14 +837,23 @@ function main() {
   if (len > 0 || tooLong) endLine();
   const outFailed = stdout.flush();
   if (outFailed) die(EXIT_IOERR, `cannot write stdout: ${strerror(outFailed)}`);
-  const rejFailed = rejects.flush();
+  const rejFailed = rejects.close();
   if (rejFailed) die(EXIT_IOERR, `cannot write rejects.jsonl: ${strerror(rejFailed)}`);
 
+  // Each group's values, contiguous: offsets by group, then one pass over the events.
+  const start = new Int32Array(nGroups + 1);
+  for (let g = 0; g < nGroups; g++) start[g + 1] = start[g] + gCount[g];
+  const values = new Int32Array(nOut);
+  const at = start.slice(0, nGroups);
+  for (let i = 0; i < nOut; i++) values[at[evGroup[i]]++] = evValue[i];
+  evValue = undefined;
+  evGroup = undefined;
   // Aggregates: one file per window, rows sorted by device then metric (byte order: the names are ASCII).
-  groupList.sort((a, b) => {
-    if (a.window !== b.window) return a.window < b.window ? -1 : 1;
-    if (a.dev.id !== b.dev.id) return a.dev.id < b.dev.id ? -1 : 1;
-    return a.metric.name < b.metric.name ? -1 : a.metric.name > b.metric.name ? 1 : 0;
+  const order = Array.from({ length: nGroups }, (_, g) => g);
+  order.sort((a, b) => {
+    if (gWindow[a] !== gWindow[b]) return gWindow[a] < gWindow[b] ? -1 : 1;
+    if (gDevice[a] !== gDevice[b]) return gDevice[a].index - gDevice[b].index;
+    return METRIC_RANK[gMetric[a]] - METRIC_RANK[gMetric[b]];
   });
   path = `${outDir}/windows`;
   if (nGroups > 0) {
@@ -822,31 +866,34 @@ function main() {
   }
   let file;
   let nWindows = 0;
-  for (let i = 0; i < groupList.length; i++) {
-    const g = groupList[i];
-    if (i === 0 || g.window !== groupList[i - 1].window) {
+  for (let i = 0; i < nGroups; i++) {
+    const g = order[i];
+    const window = gWindow[g];
+    if (i === 0 || window !== gWindow[order[i - 1]]) {
       if (file) {
-        const f = file.flush();
+        const f = file.close();
         if (f) die(EXIT_IOERR, `cannot write a window file: ${strerror(f)}`);
       }
-      path = `${outDir}/windows/${g.window}.jsonl`;
+      path = `${outDir}/windows/${window}.jsonl`;
       try {
-        file = new Writer(openWrite(path).writeViaStream(0n), 65536);
+        const d = openWrite(path);
+        file = new Writer(d.writeViaStream(0n), 65536, d);
       } catch (e) {
         die(EXIT_IOERR, `cannot write ${path}: ${strerror(errorCode(e))}`);
       }
       nWindows++;
     }
-    const values = g.values.subarray(0, g.n).sort();
-    const rank = Math.floor((95 * g.n + 99) / 100); // nearest rank: ceil(0.95 n)
+    const n = gCount[g];
+    const v = values.subarray(start[g], start[g] + n).sort();
+    const rank = Math.floor((95 * n + 99) / 100); // nearest rank: ceil(0.95 n)
     file.write(
-      `${g.dev.prefix}"metric":"${g.metric.name}","unit":"${g.metric.canonical}","window":${g.window},"count":${g.n},` +
-        `"min":${milli(values[0])},"max":${milli(values[g.n - 1])},"mean":${milli(meanMilli(values))},"p95":${milli(values[rank - 1])}}\n`,
+      `${gDevice[g].rows[gMetric[g]]}${window},"count":${n},` +
+        `"min":${milli(v[0])},"max":${milli(v[n - 1])},"mean":${milli(meanMilli(v))},"p95":${milli(v[rank - 1])}}\n`,
     );
     if (file.failed) die(EXIT_IOERR, `cannot write a window file: ${strerror(file.failed)}`);
   }
   if (file) {
-    const f = file.flush();
+    const f = file.close();
     if (f) die(EXIT_IOERR, `cannot write a window file: ${strerror(f)}`);
   }
 
@@ -859,12 +906,13 @@ function main() {
   path = `${outDir}/summary.json`;
   let summaryFile;
   try {
-    summaryFile = new Writer(openWrite(path).writeViaStream(0n), 65536);
+    const d = openWrite(path);
+    summaryFile = new Writer(d.writeViaStream(0n), 65536, d);
   } catch (e) {
     die(EXIT_IOERR, `cannot write summary.json: ${strerror(errorCode(e))}`);
   }
   summaryFile.write(summary);
-  const sf = summaryFile.flush();
+  const sf = summaryFile.close();
   if (sf) die(EXIT_IOERR, `cannot write summary.json: ${strerror(sf)}`);
   const stderr = new Writer(getStderr(), 65536);
   stderr.write(summary);

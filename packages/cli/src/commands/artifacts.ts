@@ -11,12 +11,11 @@ import { type CliContext, emit, type OutputOptions } from '../context.js';
 import { CliError } from '../errors.js';
 import { ExitCode } from '../exit-codes.js';
 import { formatBytes, table } from '../format.js';
+import { PROGRESS_MIN_BYTES, ttyProgress } from '../progress.js';
 import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
 
 /** Chunk size of an upload. */
 const CHUNK_BYTES = 256 * 1024;
-/** Uploads at least this big report progress on stderr. */
-const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
 
 /** Result of {@link uploadArtifact}. */
 export interface UploadResult {
@@ -85,6 +84,7 @@ export async function uploadArtifact(
     await writeFile(tarPath, tar, { mode: 0o600 });
     const size = (await stat(tarPath)).size;
     const showProgress = !options.quiet && size >= PROGRESS_MIN_BYTES;
+    const tty = (ctx.stderr as { isTTY?: boolean }).isTTY === true ? ttyProgress(ctx, 'import') : undefined;
     async function* requests(): AsyncGenerator<ImportArtifactRequest> {
       yield create(ImportArtifactRequestSchema, { part: { case: 'header', value: { sizeBytes: BigInt(size) } } });
       let sent = 0;
@@ -95,9 +95,12 @@ export async function uploadArtifact(
         const tenth = Math.floor((sent / size) * 10);
         if (showProgress && tenth > lastTenth) {
           lastTenth = tenth;
-          ctx.stderr.write(`import: ${tenth * 10}% (${formatBytes(sent)} of ${formatBytes(size)})\n`);
+          // A terminal gets one line redrawn in place; a pipe or log file one line per 10 %.
+          if (tty) tty.update(`${tenth * 10}% (${formatBytes(sent)} of ${formatBytes(size)})`);
+          else ctx.stderr.write(`import: ${tenth * 10}% (${formatBytes(sent)} of ${formatBytes(size)})\n`);
         }
       }
+      tty?.done();
     }
     const res = await client.importArtifact(requests(), options.signal ? { signal: options.signal } : {});
     if (!res.artifact) throw new CliError('INTERNAL', 'the node answered ImportArtifact without an artifact');

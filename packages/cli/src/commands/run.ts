@@ -13,6 +13,7 @@ import { ExitCode } from '../exit-codes.js';
 import { readInputFile } from '../files.js';
 import { formatBytes } from '../format.js';
 import { parseDuration, parseSize } from '../parse.js';
+import { ttyProgress } from '../progress.js';
 import { choiceOf, readOptions, uploadArtifact } from './artifacts.js';
 import { type NodeFlags, withNode, withNodeOptions } from './node-client.js';
 import { writeReceipt } from './receipt.js';
@@ -279,6 +280,29 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
         let droppedSeen = 0n;
         let receiptJson = '';
         let announcedPending = false;
+        // On a terminal, a task that takes a while before its first output (the first run of an artifact prepares
+        // it: seconds for a big component) shows its status and elapsed time on one redrawn stderr line, cleared as
+        // soon as the task writes anything. Never in --json, never into a pipe.
+        const status = json ? undefined : ttyProgress(ctx, 'vyr');
+        const watchStarted = Date.now();
+        let ticker: NodeJS.Timeout | undefined;
+        if (status !== undefined) {
+          ticker = setInterval(() => {
+            const seconds = Math.round((Date.now() - watchStarted) / 1000);
+            // PENDING with every slot bound is the node verifying and preparing (transpiling) the artifact.
+            const doing =
+              task.status === TaskStatus.PENDING && task.unboundSlots.length === 0
+                ? 'preparing'
+                : (STATUS_NAMES[task.status]?.toLowerCase() ?? 'waiting');
+            status.update(`task ${task.id} ${doing} for ${seconds} s`);
+          }, 1000);
+          ticker.unref();
+        }
+        const quietStatus = (): void => {
+          if (ticker !== undefined) clearInterval(ticker);
+          ticker = undefined;
+          status?.done();
+        };
         try {
           const watch = { taskId: task.id, includeReceipt: flags.receipt !== undefined };
           for await (const ev of client.watchTask(watch, { signal: interrupt.signal })) {
@@ -293,9 +317,11 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
                 );
               }
             } else if (e.case === 'stdout') {
+              quietStatus();
               if (json) out.push(Buffer.from(e.value));
               else await write(ctx.stdout, e.value);
             } else if (e.case === 'stderr') {
+              quietStatus();
               if (json) err.push(Buffer.from(e.value));
               else await write(ctx.stderr, e.value);
             } else if (e.case === 'dropped') {
@@ -305,6 +331,8 @@ export function registerRunCommands(program: Command, ctx: CliContext, output: (
           }
         } catch (cause) {
           if (interrupted === undefined) throw nodeLost(cause, url, task);
+        } finally {
+          quietStatus();
         }
         if (interrupted !== undefined) await cancelled;
         if (!isTerminal(task.status)) {
