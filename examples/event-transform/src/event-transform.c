@@ -617,6 +617,13 @@ static char out_dir[1024];
 
 static void write_failed(const char *what) { die(EXIT_IOERR, "cannot write %s: %s", what, strerror(errno)); }
 
+/* Closes a file written with stdio; any failed write since it was opened (stdio keeps going after one, so the
+   error flag is the only reliable record) or a failed close is a write failure. */
+static void close_written(FILE *f, const char *what) {
+  int failed = ferror(f);
+  if (fclose(f) != 0 || failed) write_failed(what);
+}
+
 static void reject(uint64_t line, const char *reason) {
   for (size_t i = 0; i < N_REASONS; i++)
     if (strcmp(REASONS[i], reason) == 0) reason_counts[i]++;
@@ -705,7 +712,7 @@ static void write_windows(void) {
   for (size_t i = 0; i < n_groups; i++) {
     Group *g = &groups[i];
     if (i == 0 || g->window != groups[i - 1].window) {
-      if (f && fclose(f) != 0) write_failed("a window file");
+      if (f) close_written(f, "a window file");
       snprintf(path, sizeof path, "%s/windows/%lld.jsonl", out_dir, (long long)g->window);
       if (!(f = fopen(path, "wb"))) write_failed(path);
     }
@@ -726,7 +733,7 @@ static void write_windows(void) {
     put_milli(f, g->values[rank - 1]);
     if (fputs("}\n", f) < 0) write_failed("a window file");
   }
-  if (f && fclose(f) != 0) write_failed("a window file");
+  if (f) close_written(f, "a window file");
 }
 
 static size_t count_windows(void) {
@@ -811,14 +818,14 @@ int main(int argc, char **argv) {
     if (too_long) { n_in++; n_rejected++; reject(lineno, "line_too_long"); }
     else process_line(line, len, lineno, stack);
   }
-  if (fflush(stdout) != 0) write_failed("stdout");
-  if (fclose(rejects) != 0) write_failed("rejects.jsonl");
+  if (fflush(stdout) != 0 || ferror(stdout)) write_failed("stdout");
+  close_written(rejects, "rejects.jsonl");
   write_windows();
   snprintf(path, sizeof path, "%s/summary.json", out_dir);
   FILE *s = fopen(path, "wb");
   if (!s) write_failed("summary.json");
   write_summary(s);
-  if (fclose(s) != 0) write_failed("summary.json");
+  close_written(s, "summary.json");
   write_summary(stderr);
   return 0;
 }

@@ -104,7 +104,7 @@ describe('event-transform on a VYR node', () => {
     let outLines = 0;
     for await (const chunk of createReadStream(stdoutPath)) for (const b of chunk as Buffer) if (b === 10) outLines++;
     expect(outLines).toBe(summary.out);
-  }, 300_000);
+  }, 900_000);
 
   it('does not start without the reference state, and the failure names the unbound slot', async () => {
     const aggId = (await vyr('state', 'create', '--name', 'lonely-agg')).state.id;
