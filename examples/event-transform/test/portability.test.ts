@@ -31,7 +31,10 @@ describe('portability demo', () => {
     expect(result.receivedDuringCut).toBe(0);
     const edgeSpans = result.rows.filter((r) => r.tier === 'edge').reduce((n, r) => n + r.nodeSpans, 0);
     expect(result.spooledDuringCut).toBeGreaterThanOrEqual(edgeSpans);
+    // Three node keys, one claim: the signed receipts of each implementation describe the same run.
+    for (const impl of built) expect(result.receipts[impl]).toMatchObject({ agree: true });
     expect(result.verdict).toEqual({
+      receiptsAgree: true,
       artifactDigestsEqual: true,
       stdoutDigestsEqual: true,
       stateDigestsEqual: true,
