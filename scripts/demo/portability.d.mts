@@ -25,6 +25,8 @@ export interface DemoResult {
   cut: string;
   spooledDuringCut: number;
   receivedDuringCut: number;
+  /** Spans the receiver got more than once (store-and-forward is at-least-once); not a loss. */
+  duplicateSpansReceived: number;
   wallMs: number;
   rows: DemoRow[];
   /** `vyr receipt compare` of each implementation's three receipts, verified against the three node keys. */

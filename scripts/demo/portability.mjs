@@ -65,6 +65,7 @@ export async function runPortabilityDemo(options = {}) {
   const netns = options.netns === false ? false : await canUseNetns(ns);
   const cleanups = [];
   let edgeLink;
+  let duplicates = 0;
 
   /** Runs `vyr ARGS` (inside the edge namespace when `edge`), returns stdout; throws with stderr on failure. */
   const vyr = async (args, { edge = false, allowFail = false } = {}) => {
@@ -296,10 +297,24 @@ export async function runPortabilityDemo(options = {}) {
         }),
     );
     /** Fills each row's receivedSpans from the receiver; true once every row has all of its node's spans. */
+    // Store-and-forward is at-least-once: a batch whose acknowledgement was lost is sent again, so spans are
+    // counted once per span id and the repeats reported apart.
     const count = () => {
       const byTrace = new Map();
-      for (const s of receiver.spans()) byTrace.set(s.traceId, (byTrace.get(s.traceId) ?? 0) + 1);
-      for (const r of rows) r.receivedSpans = byTrace.get(r.traceId) ?? 0;
+      const ours = new Set(rows.map((r) => r.traceId));
+      let total = 0;
+      for (const s of receiver.spans()) {
+        if (!ours.has(s.traceId)) continue;
+        if (!byTrace.has(s.traceId)) byTrace.set(s.traceId, new Set());
+        byTrace.get(s.traceId).add(s.spanId);
+        total++;
+      }
+      let unique = 0;
+      for (const r of rows) {
+        r.receivedSpans = byTrace.get(r.traceId)?.size ?? 0;
+        unique += r.receivedSpans;
+      }
+      duplicates = total - unique;
       return rows.every((r) => r.receivedSpans >= r.nodeSpans);
     };
     const drain = async (timeoutMs) => {
@@ -379,6 +394,7 @@ export async function runPortabilityDemo(options = {}) {
       cut,
       spooledDuringCut: spooled,
       receivedDuringCut,
+      duplicateSpansReceived: duplicates,
       wallMs,
       rows,
       receipts,
@@ -448,7 +464,7 @@ export function formatResult(result) {
     line(headers),
     ...body.map(line),
     '',
-    `cut: ${result.cut}; ${result.spooledDuringCut} span(s) spooled at the edge meanwhile`,
+    `cut: ${result.cut}; ${result.spooledDuringCut} span(s) spooled at the edge meanwhile; ${result.duplicateSpansReceived} span(s) delivered twice (at-least-once)`,
     `wall time ${(result.wallMs / 1000).toFixed(1)} s`,
     verdict,
   ].join('\n');
