@@ -31,34 +31,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export interface Summary {
-  n: number;
-  min: number;
-  median: number;
-  p95: number;
-  max: number;
-}
-export interface Benchmark {
-  id: string;
-  group: string;
-  subject: string;
-  title: string;
-  unit: string;
-  better: 'lower' | 'higher';
-  samples: number[];
-  summary?: Summary;
-  method: string;
-  skipped?: string;
-}
-export interface Ratio {
-  id: string;
-  title: string;
-  numerator: string;
-  denominator: string;
-  pairs: number[];
-  summary?: Summary;
-  skipped?: string;
-}
+import type { Summary } from '../bench/lib/stats.ts';
+import type { Benchmark, Ratio } from '../bench/lib/types.ts';
+
+export type { Benchmark, Ratio, Summary };
+
 /** The side-by-side suite's description of its workload (bench/compare.ts). */
 export interface Workload {
   origin: string;
