@@ -8,8 +8,8 @@
 // The final OTLP receiver is the repository's test receiver (packages/testing), which decodes what arrives.
 import { execFile as execFileCb, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream, existsSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -27,15 +27,6 @@ export const IMPLEMENTATIONS = [
 
 const sha256 = (data) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function exists(path) {
-  try {
-    await readFile(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Whether this process may make network namespaces (root, `ip` present, `ip netns add` works). */
 async function canUseNetns(name) {
@@ -68,8 +59,10 @@ export async function runPortabilityDemo(options = {}) {
   let duplicates = 0;
 
   /** Runs `vyr ARGS` (inside the edge namespace when `edge`), returns stdout; throws with stderr on failure. */
+  /** The command line of `vyr ARGS`: inside the edge's namespace for the edge when there is one. */
+  const command = (args, edge) => (edge && netns ? ['ip', ['netns', 'exec', ns, vyrBin, ...args]] : [vyrBin, args]);
   const vyr = async (args, { edge = false, allowFail = false } = {}) => {
-    const [file, argv] = edge && netns ? ['ip', ['netns', 'exec', ns, vyrBin, ...args]] : [vyrBin, args];
+    const [file, argv] = command(args, edge);
     try {
       const { stdout } = await execFile(file, argv, { cwd: work, maxBuffer: 256 * 1024 * 1024 });
       return stdout;
@@ -82,7 +75,7 @@ export async function runPortabilityDemo(options = {}) {
 
   /** Starts a long-running `vyr` daemon and resolves with the first stdout match of `ready`. */
   const daemon = async (name, args, ready, { edge = false } = {}) => {
-    const [file, argv] = edge && netns ? ['ip', ['netns', 'exec', ns, vyrBin, ...args]] : [vyrBin, args];
+    const [file, argv] = command(args, edge);
     const child = spawn(file, argv, { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
     const logFile = createWriteStream(join(work, `${name}.log`));
     child.stderr.pipe(logFile);
@@ -119,7 +112,7 @@ export async function runPortabilityDemo(options = {}) {
     );
     const impls = [];
     for (const impl of IMPLEMENTATIONS) {
-      if (await exists(impl.wasm)) impls.push(impl);
+      if (existsSync(impl.wasm)) impls.push(impl);
       else log(`skipping ${impl.label}: ${impl.wasm} is not built`);
     }
     if (impls.length === 0) throw new Error('no event-transform artifact is built');
@@ -296,7 +289,7 @@ export async function runPortabilityDemo(options = {}) {
           for (const impl of impls) await runOn(t, impl);
         }),
     );
-    /** Fills each row's receivedSpans from the receiver; true once every row has all of its node's spans. */
+    // Fills each row's receivedSpans from the receiver; true once every row has all of its node's spans.
     // Store-and-forward is at-least-once: a batch whose acknowledgement was lost is sent again, so spans are
     // counted once per span id and the repeats reported apart.
     const count = () => {
